@@ -1,0 +1,93 @@
+"""Which database errors are worth a retry, and the error a failed step raises.
+
+Retrying a syntax error or a missing table only delays the alert; retrying a
+dropped connection, a deadlock or a lock timeout usually succeeds. PostgreSQL's
+SQLSTATE tells them apart.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+
+from hospitaldb.sql_script import Statement, shorten
+
+# SQLSTATEs that describe the moment, not the SQL: connection exceptions (08…),
+# serialization failure, deadlock, lock timeout, server shutting down or
+# starting, too many connections.
+TRANSIENT_SQLSTATES = frozenset(
+    {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
+)
+
+# Connection failures without a SQLSTATE that no retry will fix.
+PERMANENT_CONNECT_MESSAGES = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "invalid dsn",
+)
+
+MESSAGE_LENGTH = 500
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when a retry of the same SQL may well succeed."""
+    if not isinstance(error, psycopg2.Error):
+        return False
+    code = error.pgcode
+    if code:
+        return code in TRANSIENT_SQLSTATES or code.startswith("08")
+    # No SQLSTATE: the connection failed or dropped before the server could say why.
+    if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        message = str(error).lower()
+        return not any(text in message for text in PERMANENT_CONNECT_MESSAGES)
+    return False
+
+
+def postgres_message(error: BaseException) -> str:
+    """The server's message for a psycopg2 error, on one line, cut to a readable length."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    detail = getattr(diag, "message_detail", None)
+    text = primary or str(error) or type(error).__name__
+    if detail:
+        text = f"{text} ({detail})"
+    return shorten(text, MESSAGE_LENGTH)
+
+
+class StepError(RuntimeError):
+    """A refresh step failed; its transaction was rolled back, the previous data stands."""
+
+    def __init__(
+        self,
+        step: str,
+        message: str,
+        *,
+        statement: Statement | None = None,
+        sqlstate: str | None = None,
+        transient: bool = False,
+    ) -> None:
+        self.step = step
+        self.statement = statement
+        self.sqlstate = sqlstate
+        self.transient = transient
+        self.postgres_message = message
+        where = f" at {statement.location} ({statement.summary})" if statement else ""
+        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
+        kind = "transient error, will retry if attempts remain" if transient else "not retried"
+        super().__init__(
+            f"{step} failed{where}: {message}{code}. Rolled back: every table keeps its previous "
+            f"data ({kind})."
+        )
+
+    @classmethod
+    def from_database_error(
+        cls, step: str, error: psycopg2.Error, statement: Statement | None
+    ) -> StepError:
+        return cls(
+            step,
+            postgres_message(error),
+            statement=statement,
+            sqlstate=error.pgcode,
+            transient=is_transient(error),
+        )

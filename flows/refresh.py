@@ -1,0 +1,184 @@
+"""The nightly HospitalDB refresh: phase 2 views, then phase 3 reporting tables, then dashboards.
+
+Run it locally with `python flows/refresh.py` (see --help); deploy it with
+prefect.yaml. Each step is a Prefect task that runs one file of sql/ in one
+transaction and retries only on transient database errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import Task, exponential_backoff
+from pydantic import Field
+
+# `python flows/refresh.py` and Prefect's entrypoint loader both run this file
+# by path; make its sibling package importable either way.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hospitaldb.database import DATABASE_URL_ENV, resolve_database  # noqa: E402
+from hospitaldb.errors import StepError  # noqa: E402
+from hospitaldb.refresh_lock import refresh_lock  # noqa: E402
+from hospitaldb.sql_runner import run_sql_file  # noqa: E402
+from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file  # noqa: E402
+
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_DELAY_SECONDS = 10.0
+
+
+def retry_on_transient_error(task: Task, task_run: Any, state: Any) -> bool:
+    """Retry only what a retry can fix: lost connections, deadlocks, lock timeouts."""
+    try:
+        state.result()
+    except StepError as error:
+        return error.transient
+    except Exception:
+        return False
+    return False
+
+
+def run_step(
+    step: StepName,
+    database_block: str | None,
+    statement_timeout_seconds: float,
+    lock_timeout_seconds: float,
+    sql_path: Path | None = None,
+) -> dict[str, Any]:
+    """Run one step's SQL file in one transaction and return what it did."""
+    logger = get_run_logger()
+    target = resolve_database(database_block)
+    result = run_sql_file(
+        target,
+        sql_path or sql_file(step),
+        step=step,
+        logger=logger,
+        statement_timeout_seconds=statement_timeout_seconds,
+        lock_timeout_seconds=lock_timeout_seconds,
+    )
+    logger.info("%s committed: %d statements, %.2f s, %d rows", step, len(result.statements), result.seconds, result.rows)
+    return result.to_dict()
+
+
+def _step_task(step: StepName) -> Task:
+    return task(
+        name=step,
+        retries=DEFAULT_RETRIES,
+        retry_delay_seconds=exponential_backoff(backoff_factor=DEFAULT_RETRY_DELAY_SECONDS),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=retry_on_transient_error,
+        # A refresh must run every time: never answer it from a cache.
+        cache_policy=NO_CACHE,
+        log_prints=False,
+    )(run_step)
+
+
+refresh_phase2_materialized_views = _step_task("refresh_phase2_materialized_views")
+refresh_phase3_reporting_tables = _step_task("refresh_phase3_reporting_tables")
+refresh_dashboards = _step_task("refresh_dashboards")
+STEP_TASKS: dict[StepName, Task] = {
+    "refresh_phase2_materialized_views": refresh_phase2_materialized_views,
+    "refresh_phase3_reporting_tables": refresh_phase3_reporting_tables,
+    "refresh_dashboards": refresh_dashboards,
+}
+
+
+@flow(name="hospitaldb-refresh", log_prints=False)
+def hospitaldb_refresh(
+    steps: list[StepName] | None = None,
+    database_block: str | None = None,
+    statement_timeout_seconds: Annotated[float, Field(ge=0)] = 3600,
+    lock_timeout_seconds: Annotated[float, Field(ge=0)] = 30,
+    overlap_wait_seconds: Annotated[float, Field(ge=0)] = 0,
+    retries: Annotated[int, Field(ge=0, le=10)] = DEFAULT_RETRIES,
+    retry_delay_seconds: Annotated[float, Field(ge=0)] = DEFAULT_RETRY_DELAY_SECONDS,
+) -> list[dict[str, Any]]:
+    """Refresh HospitalDB: analytics views, then reporting tables, then dashboards.
+
+    Args:
+        steps: which steps to run (default all); always run in pipeline order.
+        database_block: SqlAlchemyConnector block to use. Default: the environment
+            variable HOSPITALDB_DATABASE_URL, else the block 'hospitaldb-postgres'.
+        statement_timeout_seconds: PostgreSQL statement_timeout per statement (0 = none).
+        lock_timeout_seconds: PostgreSQL lock_timeout: how long a statement may wait for a lock.
+        overlap_wait_seconds: how long to wait for another refresh of the same database
+            to finish before giving up (0 = fail at once).
+        retries: retries per step, on transient database errors only.
+        retry_delay_seconds: base of the exponential backoff between retries.
+    """
+    logger = get_run_logger()
+    selected = in_pipeline_order(steps)
+    target = resolve_database(database_block)
+    logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
+    results = []
+    with refresh_lock(target, wait_seconds=overlap_wait_seconds):
+        for step in selected:
+            step_task = STEP_TASKS[step].with_options(
+                retries=retries,
+                retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_seconds)(retries)
+                if retries and retry_delay_seconds
+                else 0,
+            )
+            results.append(
+                step_task(
+                    step,
+                    database_block,
+                    statement_timeout_seconds,
+                    lock_timeout_seconds,
+                )
+            )
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python flows/refresh.py",
+        description=(
+            "Run the HospitalDB refresh once, here. The database comes from --database-url, "
+            f"else {DATABASE_URL_ENV}, else the 'hospitaldb-postgres' block; with none of them, "
+            "an embedded demo PostgreSQL is started under .hospitaldb/ and filled with demo data "
+            "on first use."
+        ),
+    )
+    parser.add_argument("--database-url", help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+    parser.add_argument(
+        "--steps", nargs="+", choices=STEPS, metavar="STEP",
+        help=f"steps to run, in pipeline order (default all): {', '.join(STEPS)}",
+    )
+    parser.add_argument("--database-block", help="SqlAlchemyConnector block name")
+    parser.add_argument("--demo-visits", type=int, default=20_000,
+                        help="visits in the embedded demo database when it is first built (default 20000)")
+    parser.add_argument("--statement-timeout", type=float, default=3600, metavar="SECONDS")
+    parser.add_argument("--lock-timeout", type=float, default=30, metavar="SECONDS")
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hospitaldb.local_run import choose_local_database, print_summary
+
+    args = parse_args(argv)
+    where = choose_local_database(args.database_url, args.database_block, args.demo_visits)
+    try:
+        results = hospitaldb_refresh(
+            steps=args.steps,
+            database_block=args.database_block,
+            statement_timeout_seconds=args.statement_timeout,
+            lock_timeout_seconds=args.lock_timeout,
+            retries=args.retries,
+        )
+    except Exception as error:  # the run's logs have the details; say what failed, plainly
+        print(f"\nRefresh failed: {error}", file=sys.stderr)
+        return 1
+    print_summary(results, where)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    sys.exit(main())

@@ -23,11 +23,11 @@ from psycopg2 import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hospitaldb.database import DatabaseTarget, target_from_url  # noqa: E402
-from hospitaldb.errors import StepError  # noqa: E402
-from hospitaldb.sql_runner import execute_statements  # noqa: E402
-from hospitaldb.sql_script import load_statements  # noqa: E402
-from hospitaldb.steps import SQL_DIR  # noqa: E402
+from hospitaldb.database import DatabaseTarget, target_from_url
+from hospitaldb.errors import StepError
+from hospitaldb.sql_runner import execute_statements
+from hospitaldb.sql_script import load_statements
+from hospitaldb.steps import SQL_DIR
 
 HOSPITALDB_SCHEMAS = ("staging", "analytics", "reporting", "dashboards", "etl_audit")
 DEMO_MARKER = "staging.demo_dataset"
@@ -101,7 +101,9 @@ def _create_database_if_missing(target: DatabaseTarget) -> None:
         maintenance.close()
 
 
-def build_demo_database(database_url: str, visits: int = 20_000, seed: int = 42, force: bool = False) -> float:
+def build_demo_database(
+    database_url: str, visits: int = 20_000, seed: int = 42, force: bool = False
+) -> float:
     """Recreate the HospitalDB schemas and load demo data in one transaction; return seconds taken."""
     if visits < 1:
         raise ValueError("--visits must be at least 1")
@@ -126,13 +128,15 @@ def build_demo_database(database_url: str, visits: int = 20_000, seed: int = 42,
             cursor.execute("SELECT set_config('hospitaldb_demo.seed', %s, true)", (str(seed),))
             for schema in HOSPITALDB_SCHEMAS:
                 cursor.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        for path in sorted((SQL_DIR / "schema").glob("*.sql")) + [SQL_DIR / "demo" / "generate_data.sql"]:
-            execute_statements(connection, load_statements(path, f"sql/{path.relative_to(SQL_DIR)}"), log, path.stem)
+        for path in [*sorted((SQL_DIR / "schema").glob("*.sql")), SQL_DIR / "demo" / "generate_data.sql"]:
+            execute_statements(
+                connection, load_statements(path, f"sql/{path.relative_to(SQL_DIR)}"), log, path.stem
+            )
         with connection.cursor() as cursor:
             cursor.execute(
-                sql.SQL("CREATE TABLE {} AS SELECT %s::int AS visits, %s::int AS seed, now() AS loaded_at").format(
-                    sql.Identifier(*DEMO_MARKER.split("."))
-                ),
+                sql.SQL(
+                    "CREATE TABLE {} AS SELECT %s::int AS visits, %s::int AS seed, now() AS loaded_at"
+                ).format(sql.Identifier(*DEMO_MARKER.split("."))),
                 (visits, seed),
             )
         connection.commit()
@@ -149,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", required=True, help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
     parser.add_argument("--visits", type=int, default=20_000, help="number of visits (default 20000)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    parser.add_argument("--force", action="store_true",
-                        help="replace the HospitalDB schemas even if the database holds other data")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the HospitalDB schemas even if the database holds other data",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -165,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo_db: database error: {str(error).strip()}", file=sys.stderr)
         return 1
     target = target_from_url(args.database_url, "--database-url")
-    print(f"Loaded {args.visits:,} demo visits (seed {args.seed}) into {target.describe()} in {seconds:.1f} s")
+    print(
+        f"Loaded {args.visits:,} demo visits (seed {args.seed}) into {target.describe()} in {seconds:.1f} s"
+    )
     return 0
 
 

@@ -22,11 +22,11 @@ from pydantic import Field
 # by path; make its sibling package importable either way.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hospitaldb.database import DATABASE_URL_ENV, resolve_database  # noqa: E402
-from hospitaldb.errors import StepError  # noqa: E402
-from hospitaldb.refresh_lock import refresh_lock  # noqa: E402
-from hospitaldb.sql_runner import run_sql_file  # noqa: E402
-from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file  # noqa: E402
+from hospitaldb.database import DATABASE_URL_ENV, resolve_database
+from hospitaldb.errors import StepError
+from hospitaldb.refresh_lock import refresh_lock
+from hospitaldb.sql_runner import run_sql_file
+from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file
 
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_SECONDS = 10.0
@@ -61,7 +61,13 @@ def run_step(
         statement_timeout_seconds=statement_timeout_seconds,
         lock_timeout_seconds=lock_timeout_seconds,
     )
-    logger.info("%s committed: %d statements, %.2f s, %d rows", step, len(result.statements), result.seconds, result.rows)
+    logger.info(
+        "%s committed: %d statements, %.2f s, %d rows",
+        step,
+        len(result.statements),
+        result.seconds,
+        result.rows,
+    )
     return result.to_dict()
 
 
@@ -147,12 +153,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--database-url", help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
     parser.add_argument(
-        "--steps", nargs="+", choices=STEPS, metavar="STEP",
+        "--steps",
+        nargs="+",
+        choices=STEPS,
+        metavar="STEP",
         help=f"steps to run, in pipeline order (default all): {', '.join(STEPS)}",
     )
     parser.add_argument("--database-block", help="SqlAlchemyConnector block name")
-    parser.add_argument("--demo-visits", type=int, default=20_000,
-                        help="visits in the embedded demo database when it is first built (default 20000)")
+    parser.add_argument(
+        "--demo-visits",
+        type=int,
+        default=20_000,
+        help="visits in the embedded demo database when it is first built (default 20000)",
+    )
     parser.add_argument("--statement-timeout", type=float, default=3600, metavar="SECONDS")
     parser.add_argument("--lock-timeout", type=float, default=30, metavar="SECONDS")
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES)

@@ -51,9 +51,7 @@ class DatabaseTarget:
         return self.describe()
 
     def connection_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = self.url.translate_connect_args(
-            username="user", database="dbname"
-        )
+        kwargs: dict[str, Any] = self.url.translate_connect_args(username="user", database="dbname")
         for key, value in self.url.query.items():
             kwargs[key] = value[-1] if isinstance(value, tuple) else value
         kwargs.update(self.connect_args)
@@ -94,7 +92,7 @@ def target_from_url(url: str, source: str) -> DatabaseTarget:
     """Validate a PostgreSQL URL; the error never repeats the URL (it may hold a password)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise DatabaseNotConfigured(
             f"{source} is not a valid database URL. Expected "
             "postgresql://USER:PASSWORD@HOST:5432/DBNAME (special characters in the password "
@@ -118,8 +116,7 @@ def target_from_block(block_name: str) -> DatabaseTarget:
         connector = SqlAlchemyConnector.load(block_name)
     except ValueError:
         raise DatabaseNotConfigured(
-            f"No SqlAlchemyConnector block named '{block_name}' on this Prefect server. "
-            + HOW_TO_CONFIGURE
+            f"No SqlAlchemyConnector block named '{block_name}' on this Prefect server. " + HOW_TO_CONFIGURE
         ) from None
     info = connector.connection_info
     source = f"block '{block_name}'"

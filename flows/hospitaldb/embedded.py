@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
 from hospitaldb.steps import PROJECT_ROOT
 
-LOCAL_DATA_DIR = PROJECT_ROOT / ".hospitaldb"
+LOCAL_DATA_DIR_ENV = "HOSPITALDB_LOCAL_DATA_DIR"
+
+
+def local_data_dir() -> Path:
+    """Where local runs keep the embedded database: .hospitaldb/ in the project, unless overridden."""
+    return Path(os.environ.get(LOCAL_DATA_DIR_ENV) or PROJECT_ROOT / ".hospitaldb")
 
 
 def start_embedded_postgres(pgdata: Path, *, keep_running: bool = False) -> str:

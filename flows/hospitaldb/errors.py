@@ -14,9 +14,7 @@ from hospitaldb.sql_script import Statement, shorten
 # SQLSTATEs that describe the moment, not the SQL: connection exceptions (08…),
 # serialization failure, deadlock, lock timeout, server shutting down or
 # starting, too many connections.
-TRANSIENT_SQLSTATES = frozenset(
-    {"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"}
-)
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 
 # Connection failures without a SQLSTATE that no retry will fix.
 PERMANENT_CONNECT_MESSAGES = (
@@ -81,9 +79,7 @@ class StepError(RuntimeError):
         )
 
     @classmethod
-    def from_database_error(
-        cls, step: str, error: psycopg2.Error, statement: Statement | None
-    ) -> StepError:
+    def from_database_error(cls, step: str, error: psycopg2.Error, statement: Statement | None) -> StepError:
         return cls(
             step,
             postgres_message(error),

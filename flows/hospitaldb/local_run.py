@@ -15,7 +15,7 @@ from hospitaldb.database import (
     resolve_database,
     target_from_url,
 )
-from hospitaldb.embedded import LOCAL_DATA_DIR, start_embedded_postgres
+from hospitaldb.embedded import local_data_dir, start_embedded_postgres
 
 DEMO_DATABASE = "hospitaldb"
 
@@ -37,7 +37,7 @@ def choose_local_database(database_url: str | None, database_block: str | None, 
 def _use_embedded_demo(demo_visits: int) -> str:
     from demo_db import build_demo_database, is_demo_database
 
-    pgdata = LOCAL_DATA_DIR / "pgdata"
+    pgdata = local_data_dir() / "pgdata"
     print(f"No database configured: using the embedded demo PostgreSQL in {pgdata}")
     admin_url = start_embedded_postgres(pgdata)
     url = target_from_url(admin_url, "embedded demo").with_database(DEMO_DATABASE)

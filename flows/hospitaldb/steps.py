@@ -28,9 +28,7 @@ def in_pipeline_order(steps: Iterable[str] | None) -> list[StepName]:
     requested = set(steps)
     unknown = requested.difference(STEPS)
     if unknown:
-        raise ValueError(
-            f"Unknown step(s) {sorted(unknown)}; choose from {list(STEPS)}."
-        )
+        raise ValueError(f"Unknown step(s) {sorted(unknown)}; choose from {list(STEPS)}.")
     if not requested:
         raise ValueError(f"No step selected; choose one or more of {list(STEPS)}.")
     return [step for step in STEPS if step in requested]

@@ -1,0 +1,92 @@
+"""Fixtures: a real PostgreSQL (embedded by default, or HOSPITALDB_TEST_DATABASE_URL), a demo
+template database cloned for each test, and one Prefect test server for the whole session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from demo_db import build_demo_database
+from helpers import execute_outside_transaction
+from hospitaldb.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.embedded import start_embedded_postgres
+from prefect.testing.utilities import prefect_test_harness
+from psycopg2 import sql
+
+TEST_DATABASE_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
+TEMPLATE_VISITS = 3000
+
+
+def _url_for(admin_url: str, database: str) -> str:
+    target = target_from_url(admin_url, "test database URL").with_database(database)
+    return target.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A superuser URL: the server in HOSPITALDB_TEST_DATABASE_URL, else an embedded one."""
+    configured = os.environ.get(TEST_DATABASE_URL_ENV)
+    if configured:
+        return configured
+    return start_embedded_postgres(tmp_path_factory.mktemp("embedded") / "pgdata")
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str) -> Iterator[str]:
+    """The demo HospitalDB, loaded once; tests get copies of it."""
+    name = f"hospitaldb_template_{uuid.uuid4().hex[:8]}"
+    url = _url_for(postgres_admin_url, name)
+    build_demo_database(url, visits=TEMPLATE_VISITS, seed=7)
+    yield name
+    execute_outside_transaction(
+        postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+@pytest.fixture
+def new_database(postgres_admin_url: str) -> Iterator[str]:
+    """An empty database of its own; dropped afterwards."""
+    name = f"hospitaldb_test_{uuid.uuid4().hex[:8]}"
+    execute_outside_transaction(
+        postgres_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    )
+    yield _url_for(postgres_admin_url, name)
+    execute_outside_transaction(
+        postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+@pytest.fixture
+def demo_database(
+    postgres_admin_url: str, template_database: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh copy of the demo HospitalDB (not yet refreshed), set as HOSPITALDB_DATABASE_URL."""
+    name = f"hospitaldb_test_{uuid.uuid4().hex[:8]}"
+    execute_outside_transaction(
+        postgres_admin_url,
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_database)
+        ),
+    )
+    url = _url_for(postgres_admin_url, name)
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    yield url
+    execute_outside_transaction(
+        postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One temporary Prefect server for the session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def prefect(prefect_server: str) -> str:
+    return prefect_server

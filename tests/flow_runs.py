@@ -1,0 +1,87 @@
+"""Running the flow in tests and reading back what Prefect recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import State
+from refresh import hospitaldb_refresh
+
+FAST = {"retry_delay_seconds": 0, "lock_timeout_seconds": 60}
+
+
+def run_flow(**parameters: Any) -> State:
+    return hospitaldb_refresh(**{**FAST, **parameters}, return_state=True)
+
+
+def task_runs(state: State) -> dict[str, Any]:
+    """The flow run's task runs by task name."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    return {run.name.rsplit("-", 1)[0]: run for run in runs}
+
+
+def error_text(state: State) -> str:
+    try:
+        state.result()
+    except Exception as error:
+        return str(error)
+    raise AssertionError(f"expected a failed run, got {state.type}")
+
+
+class InBackground(threading.Thread):
+    """Run a callable in a thread and keep its result."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._target_fn = target
+        self.result: Any = None
+
+    def run(self) -> None:
+        self.result = self._target_fn()
+
+
+def wait_for_blocked_refresh(url: str, timeout: float = 60) -> int:
+    """Wait until a refresh statement waits on a lock; return its backend pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        connection = psycopg2.connect(url)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'hospitaldb-refresh' "
+                    "AND wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                row = cursor.fetchone()
+        finally:
+            connection.close()
+        if row:
+            return row[0]
+        time.sleep(0.05)
+    raise AssertionError("no refresh statement started waiting on the lock")
+
+
+class TableLock:
+    """Hold a lock that makes the refresh wait at a known statement (readers still pass)."""
+
+    def __init__(self, url: str, table: str, mode: str = "SHARE") -> None:
+        self.connection = psycopg2.connect(url)
+        with self.connection.cursor() as cursor:
+            from psycopg2 import sql
+
+            schema, name = table.split(".")
+            cursor.execute(
+                sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(schema, name), sql.SQL(mode))
+            )
+
+    def release(self) -> None:
+        self.connection.rollback()
+        self.connection.close()

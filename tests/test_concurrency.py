@@ -1,0 +1,142 @@
+"""Never block a dashboard, never run two refreshes at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg2
+import pytest
+from flow_runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
+from helpers import REFRESHED_OBJECTS, add_source_rows, snapshot
+from hospitaldb.database import target_from_url
+from hospitaldb.refresh_lock import refresh_lock
+from hospitaldb.sql_runner import execute_statements
+from hospitaldb.sql_script import load_statements
+from hospitaldb.steps import STEPS, sql_file
+from psycopg2 import sql
+
+
+def read_everything(connection) -> dict[str, int]:
+    """What a dashboard does: read every refreshed object (count and one aggregate)."""
+    counts = {}
+    with connection.cursor() as cursor:
+        for name in REFRESHED_OBJECTS:
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*name.split("."))))
+            counts[name] = cursor.fetchone()[0]
+    connection.rollback()
+    return counts
+
+
+def impatient_reader(url: str) -> psycopg2.extensions.connection:
+    """A reader that gives up after 200 ms of waiting for any lock."""
+    connection = psycopg2.connect(url, options="-c lock_timeout=200 -c statement_timeout=5000")
+    return connection
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_reader_is_not_blocked_and_sees_previous_complete_data_mid_refresh(demo_database, prefect, step):
+    assert run_flow().is_completed()
+    add_source_rows(demo_database)
+    earlier_steps = list(STEPS[: STEPS.index(step)])
+    if earlier_steps:
+        assert run_flow(steps=earlier_steps).is_completed()
+    reader = impatient_reader(demo_database)
+    before = read_everything(reader)
+    assert all(before.values())
+
+    refresher = target_from_url(demo_database, "test").connect()
+    refresher.set_session(isolation_level="REPEATABLE READ")
+    execute_statements(refresher, load_statements(sql_file(step)), logging.getLogger("test"), step)
+    try:
+        # The refresh has done all its work and holds its locks, uncommitted.
+        assert read_everything(reader) == before
+    finally:
+        refresher.commit()
+        refresher.close()
+    after = read_everything(reader)
+    reader.close()
+    assert after != before, "the committed refresh is visible at once"
+
+
+def test_reader_polling_during_a_real_run_is_never_blocked_and_never_sees_empty_tables(
+    demo_database, prefect
+):
+    assert run_flow().is_completed()
+    add_source_rows(demo_database)
+    failures: list[str] = []
+    reads = 0
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal reads
+        reader = impatient_reader(demo_database)
+        try:
+            while not done.is_set():
+                try:
+                    counts = read_everything(reader)
+                except psycopg2.Error as error:
+                    failures.append(str(error))
+                    reader.rollback()
+                    continue
+                failures.extend(f"{name} was empty" for name, count in counts.items() if not count)
+                reads += 1
+                time.sleep(0.02)
+        finally:
+            reader.close()
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    state = run_flow()
+    done.set()
+    poller.join(timeout=30)
+    assert state.is_completed()
+    assert reads > 0
+    assert failures == []
+
+
+def test_second_run_is_refused_while_the_refresh_lock_is_held(demo_database, prefect):
+    add_source_rows(demo_database)
+    before = snapshot(demo_database)
+    with refresh_lock(target_from_url(demo_database, "test")):
+        state = run_flow()
+    assert state.is_failed()
+    message = error_text(state)
+    assert "Another HospitalDB refresh is running" in message
+    assert "hospitaldb-refresh-lock" in message, "the message names who holds the lock"
+    assert task_runs(state) == {}
+    assert snapshot(demo_database) == before
+
+
+def test_two_real_runs_at_once_only_one_refreshes(demo_database, prefect):
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    first = InBackground(lambda: run_flow())
+    first.start()
+    try:
+        wait_for_blocked_refresh(demo_database)
+        second = run_flow()
+    finally:
+        blocker.release()
+    first.join(timeout=120)
+    assert second.is_failed()
+    assert "Another HospitalDB refresh is running" in error_text(second)
+    assert task_runs(second) == {}
+    assert first.result.is_completed()
+
+
+def test_second_run_waits_for_the_first_when_asked_to(demo_database, prefect):
+    holder = refresh_lock(target_from_url(demo_database, "test"))
+    holder.__enter__()
+    timer = threading.Timer(1.0, holder.__exit__, (None, None, None))
+    timer.start()
+    state = run_flow(overlap_wait_seconds=60)
+    timer.join()
+    assert state.is_completed()
+    assert len(task_runs(state)) == 3
+
+
+def test_waiting_has_a_limit(demo_database, prefect):
+    with refresh_lock(target_from_url(demo_database, "test")):
+        state = run_flow(overlap_wait_seconds=0.5)
+    assert "waited 0.5 s" in error_text(state)

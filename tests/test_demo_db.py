@@ -1,0 +1,100 @@
+"""The demo database: deterministic, realistic, and harmless to anything that is not demo data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from demo_db import NotADemoDatabase, build_demo_database, is_demo_database
+from helpers import execute, execute_outside_transaction, query, scalar
+from hospitaldb.steps import PROJECT_ROOT
+from psycopg2 import sql
+
+FINGERPRINT = """
+SELECT md5(string_agg(v::text || b.amount::text || b.status, ',' ORDER BY b.billing_id))
+FROM staging.billing AS b JOIN staging.visits AS v USING (visit_id)
+"""
+
+
+def test_same_seed_same_data_other_seed_other_data(new_database):
+    build_demo_database(new_database, visits=500, seed=3)
+    first = scalar(new_database, FINGERPRINT)
+    build_demo_database(new_database, visits=500, seed=3)
+    assert scalar(new_database, FINGERPRINT) == first
+    build_demo_database(new_database, visits=500, seed=4)
+    assert scalar(new_database, FINGERPRINT) != first
+
+
+def test_data_is_realistic(new_database):
+    build_demo_database(new_database, visits=5000, seed=1)
+    assert scalar(new_database, "SELECT count(*) FROM staging.visits") == 5000
+    years = scalar(new_database, "SELECT (max(visit_date) - min(visit_date)) / 365.0 FROM staging.visits")
+    assert years > 3.5
+    statuses = dict(query(new_database, "SELECT status, count(*) FROM staging.billing GROUP BY 1"))
+    assert set(statuses) == {"paid", "partially_paid", "pending", "denied"}
+    assert statuses["paid"] > statuses["pending"] > statuses["denied"]
+    # The busiest 1% of patients account for far more than 1% of visits.
+    top_share = scalar(
+        new_database,
+        """
+        SELECT sum(c)::float / (SELECT count(*) FROM staging.visits) FROM (
+            SELECT count(*) AS c FROM staging.visits GROUP BY patient_id ORDER BY c DESC
+            LIMIT (SELECT count(*) / 100 FROM staging.patients)) AS top
+        """,
+    )
+    assert top_share > 0.05
+    assert scalar(new_database, "SELECT min(amount) > 0 AND max(amount) < 5000 FROM staging.billing")
+    overpaid = "SELECT count(*) FROM analytics.mv_billing_summary WHERE paid_amount > billed_amount"
+    execute(new_database, "REFRESH MATERIALIZED VIEW analytics.mv_billing_summary")
+    assert scalar(new_database, overpaid) == 0
+
+
+def test_refuses_a_database_with_other_data_and_changes_nothing(new_database):
+    execute(
+        new_database,
+        "CREATE TABLE public.real_patients (id int); INSERT INTO public.real_patients VALUES (1)",
+    )
+    with pytest.raises(NotADemoDatabase, match=r"public\.real_patients.*--force"):
+        build_demo_database(new_database, visits=100)
+    assert scalar(new_database, "SELECT to_regnamespace('staging') IS NULL")
+    assert not is_demo_database(new_database)
+
+    build_demo_database(new_database, visits=100, force=True)
+    assert scalar(new_database, "SELECT count(*) FROM public.real_patients") == 1, (
+        "--force touches only our schemas"
+    )
+    assert scalar(new_database, "SELECT count(*) FROM staging.visits") == 100
+
+
+def test_refuses_hospitaldb_schemas_that_it_did_not_create(new_database):
+    execute(new_database, "CREATE SCHEMA staging; CREATE TABLE staging.visits (id int)")
+    with pytest.raises(NotADemoDatabase, match=r"staging\.visits"):
+        build_demo_database(new_database, visits=100)
+    assert scalar(new_database, "SELECT count(*) FROM staging.visits") == 0
+
+
+def test_command_line_creates_the_database_and_refuses_with_exit_code_2(postgres_admin_url, new_database):
+    import uuid
+
+    from hospitaldb.database import target_from_url
+
+    missing = target_from_url(postgres_admin_url, "t").with_database(f"hospitaldb_new_{uuid.uuid4().hex[:6]}")
+    missing_url = missing.url.render_as_string(hide_password=False)
+    command = [sys.executable, "flows/demo_db.py", "--visits", "200", "--database-url"]
+    try:
+        done = subprocess.run([*command, missing_url], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "Loaded 200 demo visits" in done.stdout
+        assert is_demo_database(missing_url)
+    finally:
+        execute_outside_transaction(
+            postgres_admin_url,
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(missing.url.database)),
+        )
+
+    execute(new_database, "CREATE TABLE public.keep_me (id int)")
+    refused = subprocess.run([*command, new_database], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "Nothing was changed" in refused.stderr
+    assert "Traceback" not in refused.stderr

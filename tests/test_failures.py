@@ -1,0 +1,173 @@
+"""Failures: a failed step changes nothing, transient errors are retried, the rest are not."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from expected import assert_matches_source
+from flow_runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
+from helpers import (
+    REFRESHED_OBJECTS,
+    STEP2_TABLES,
+    STEP3_TABLES,
+    add_source_rows,
+    execute,
+    query,
+    scalar,
+    snapshot,
+)
+from refresh import refresh_phase2_materialized_views
+
+
+def test_failing_statement_in_step_2_keeps_previous_data_and_stops_step_3(demo_database, prefect):
+    assert run_flow().is_completed()
+    before = snapshot(demo_database, STEP2_TABLES + STEP3_TABLES)
+    add_source_rows(demo_database)
+    # A refund recorded as a huge negative payment: the day's paid total goes negative,
+    # which reporting.revenue_summary's CHECK refuses, at the step's last table.
+    execute(
+        demo_database,
+        "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')",
+    )
+
+    state = run_flow(retries=3)
+
+    assert state.is_failed()
+    message = error_text(state)
+    assert "refresh_phase3_reporting_tables failed at sql/refresh_phase3_reporting_tables.sql:" in message
+    assert 'violates check constraint "revenue_summary_paid_amount_check"' in message
+    assert "SQLSTATE 23514" in message
+    assert snapshot(demo_database, STEP2_TABLES + STEP3_TABLES) == before
+    runs = task_runs(state)
+    assert runs["refresh_phase2_materialized_views"].state.is_completed()
+    assert runs["refresh_phase3_reporting_tables"].run_count == 1, "a constraint violation is not retried"
+    assert "refresh_dashboards" not in runs
+    # Step 1 had committed on its own: the views already show the new rows.
+    assert (
+        scalar(
+            demo_database, "SELECT paid_amount FROM analytics.mv_billing_summary WHERE billing_id = 90000011"
+        )
+        == -999750
+    )
+
+
+def test_undefined_table_fails_at_once_and_rolls_back_the_whole_step(demo_database, prefect):
+    assert run_flow().is_completed()
+    add_source_rows(demo_database)
+    views = REFRESHED_OBJECTS[:3]
+    before = snapshot(demo_database, views)
+    execute(demo_database, "DROP MATERIALIZED VIEW analytics.mv_branch_billing_summary")
+
+    state = run_flow(retries=3)
+
+    message = error_text(state)
+    assert 'relation "analytics.mv_branch_billing_summary" does not exist' in message
+    assert "sql/refresh_phase2_materialized_views.sql:15" in message
+    assert task_runs(state)["refresh_phase2_materialized_views"].run_count == 1
+    assert snapshot(demo_database, views) == before, "statements 1-3 of the step were rolled back"
+
+
+def test_syntax_error_is_not_retried_and_names_file_and_line(demo_database, prefect, tmp_path):
+    bad = tmp_path / "bad.sql"
+    bad.write_text("-- refresh\nREFRESH MATERIALIZED VIEW analytics.mv_visit_summary;\nSELEC 1;\n")
+    task = refresh_phase2_materialized_views.with_options(retries=3, retry_delay_seconds=0)
+
+    state = task("refresh_phase2_materialized_views", None, 60, 5, sql_path=bad, return_state=True)
+
+    assert state.is_failed()
+    message = error_text(state)
+    assert 'syntax error at or near "SELEC"' in message
+    assert "bad.sql:3" in message
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        assert client.read_task_run(state.state_details.task_run_id).run_count == 1
+
+
+def test_terminated_backend_is_retried_and_the_run_completes_with_correct_data(demo_database, prefect):
+    add_source_rows(demo_database)
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    run = InBackground(lambda: run_flow(retries=3))
+    run.start()
+    try:
+        pid = wait_for_blocked_refresh(demo_database)
+        execute(demo_database, "SELECT pg_terminate_backend(%s)", (pid,))
+    finally:
+        blocker.release()
+    run.join(timeout=120)
+
+    state = run.result
+    assert state.is_completed(), state.message
+    runs = task_runs(state)
+    assert runs["refresh_phase3_reporting_tables"].run_count == 2
+    assert runs["refresh_phase2_materialized_views"].run_count == 1
+    assert_matches_source(demo_database)
+
+
+def test_lock_timeout_is_transient_and_gives_up_after_the_retries(demo_database, prefect):
+    blocker = TableLock(demo_database, "dashboards.daily_revenue")
+    try:
+        state = run_flow(retries=1, lock_timeout_seconds=0.3)
+    finally:
+        blocker.release()
+    message = error_text(state)
+    assert "canceling statement due to lock timeout" in message
+    assert "SQLSTATE 55P03" in message
+    assert task_runs(state)["refresh_dashboards"].run_count == 2
+
+
+@pytest.mark.parametrize("steps", [["no_such_step"], []])
+def test_bad_steps_parameter_is_refused(demo_database, prefect, steps):
+    state = run_flow(steps=steps)
+    assert state.is_failed()
+    assert "refresh_phase2_materialized_views" in error_text(state), "the message lists the valid steps"
+    assert scalar(demo_database, "SELECT count(*) FROM reporting.patient_summary") == 0
+
+
+def test_only_selected_steps_run_in_pipeline_order(demo_database, prefect):
+    state = run_flow(steps=["refresh_dashboards", "refresh_phase2_materialized_views"])
+    assert state.is_completed()
+    assert [result["step"] for result in state.result()] == [
+        "refresh_phase2_materialized_views",
+        "refresh_dashboards",
+    ]
+    assert "refresh_phase3_reporting_tables" not in task_runs(state)
+    assert scalar(demo_database, "SELECT count(*) FROM reporting.patient_summary") == 0
+    assert_matches_source(demo_database, REFRESHED_OBJECTS[:4])
+
+
+def test_literals_comments_and_dollar_quoting_run_as_written(new_database, prefect, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", new_database)
+    script = tmp_path / "tricky.sql"
+    script.write_text(
+        textwrap.dedent(
+            """\
+            -- a comment with a ; and a :name
+            CREATE TABLE public.notes (note text);
+            /* block comment; with :name */
+            INSERT INTO public.notes VALUES ('semicolon; and :name and :other'), ('it''s :x');
+            DO $$
+            BEGIN
+                -- a ; inside a body
+                INSERT INTO public.notes VALUES ('from a DO block; :name');
+            END
+            $$;
+            CREATE FUNCTION public.tricky() RETURNS text LANGUAGE sql AS $body$ SELECT 'x; y :z' $body$;
+            INSERT INTO public.notes SELECT public.tricky();
+            INSERT INTO public.notes VALUES (E'percent % and %s stay');
+            """
+        )
+    )
+    task = refresh_phase2_materialized_views.with_options(retries=0)
+    result = task("refresh_phase2_materialized_views", None, 60, 5, sql_path=script)
+
+    assert len(result["statements"]) == 6
+    notes = {row[0] for row in query(new_database, "SELECT note FROM public.notes")}
+    assert notes == {
+        "semicolon; and :name and :other",
+        "it's :x",
+        "from a DO block; :name",
+        "x; y :z",
+        "percent % and %s stay",
+    }

@@ -1,0 +1,62 @@
+"""`python flows/refresh.py` with no database configured: the embedded demo, built once, reused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from helpers import scalar
+from hospitaldb.embedded import start_embedded_postgres
+from hospitaldb.steps import PROJECT_ROOT
+
+
+def run_local(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "flows/refresh.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_help_lists_options_and_steps():
+    done = subprocess.run(
+        [sys.executable, "flows/refresh.py", "--help"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    for text in ("--database-url", "--steps", "refresh_dashboards", "HOSPITALDB_DATABASE_URL"):
+        assert text in done.stdout
+
+
+def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HOSPITALDB_DATABASE_URL"}
+    env.update({"PREFECT_API_URL": prefect, "HOSPITALDB_LOCAL_DATA_DIR": str(tmp_path / "local")})
+
+    first = run_local(env, "--demo-visits", "1000")
+    assert first.returncode == 0, first.stderr
+    assert "Building the demo HospitalDB (1,000 visits)" in first.stdout
+    for step in (
+        "refresh_phase2_materialized_views",
+        "refresh_phase3_reporting_tables",
+        "refresh_dashboards",
+    ):
+        assert step in first.stdout
+    assert str(tmp_path / "local" / "pgdata") in first.stdout
+
+    second = run_local(env, "--steps", "refresh_dashboards")
+    assert second.returncode == 0, second.stderr
+    assert "Building the demo" not in second.stdout
+
+    url = start_embedded_postgres(tmp_path / "local" / "pgdata").replace("/postgres?", "/hospitaldb?")
+    assert scalar(url, "SELECT count(*) FROM staging.visits") == 1000
+    assert scalar(url, "SELECT sum(visit_count) FROM dashboards.daily_revenue") == 1000
+
+
+def test_local_run_reports_a_failure_plainly(tmp_path):
+    env = {**os.environ, "HOSPITALDB_LOCAL_DATA_DIR": str(tmp_path)}
+    done = run_local(env, "--database-url", "mysql://u:p@h/db")
+    assert done.returncode != 0
+    assert "needs PostgreSQL" in done.stderr

@@ -193,5 +193,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # A local run's temporary server has no network to send usage data to; don't try.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     sys.exit(main())

@@ -16,6 +16,8 @@ from prefect.testing.utilities import prefect_test_harness
 from psycopg2 import sql
 
 TEST_DATABASE_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
+# Tests talk to loopback only: the test Prefect server must not phone home.
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 TEMPLATE_VISITS = 3000
 
 

@@ -24,6 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hospitaldb.database import DATABASE_URL_ENV, resolve_database
 from hospitaldb.errors import StepError
+from hospitaldb.notifications import (
+    DEFAULT_EMAIL_BLOCK,
+    DEFAULT_SLACK_BLOCK,
+    send_failure_alert,
+    send_recovery_notice,
+)
 from hospitaldb.refresh_lock import refresh_lock
 from hospitaldb.sql_runner import run_sql_file
 from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file
@@ -94,7 +100,15 @@ STEP_TASKS: dict[StepName, Task] = {
 }
 
 
-@flow(name="hospitaldb-refresh", log_prints=False)
+@flow(
+    name="hospitaldb-refresh",
+    log_prints=False,
+    # One alert per run: flow-level hooks only. A crash (SIGTERM, killed worker) does not
+    # run on_failure, hence on_crashed too.
+    on_failure=[send_failure_alert],
+    on_crashed=[send_failure_alert],
+    on_completion=[send_recovery_notice],
+)
 def hospitaldb_refresh(
     steps: list[StepName] | None = None,
     database_block: str | None = None,
@@ -103,6 +117,9 @@ def hospitaldb_refresh(
     overlap_wait_seconds: Annotated[float, Field(ge=0)] = 0,
     retries: Annotated[int, Field(ge=0, le=10)] = DEFAULT_RETRIES,
     retry_delay_seconds: Annotated[float, Field(ge=0)] = DEFAULT_RETRY_DELAY_SECONDS,
+    alert_emails: list[str] | None = None,
+    email_block: str = DEFAULT_EMAIL_BLOCK,
+    slack_block: str = DEFAULT_SLACK_BLOCK,
 ) -> list[dict[str, Any]]:
     """Refresh HospitalDB: analytics views, then reporting tables, then dashboards.
 
@@ -116,20 +133,19 @@ def hospitaldb_refresh(
             to finish before giving up (0 = fail at once).
         retries: retries per step, on transient database errors only.
         retry_delay_seconds: base of the exponential backoff between retries.
+        alert_emails: who gets failure alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
+        email_block: EmailServerCredentials block for alerts.
+        slack_block: SlackWebhook block for alerts (optional: skipped with a warning if missing).
     """
     logger = get_run_logger()
     selected = in_pipeline_order(steps)
     target = resolve_database(database_block)
     logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
+    retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     results = []
-    with refresh_lock(target, wait_seconds=overlap_wait_seconds):
+    with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
         for step in selected:
-            step_task = STEP_TASKS[step].with_options(
-                retries=retries,
-                retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay_seconds)(retries)
-                if retries and retry_delay_seconds
-                else 0,
-            )
+            step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
             results.append(
                 step_task(
                     step,

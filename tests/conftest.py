@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from alert_servers import SmtpServer, WebhookServer, save_email_block
 from demo_db import build_demo_database
 from helpers import execute_outside_transaction
 from hospitaldb.database import DATABASE_URL_ENV, target_from_url
 from hospitaldb.embedded import start_embedded_postgres
 from prefect.testing.utilities import prefect_test_harness
+from prefect_slack import SlackWebhook
 from psycopg2 import sql
 
 TEST_DATABASE_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
@@ -92,3 +94,31 @@ def prefect_server() -> Iterator[str]:
 @pytest.fixture
 def prefect(prefect_server: str) -> str:
     return prefect_server
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[WebhookServer]:
+    server = WebhookServer()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def alert_blocks(prefect: str, smtp_server: SmtpServer, webhook_server: WebhookServer) -> dict[str, object]:
+    """Email and Slack blocks pointing at the loopback servers; flow parameters that use them."""
+    suffix = uuid.uuid4().hex[:8]
+    save_email_block(f"test-email-{suffix}", smtp_server.port)
+    SlackWebhook(url=webhook_server.url).save(f"test-slack-{suffix}")
+    return {
+        "email_block": f"test-email-{suffix}",
+        "slack_block": f"test-slack-{suffix}",
+        "alert_emails": ["oncall@hospital.example", "data-team@hospital.example"],
+    }

@@ -8,7 +8,9 @@ target never shows its password: messages name only database, host and port.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +73,7 @@ class DatabaseTarget:
         """Open a connection with application_name and timeouts set (0 means no timeout)."""
         kwargs = self.connection_kwargs()
         kwargs.setdefault("connect_timeout", 10)
+        psycopg2.extensions.set_wait_callback(wait_interruptibly)
         connection = psycopg2.connect(application_name=application_name, **kwargs)
         connection.autocommit = True
         with connection.cursor() as cursor:
@@ -82,6 +85,33 @@ class DatabaseTarget:
             )
         connection.autocommit = autocommit
         return connection
+
+
+def wait_interruptibly(connection: psycopg2.extensions.connection) -> None:
+    """psycopg2 wait callback that lets signals in while a statement runs.
+
+    libpq's own wait retries through signals, so a SIGTERM sent to a run blocked on a
+    long statement would wait for the statement to end before Prefect could mark the run
+    Crashed and alert. Waiting in Python lets the signal handler run; on any exception
+    the server is told to cancel the statement, so its transaction rolls back at once.
+    """
+    while True:
+        try:
+            state = connection.poll()
+            if state == psycopg2.extensions.POLL_OK:
+                return
+            if state == psycopg2.extensions.POLL_READ:
+                select.select([connection.fileno()], [], [])
+            elif state == psycopg2.extensions.POLL_WRITE:
+                select.select([], [connection.fileno()], [])
+            else:
+                raise psycopg2.OperationalError(f"bad state from poll: {state}")
+        except psycopg2.Error:
+            raise
+        except BaseException:
+            with contextlib.suppress(psycopg2.Error):
+                connection.cancel()
+            raise
 
 
 def _milliseconds(seconds: float) -> str:

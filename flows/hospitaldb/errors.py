@@ -26,6 +26,7 @@ PERMANENT_CONNECT_MESSAGES = (
 )
 
 MESSAGE_LENGTH = 500
+ROW_DETAIL_PREFIXES = ("Failing row contains", "Key (")
 
 
 def is_transient(error: BaseException) -> bool:
@@ -48,7 +49,9 @@ def postgres_message(error: BaseException) -> str:
     primary = getattr(diag, "message_primary", None)
     detail = getattr(diag, "message_detail", None)
     text = primary or str(error) or type(error).__name__
-    if detail:
+    # Row-level details ("Failing row contains (...)", "Key (...)=(...)") can carry patient
+    # data; they stay in the database log and never reach Prefect logs or alerts.
+    if detail and not detail.startswith(ROW_DETAIL_PREFIXES):
         text = f"{text} ({detail})"
     return shorten(text, MESSAGE_LENGTH)
 

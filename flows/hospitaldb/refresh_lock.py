@@ -6,13 +6,16 @@ session ends and PostgreSQL releases the lock: no stale lock file to clean up.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
 
 from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
+from hospitaldb.errors import is_transient, postgres_message
 
 LOCK_NAME = "hospitaldb-refresh"
 
@@ -30,14 +33,36 @@ class RefreshAlreadyRunning(RuntimeError):
     """Another refresh holds the lock; this run changed nothing."""
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached, even after retrying."""
+
+
+def _connect(target: DatabaseTarget, wait_seconds: float, retry_delays: Sequence[float]) -> Any:
+    """The lock session; transient connection failures are retried like a step's."""
+    for delay in [*retry_delays, None]:
+        try:
+            return target.connect(
+                application_name=f"{APPLICATION_NAME}-lock",
+                lock_timeout_seconds=wait_seconds,
+                autocommit=True,
+            )
+        except psycopg2.Error as error:
+            if delay is None or not is_transient(error):
+                raise DatabaseUnavailable(
+                    f"Cannot connect to {target.describe()}: {postgres_message(error)}. Nothing was "
+                    "refreshed. Check that the server is up and reachable from this worker, and the "
+                    "connection settings (README 'Configuration')."
+                ) from None
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 @contextmanager
-def refresh_lock(target: DatabaseTarget, wait_seconds: float = 0) -> Iterator[None]:
+def refresh_lock(
+    target: DatabaseTarget, wait_seconds: float = 0, retry_delays: Sequence[float] = ()
+) -> Iterator[None]:
     """Hold the refresh lock on target; wait up to wait_seconds for it, else raise."""
-    connection = target.connect(
-        application_name=f"{APPLICATION_NAME}-lock",
-        lock_timeout_seconds=wait_seconds,
-        autocommit=True,
-    )
+    connection = _connect(target, wait_seconds, retry_delays)
     try:
         with connection.cursor() as cursor:
             if wait_seconds > 0:

@@ -1,0 +1,212 @@
+"""Failure alerts and recovery notices, delivered to real SMTP and HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from alert_servers import SMTP_PASSWORD, SilentServer, free_port, save_email_block
+from flow_runs import TableLock, run_flow, wait_for_blocked_refresh
+from helpers import add_source_rows, execute
+from hospitaldb.database import DATABASE_URL_ENV
+from hospitaldb.notifications import redact
+from hospitaldb.steps import PROJECT_ROOT
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.logging.handlers import APILogHandler
+from prefect.settings import PREFECT_UI_URL, temporary_settings
+
+NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
+
+
+def run_logs(state) -> str:
+    APILogHandler().flush()  # hooks log through the batching API log worker
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    return "\n".join(log.message for log in logs)
+
+
+def break_step_2(url: str) -> None:
+    add_source_rows(url)
+    execute(url, NEGATIVE_PAYMENT)
+
+
+def test_sql_error_in_step_2_sends_exactly_one_email_and_one_slack_message(
+    demo_database, alert_blocks, smtp_server, webhook_server, monkeypatch
+):
+    # A password in the connection URL must not reach the alert.
+    monkeypatch.setenv(DATABASE_URL_ENV, demo_database.replace("postgres@", "postgres:db-Pa55@", 1))
+    break_step_2(demo_database)
+
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.hospital.example"}):
+        state = run_flow(retries=3, **alert_blocks)
+
+    assert state.is_failed()
+    assert len(smtp_server.received) == 1
+    mail = smtp_server.received[0]
+    assert mail.mail_from == "alerts"
+    assert mail.recipients == ["oncall@hospital.example", "data-team@hospital.example"]
+    assert mail.message["Subject"] == "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables"
+    body = mail.text
+    run_id = str(state.state_details.flow_run_id)
+    for fact in (
+        "Flow:        hospitaldb-refresh",
+        "Failed step: refresh_phase3_reporting_tables",
+        "Attempts:    1",
+        'violates check constraint "revenue_summary_paid_amount_check"',
+        "sql/refresh_phase3_reporting_tables.sql:",
+        "INSERT INTO reporting.revenue_summary",
+        f"Run page:    http://prefect.hospital.example/runs/flow-run/{run_id}",
+        f"prefect flow-run logs {run_id}",
+        " UTC",
+        "rolled back",
+    ):
+        assert fact in body, body
+    assert len(webhook_server.posts) == 1
+    path, payload = webhook_server.posts[0]
+    assert path == "/services/T000/B000/XoXoSECRETtoken"
+    assert payload["text"].startswith("[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables\n")
+    assert "Failed step: refresh_phase3_reporting_tables" in payload["text"]
+    assert "Failing row contains" not in body, "row values (patient data) stay in the database"
+    for secret in ("db-Pa55", SMTP_PASSWORD, "XoXoSECRETtoken"):
+        assert secret not in mail.message.as_string()
+        assert secret not in payload["text"]
+        assert secret not in run_logs(state)
+
+
+def test_attempts_count_the_retries_of_a_transient_failure(demo_database, alert_blocks, smtp_server):
+    blocker = TableLock(demo_database, "dashboards.daily_revenue")
+    try:
+        state = run_flow(retries=2, lock_timeout_seconds=0.3, **alert_blocks)
+    finally:
+        blocker.release()
+    assert state.is_failed()
+    assert len(smtp_server.received) == 1, "one alert per run, not per attempt"
+    body = smtp_server.received[0].text
+    assert "Failed step: refresh_dashboards" in body
+    assert "Attempts:    3" in body
+    assert "lock timeout" in body
+
+
+def test_failure_then_success_sends_a_recovered_notice_once(
+    demo_database, alert_blocks, smtp_server, webhook_server
+):
+    break_step_2(demo_database)
+    assert run_flow(retries=0, **alert_blocks).is_failed()
+    execute(demo_database, "DELETE FROM staging.payments WHERE payment_id = 999999991")
+
+    assert run_flow(**alert_blocks).is_completed()
+    assert run_flow(**alert_blocks).is_completed()
+
+    subjects = [mail.message["Subject"] for mail in smtp_server.received]
+    assert subjects == [
+        "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables",
+        "[HospitalDB] Refresh recovered",
+    ]
+    assert "ended Failed" in smtp_server.received[1].text
+    assert [text.splitlines()[0] for text in webhook_server.texts()] == [
+        "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables",
+        "[HospitalDB] Refresh recovered",
+    ]
+
+
+def test_sigterm_mid_step_sends_the_crash_alert(
+    demo_database, alert_blocks, smtp_server, webhook_server, prefect
+):
+    script = (
+        "import sys; sys.path.insert(0, 'flows'); from refresh import hospitaldb_refresh; "
+        f"hospitaldb_refresh(lock_timeout_seconds=120, email_block={alert_blocks['email_block']!r}, "
+        f"slack_block={alert_blocks['slack_block']!r}, alert_emails={alert_blocks['alert_emails']!r})"
+    )
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect, DATABASE_URL_ENV: demo_database},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_blocked_refresh(demo_database)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        blocker.release()
+        process.kill()
+
+    assert len(smtp_server.received) == 1, output
+    mail = smtp_server.received[0]
+    assert mail.message["Subject"] == "[HospitalDB] Refresh CRASHED at refresh_phase3_reporting_tables"
+    assert "State:       Crashed" in mail.text
+    assert "The run was killed" in mail.text
+    assert len(webhook_server.posts) == 1
+
+
+def test_smtp_down_and_webhook_500_leave_the_run_state_alone_and_log_why(
+    demo_database, alert_blocks, smtp_server, webhook_server
+):
+    save_email_block(alert_blocks["email_block"], port=free_port())  # nothing listens there
+    webhook_server.status = 500
+    break_step_2(demo_database)
+
+    state = run_flow(retries=0, **alert_blocks)
+
+    assert state.is_failed()
+    assert "violates check constraint" in state.message
+    logs = run_logs(state)
+    assert "email alert not sent: ConnectionRefusedError" in logs
+    assert "slack alert not sent: NotificationError" in logs
+    assert len(webhook_server.posts) == 1, "the webhook was tried once"
+
+
+def test_missing_blocks_and_recipients_are_logged_with_how_to_fix(demo_database, prefect, monkeypatch):
+    monkeypatch.delenv("HOSPITALDB_ALERT_EMAILS", raising=False)
+    break_step_2(demo_database)
+
+    state = run_flow(
+        retries=0, email_block="no-such-email", slack_block="no-such-slack", alert_emails=["a@b.example"]
+    )
+    logs = run_logs(state)
+    assert state.is_failed()
+    assert "email alert not sent: no EmailServerCredentials block named 'no-such-email'" in logs
+    assert "deployments/create_blocks.py" in logs
+    assert "slack alert not sent: no SlackWebhook block named 'no-such-slack'" in logs
+
+    state = run_flow(retries=0, email_block="no-such-email", slack_block="no-such-slack")
+    assert "email alert not sent: no recipients: set HOSPITALDB_ALERT_EMAILS" in run_logs(state)
+
+
+def test_a_hung_smtp_server_costs_bounded_time_and_a_logged_error(demo_database, alert_blocks, monkeypatch):
+    silent = SilentServer()
+    save_email_block(alert_blocks["email_block"], port=silent.port)
+    monkeypatch.setenv("HOSPITALDB_ALERT_TIMEOUT_SECONDS", "2")
+    break_step_2(demo_database)
+    try:
+        state = run_flow(retries=0, **alert_blocks)
+    finally:
+        silent.close()
+    assert state.is_failed()
+    assert "violates check constraint" in state.message
+    assert "email alert not sent: TimeoutError: no answer within 2 s" in run_logs(state)
+
+
+def test_recipients_come_from_the_environment_when_not_a_parameter(
+    demo_database, alert_blocks, smtp_server, monkeypatch
+):
+    monkeypatch.setenv("HOSPITALDB_ALERT_EMAILS", "dba@hospital.example; analyst@hospital.example")
+    break_step_2(demo_database)
+    run_flow(retries=0, email_block=alert_blocks["email_block"], slack_block=alert_blocks["slack_block"])
+    assert smtp_server.received[0].recipients == ["dba@hospital.example", "analyst@hospital.example"]
+
+
+def test_redact_removes_credentials_and_webhook_paths():
+    text = redact(
+        "postgresql://refresher:hunter2@db:5432/h failed; https://hooks.slack.com/services/T/B/abc; password=xyz"
+    )
+    assert "hunter2" not in text and "abc" not in text and "xyz" not in text
+    assert "postgresql://refresher:***@db:5432/h" in text

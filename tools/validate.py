@@ -4,7 +4,9 @@
 
 - every .sql file under sql/ parses with PostgreSQL's parser (pglast);
 - every refresh step named in the flow has its SQL file;
-- the flow module imports and defines the three step tasks.
+- the flow module imports and defines the three step tasks;
+- prefect.yaml has no unknown key, valid schedules and limits, loadable entrypoints and
+  parameters that fit the flow (tools/prefect_yaml_check.py).
 
 Each problem is printed as FILE:LINE: MESSAGE; the exit code is 1 if there is any.
 """
@@ -17,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "flows"))
+
+sys.path.insert(0, str(ROOT / "tools"))
 
 from hospitaldb.sql_script import SqlScriptError, load_statements  # noqa: E402
 from hospitaldb.steps import SQL_DIR, STEPS, sql_file  # noqa: E402
@@ -46,14 +50,23 @@ def check_flow_imports() -> list[str]:
     return [f"flows/refresh.py:1: no task for step {step}" for step in missing]
 
 
+def check_deployments() -> list[str]:
+    from prefect_yaml_check import check_prefect_yaml
+
+    return check_prefect_yaml(ROOT / "prefect.yaml")
+
+
 def main() -> int:
-    problems = check_sql_files() + check_flow_imports()
+    problems = check_sql_files() + check_flow_imports() + check_deployments()
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         print(f"validate: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"validate: {len(list(SQL_DIR.rglob('*.sql')))} SQL files parse; the flow and its steps load")
+    print(
+        f"validate: {len(list(SQL_DIR.rglob('*.sql')))} SQL files parse; the flow and its steps load; "
+        "prefect.yaml is sound"
+    )
     return 0
 
 

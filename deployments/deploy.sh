@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# From zero to scheduled deployments, non-interactively and idempotently:
+#   1. validate prefect.yaml offline (Prefect itself ignores unknown keys);
+#   2. create the process work pool if it does not exist;
+#   3. create or update the blocks from HOSPITALDB_* variables (see README "Alerts");
+#   4. `prefect --no-prompt deploy --all` (the nightly and on-demand deployments).
+# Needs PREFECT_API_URL (a running `prefect server start`, or Prefect Cloud) and the
+# project's virtualenv on PATH (source .venv/bin/activate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${PREFECT_API_URL:?set PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api}"
+pool="${HOSPITALDB_WORK_POOL:-hospitaldb-pool}"
+
+python tools/validate.py
+if prefect work-pool inspect "$pool" >/dev/null 2>&1; then
+  echo "work pool $pool exists"
+else
+  prefect work-pool create "$pool" --type process
+fi
+python deployments/create_blocks.py
+# prefect.yaml's pull step runs the flow from this checkout.
+HOSPITALDB_PROJECT_DIR="$(pwd)" prefect --no-prompt deploy --all
+echo
+echo "Deployed. Start a worker (keep it running):  prefect worker start --pool $pool"
+echo "First manual run:  prefect deployment run 'hospitaldb-refresh/nightly' --watch"

@@ -1,0 +1,193 @@
+"""Offline validation of prefect.yaml: what `prefect deploy` would silently accept but get wrong.
+
+Prefect drops unknown keys without a word (a misspelled `entrypont` deploys a
+deployment without an entrypoint), and checks cron and timezone only later. This
+checks, with no server: known keys only, value types, every schedule's cron and
+timezone, concurrency limits, that every entrypoint loads, and that every parameter
+exists in the flow's signature with a value of the right type.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+KeyPath = tuple[str | int, ...]
+
+
+def _known_keys(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def _key_lines(text: str) -> dict[KeyPath, int]:
+    """Line of every mapping key (and list item) in the YAML, by its path."""
+    lines: dict[KeyPath, int] = {}
+
+    def walk(node: yaml.Node, path: KeyPath) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[(*path, key.value)] = key.start_mark.line + 1
+                walk(value, (*path, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+class _Report:
+    def __init__(self, source: str, lines: dict[KeyPath, int]) -> None:
+        self.source, self.lines, self.problems = source, lines, []
+
+    def add(self, path: KeyPath, message: str) -> None:
+        while path and path not in self.lines:
+            path = path[:-1]
+        self.problems.append(f"{self.source}:{self.lines.get(path, 1)}: {message}")
+
+    def unknown_keys(self, data: Any, known: set[str], path: KeyPath, where: str) -> None:
+        if not isinstance(data, dict):
+            return
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.add((*path, key), f"unknown key '{key}' in {where}{hint}; Prefect would ignore it")
+
+
+def _deployment_label(deployment: Any, index: int) -> str:
+    name = deployment.get("name") if isinstance(deployment, dict) else None
+    return f"deployment '{name}'" if name else f"deployment #{index + 1}"
+
+
+def _check_schedule(report: _Report, schedule: Any, path: KeyPath, label: str) -> None:
+    from prefect.cli.deploy._models import RawScheduleConfig
+    from prefect.client.schemas.schedules import CronSchedule
+
+    report.unknown_keys(schedule, _known_keys(RawScheduleConfig), path, f"a schedule of {label}")
+    if not isinstance(schedule, dict):
+        report.add(path, f"a schedule of {label} must be a mapping")
+        return
+    try:
+        RawScheduleConfig.model_validate(
+            {k: v for k, v in schedule.items() if k in _known_keys(RawScheduleConfig)}
+        )
+    except ValidationError as error:
+        report.add(path, f"invalid schedule in {label}: {error.errors()[0]['msg']}")
+        return
+    if schedule.get("cron") is not None:
+        try:
+            CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone") or "UTC")
+        except (ValidationError, ValueError) as error:
+            message = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+            key = "timezone" if "timezone" in message.lower() else "cron"
+            report.add((*path, key), f"invalid {key} in {label}: {message}")
+
+
+def _check_parameters(report: _Report, deployment: dict[str, Any], path: KeyPath, label: str) -> None:
+    from prefect.flows import load_flow_from_entrypoint
+
+    entrypoint = deployment.get("entrypoint")
+    if not entrypoint:
+        report.add(path, f"{label} has no entrypoint")
+        return
+    try:
+        flow = load_flow_from_entrypoint(entrypoint)
+    except Exception as error:  # any failure to load is the finding
+        report.add((*path, "entrypoint"), f"entrypoint '{entrypoint}' of {label} does not load: {error}")
+        return
+    known = set(flow.parameters.properties)
+    parameter_sets = [((*path, "parameters"), deployment.get("parameters") or {})]
+    for index, schedule in enumerate(deployment.get("schedules") or []):
+        if isinstance(schedule, dict) and schedule.get("parameters"):
+            parameter_sets.append(((*path, "schedules", index, "parameters"), schedule["parameters"]))
+    for where, parameters in parameter_sets:
+        for name in parameters:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                report.add(
+                    (*where, name),
+                    f"parameter '{name}' of {label} is not a parameter of flow '{flow.name}'{hint}",
+                )
+        try:
+            # Prefect logs the same failure at ERROR before raising it; the report says it once.
+            logging.getLogger("prefect.flows").disabled = True
+            flow.validate_parameters({k: v for k, v in parameters.items() if k in known})
+        except Exception as error:
+            report.add(where, f"parameters of {label} do not fit the flow's signature: {error}")
+        finally:
+            logging.getLogger("prefect.flows").disabled = False
+
+
+def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
+    """Every problem in the file, as 'SOURCE:LINE: message'; empty when it is sound."""
+    from prefect.cli.deploy._models import (
+        ConcurrencyLimitSpec,
+        DeploymentConfig,
+        PrefectYamlModel,
+        WorkPoolConfig,
+    )
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        report = _Report(source, _key_lines(text))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        return [f"{source}:{mark.line + 1 if mark else 1}: not valid YAML: {error}"]
+    if not isinstance(data, dict):
+        return [f"{source}:1: expected a mapping at the top level"]
+
+    report.unknown_keys(data, _known_keys(PrefectYamlModel), (), "the top level")
+    try:
+        PrefectYamlModel.model_validate(data)
+    except ValidationError as error:
+        for item in error.errors():
+            report.add(tuple(item["loc"]), f"invalid value: {item['msg']}")
+    deployments = data.get("deployments") or []
+    if not deployments:
+        report.add((), "no deployments defined")
+    for index, deployment in enumerate(deployments):
+        path_ = ("deployments", index)
+        label = _deployment_label(deployment, index)
+        if not isinstance(deployment, dict):
+            report.add(path_, f"{label} must be a mapping")
+            continue
+        report.unknown_keys(deployment, _known_keys(DeploymentConfig), path_, label)
+        report.unknown_keys(
+            deployment.get("work_pool"),
+            _known_keys(WorkPoolConfig),
+            (*path_, "work_pool"),
+            f"work_pool of {label}",
+        )
+        if not (deployment.get("work_pool") or {}).get("name"):
+            report.add(path_, f"{label} names no work pool (work_pool.name)")
+        limit = deployment.get("concurrency_limit")
+        if isinstance(limit, dict):
+            report.unknown_keys(
+                limit,
+                _known_keys(ConcurrencyLimitSpec),
+                (*path_, "concurrency_limit"),
+                f"concurrency_limit of {label}",
+            )
+            strategy = limit.get("collision_strategy")
+            if strategy is not None and strategy not in {"ENQUEUE", "CANCEL_NEW"}:
+                report.add(
+                    (*path_, "concurrency_limit", "collision_strategy"),
+                    f"collision_strategy of {label} must be ENQUEUE or CANCEL_NEW, not '{strategy}'",
+                )
+        for number, schedule in enumerate(deployment.get("schedules") or []):
+            _check_schedule(report, schedule, (*path_, "schedules", number), label)
+        if deployment.get("schedule") is not None:
+            _check_schedule(report, deployment["schedule"], (*path_, "schedule"), label)
+        _check_parameters(report, deployment, path_, label)
+    return report.problems

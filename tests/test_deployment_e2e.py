@@ -1,0 +1,131 @@
+"""The deployment path for real: prefect server, deploy.sh, a process worker, `prefect deployment run`.
+
+Runs once with the server on SQLite and, when the PostgreSQL server at 127.0.0.1:5432
+answers, once with the Prefect server itself on PostgreSQL (asyncpg).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+from expected import assert_matches_source
+from flow_runs import TableLock, wait_for_blocked_refresh
+from helpers import add_source_rows, execute_outside_transaction, scalar
+from hospitaldb.steps import PROJECT_ROOT
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_processes import prefect_cli, prefect_server, prefect_worker
+from psycopg2 import sql
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def local_server_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def prefect_database(request) -> str | None:
+    """Where the Prefect server keeps its own state."""
+    if request.param == "sqlite":
+        yield None
+        return
+    if not local_server_answers():
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 for the Prefect server's database")
+    name = f"prefect_e2e_{uuid.uuid4().hex[:8]}"
+    execute_outside_transaction(LOCAL_SERVER, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    execute_outside_transaction(
+        LOCAL_SERVER, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+def flow_run_state(api_url: str, flow_run_id: str):
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state
+
+
+def wait_for_final_state(api_url: str, flow_run_id: str, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = flow_run_state(api_url, flow_run_id)
+        if state and state.is_final():
+            return state
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} did not finish; last state {state}")
+
+
+def start_run(env: dict[str, str], deployment: str) -> str:
+    done = prefect_cli(env, "deployment", "run", deployment)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return next(line.split()[-1] for line in done.stdout.splitlines() if "UUID" in line)
+
+
+def test_deploy_run_and_collide_through_a_real_server_and_worker(demo_database, prefect_database, tmp_path):
+    with prefect_server(tmp_path / "prefect-home", prefect_database) as env:
+        env = {
+            **env,
+            "HOSPITALDB_DATABASE_URL": demo_database,
+            "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:{env['PATH']}",
+        }
+        env["PATH"] = f"{__import__('pathlib').Path(__import__('sys').executable).parent}:{env['PATH']}"
+
+        deployed = subprocess.run(
+            ["bash", "deployments/deploy.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+        )
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        again = subprocess.run(
+            ["bash", "deployments/deploy.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+        )
+        assert again.returncode == 0, "deploy.sh is idempotent:\n" + again.stdout + again.stderr
+
+        with (
+            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+            nightly = client.read_deployment_by_name("hospitaldb-refresh/nightly")
+        schedule = nightly.schedules[0].schedule
+        assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "UTC")
+        assert nightly.global_concurrency_limit.limit == 1
+        assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+        assert nightly.work_pool_name == "hospitaldb-pool"
+
+        add_source_rows(demo_database)
+        with prefect_worker(env, "hospitaldb-pool", tmp_path / "worker.log"):
+            watched = prefect_cli(
+                env, "deployment", "run", "hospitaldb-refresh/nightly", "--watch", "--watch-timeout", "240"
+            )
+            assert watched.returncode == 0, (
+                watched.stdout + watched.stderr + (tmp_path / "worker.log").read_text()[-3000:]
+            )
+            assert "Completed" in watched.stdout
+            assert_matches_source(demo_database)
+            assert (
+                scalar(
+                    demo_database,
+                    "SELECT visit_count FROM reporting.patient_summary WHERE patient_id = 900001",
+                )
+                == 1
+            )
+
+            # A second nightly run while one runs: CANCEL_NEW cancels it.
+            blocker = TableLock(demo_database, "reporting.patient_summary")
+            try:
+                first = start_run(env, "hospitaldb-refresh/nightly")
+                wait_for_blocked_refresh(demo_database, timeout=120)
+                second = start_run(env, "hospitaldb-refresh/nightly")
+                second_state = wait_for_final_state(env["PREFECT_API_URL"], second)
+            finally:
+                blocker.release()
+            first_state = wait_for_final_state(env["PREFECT_API_URL"], first)
+        assert second_state.type == StateType.CANCELLED, second_state
+        assert first_state.type == StateType.COMPLETED, first_state

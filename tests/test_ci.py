@@ -44,6 +44,7 @@ def test_workflow_ci_run_and_readme_share_the_entry_point():
 def project_copy(tmp_path: Path) -> Path:
     for part in ("flows", "sql", "tools"):
         shutil.copytree(PROJECT_ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "prefect.yaml", tmp_path)
     return tmp_path
 
 

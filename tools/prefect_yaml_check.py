@@ -137,7 +137,10 @@ def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
         WorkPoolConfig,
     )
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        return [f"{source}:1: cannot read: {error.strerror}"]
     try:
         data = yaml.safe_load(text)
         report = _Report(source, _key_lines(text))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 from pydantic import Field
@@ -22,16 +22,20 @@ from pydantic import Field
 # by path; make its sibling package importable either way.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from hospitaldb.artifacts import publish_run_artifacts
+from hospitaldb.audit import AuditLog, record_crash
 from hospitaldb.database import DATABASE_URL_ENV, resolve_database
 from hospitaldb.errors import StepError
 from hospitaldb.notifications import (
     DEFAULT_EMAIL_BLOCK,
     DEFAULT_SLACK_BLOCK,
+    redact,
     send_failure_alert,
     send_recovery_notice,
 )
 from hospitaldb.refresh_lock import refresh_lock
 from hospitaldb.sql_runner import run_sql_file
+from hospitaldb.sql_script import shorten
 from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file
 
 DEFAULT_RETRIES = 3
@@ -56,17 +60,39 @@ def run_step(
     lock_timeout_seconds: float,
     sql_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one step's SQL file in one transaction and return what it did."""
+    """Run one step's SQL file in one transaction and return what it did.
+
+    Each attempt, failed ones included, goes to the audit trail (etl_audit) on its own
+    session, so a rolled-back attempt is still on record.
+    """
     logger = get_run_logger()
     target = resolve_database(database_block)
-    result = run_sql_file(
-        target,
-        sql_path or sql_file(step),
-        step=step,
-        logger=logger,
-        statement_timeout_seconds=statement_timeout_seconds,
-        lock_timeout_seconds=lock_timeout_seconds,
-    )
+    attempt = runtime.task_run.run_count or 1
+    audit = AuditLog(target, logger) if runtime.flow_run.id else None
+    attempt_id = audit.attempt_started(runtime.flow_run.id, step, attempt) if audit else None
+    try:
+        result = run_sql_file(
+            target,
+            sql_path or sql_file(step),
+            step=step,
+            logger=logger,
+            statement_timeout_seconds=statement_timeout_seconds,
+            lock_timeout_seconds=lock_timeout_seconds,
+            on_statement=(lambda done: audit.statement_finished(attempt_id, done)) if audit else None,
+        )
+    except StepError as error:
+        error.attempt = attempt
+        if audit:
+            audit.attempt_finished(attempt_id, "failed", sqlstate=error.sqlstate, error=str(error))
+        raise
+    else:
+        if audit:
+            audit.attempt_finished(
+                attempt_id, "completed", statements=len(result.statements), rows=result.rows
+            )
+    finally:
+        if audit:
+            audit.close()
     logger.info(
         "%s committed: %d statements, %.2f s, %d rows",
         step,
@@ -74,7 +100,7 @@ def run_step(
         result.seconds,
         result.rows,
     )
-    return result.to_dict()
+    return {**result.to_dict(), "attempts": attempt}
 
 
 def _step_task(step: StepName) -> Task:
@@ -106,7 +132,7 @@ STEP_TASKS: dict[StepName, Task] = {
     # One alert per run: flow-level hooks only. A crash (SIGTERM, killed worker) does not
     # run on_failure, hence on_crashed too.
     on_failure=[send_failure_alert],
-    on_crashed=[send_failure_alert],
+    on_crashed=[record_crash, send_failure_alert],
     on_completion=[send_recovery_notice],
 )
 def hospitaldb_refresh(
@@ -142,18 +168,26 @@ def hospitaldb_refresh(
     target = resolve_database(database_block)
     logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
-    results = []
-    with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
-        for step in selected:
-            step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
-            results.append(
-                step_task(
-                    step,
-                    database_block,
-                    statement_timeout_seconds,
-                    lock_timeout_seconds,
+    audit = AuditLog(target, logger)
+    audit.run_started(runtime.flow_run.id, runtime.flow_run.name, runtime.deployment.name, selected)
+    results: list[dict[str, Any]] = []
+    failure: Exception | None = None
+    try:
+        with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
+            for step in selected:
+                step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
+                results.append(
+                    step_task(step, database_block, statement_timeout_seconds, lock_timeout_seconds)
                 )
-            )
+    except Exception as error:
+        failure = error
+        raise
+    finally:
+        error_text = shorten(redact(str(failure)), 1000) if failure else None
+        if failure or len(results) == len(selected):  # not on a crash: the crash hook records that
+            audit.run_finished(runtime.flow_run.id, "failed" if failure else "completed", error_text)
+        audit.close()
+        publish_run_artifacts(results, selected, target.describe(), failure, error_text, logger)
     return results
 
 

@@ -69,6 +69,7 @@ class StepError(RuntimeError):
         transient: bool = False,
     ) -> None:
         self.step = step
+        self.attempt: int | None = None  # set by the task: which attempt failed
         self.statement = statement
         self.sqlstate = sqlstate
         self.transient = transient

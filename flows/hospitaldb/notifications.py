@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -66,7 +66,10 @@ class AlertSettings:
 
     @classmethod
     def for_run(cls, flow_run: Any) -> AlertSettings:
-        parameters = getattr(flow_run, "parameters", None) or {}
+        return cls.from_parameters(getattr(flow_run, "parameters", None) or {})
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> AlertSettings:
         recipients = parameters.get("alert_emails") or [
             address for address in os.environ.get(ALERT_EMAILS_ENV, "").replace(";", ",").split(",")
         ]
@@ -152,7 +155,7 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
     )
     body = "\n".join(
         [
-            f"HospitalDB refresh {verb.lower()}{where}.",
+            f"HospitalDB {flow.name} {verb.lower()}{where}.",
             "",
             _field_lines(
                 [
@@ -171,7 +174,8 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
             consequence,
         ]
     )
-    return Alert(subject=f"[HospitalDB] Refresh {verb}{where}", body=redact(body))
+    what = "Refresh" if flow.name == "hospitaldb-refresh" else flow.name
+    return Alert(subject=f"[HospitalDB] {what} {verb}{where}", body=redact(body))
 
 
 def describe_recovery(flow: Any, flow_run: Any, previous: Any) -> Alert:

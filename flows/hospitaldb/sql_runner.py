@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def execute_statements(
     statements: list[Statement],
     logger: logging.Logger | logging.LoggerAdapter,
     step: str,
+    on_statement: Callable[[StatementResult], None] | None = None,
 ) -> list[StatementResult]:
     """Execute statements on an open transaction, without committing it."""
     results = []
@@ -78,6 +80,8 @@ def execute_statements(
             result.seconds,
             "-" if rows is None else rows,
         )
+        if on_statement:
+            on_statement(result)
         results.append(result)
     return results
 
@@ -90,6 +94,7 @@ def run_sql_file(
     logger: logging.Logger | logging.LoggerAdapter,
     statement_timeout_seconds: float,
     lock_timeout_seconds: float,
+    on_statement: Callable[[StatementResult], None] | None = None,
 ) -> StepResult:
     """Run every statement of sql_file in one transaction: all of it commits, or none."""
     try:
@@ -106,7 +111,7 @@ def run_sql_file(
         raise StepError.from_database_error(step, error, None) from error
     try:
         connection.set_session(isolation_level="REPEATABLE READ")
-        results = execute_statements(connection, statements, logger, step)
+        results = execute_statements(connection, statements, logger, step, on_statement)
         try:
             connection.commit()
         except psycopg2.Error as error:

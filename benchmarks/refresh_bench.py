@@ -8,8 +8,8 @@ Builds the demo database at the given size (on an embedded PostgreSQL unless
   (a) baseline: the three refresh files run by `psql -1 -f`, in order (the same SQL,
       no orchestration);
   (b) the flow, against a running Prefect server (started here unless --prefect-api-url);
-  (c) a reader process querying every refreshed object every 20 ms during (b), against
-      the same reader on the idle database;
+  (c) a reader process querying every refreshed object every 20 ms during a run of (b),
+      against the same reader on the idle database ((b) itself is timed without it);
   (d) (b) again at twice the visits, and the ratio;
   (e) fixed overhead: `python flows/refresh.py` on a small database against a trivial
       one-task flow, both ephemeral and both against the running server.
@@ -174,21 +174,28 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
 
 
 def measure_refresh(url: str, runs: int) -> dict[str, Any]:
-    """(a), (b) and (c) on one database: warm up once, then alternate a and b."""
+    """(a), (b) and (c) on one database: warm up once, then alternate a, b, and b with the reader.
+
+    (b) is timed without the reader, so that b/a compares the same work on an equally
+    idle machine; (c) is a further run of (b) with the reader process polling.
+    """
     flow_run(url)  # warm-up: fills the views and tables once, so every measured run does the same work
-    baseline, orchestrated, during = [], [], []
+    baseline, orchestrated, with_reader, during = [], [], [], []
     for _ in range(runs):
         baseline.append(baseline_psql(url))
+        orchestrated.append(flow_run(url))
         with reader_process(url) as latencies:
-            orchestrated.append(flow_run(url))
+            with_reader.append(flow_run(url))
         during.extend(latencies)
     with reader_process(url) as idle:
         time.sleep(max(5.0, median(orchestrated)))
     return {
         "baseline_psql_seconds": baseline,
         "flow_seconds": orchestrated,
+        "flow_with_reader_seconds": with_reader,
         "baseline_psql_median": median(baseline),
         "flow_median": median(orchestrated),
+        "flow_with_reader_median": median(with_reader),
         "flow_over_baseline": round(median(orchestrated) / median(baseline), 3),
         "reader_during_refresh": latency_summary(during),
         "reader_idle": latency_summary(idle),
@@ -262,6 +269,18 @@ def build_database(admin_url: str, name: str, visits: int) -> str:
     seconds = build_demo_database(url, visits=visits, seed=42, force=True)
     print(f"  built {name}: {visits:,} visits in {seconds:.1f} s", flush=True)
     return url
+
+
+def drop_databases(admin_url: str, names: list[str]) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    connection = psycopg2.connect(libpq_url(admin_url))
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for name in names:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    connection.close()
 
 
 def machine() -> dict[str, Any]:
@@ -342,6 +361,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--skip-scale", action="store_true", help="do not measure (d)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    parser.add_argument(
+        "--keep-databases", action="store_true", help="keep the benchmark databases afterwards"
+    )
     args = parser.parse_args(argv)
 
     report: dict[str, Any] = {"machine": machine(), "visits": args.visits, "runs": args.runs, "refresh": {}}
@@ -353,8 +375,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ):
             os.environ["PREFECT_API_URL"] = api_url
             sizes = [args.visits] if args.skip_scale else [args.visits, 2 * args.visits]
+            databases = []
             for visits in sizes:
-                url = build_database(admin_url, f"hospitaldb_bench_{visits}", visits)
+                databases.append(f"hospitaldb_bench_{visits}")
+                url = build_database(admin_url, databases[-1], visits)
                 with contextlib.suppress(Exception):
                     import psycopg2
 
@@ -369,9 +393,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 one, two = (report["refresh"][str(size)]["flow_median"] for size in sizes)
                 report["scale_ratio"] = round(two / one, 3)
             if args.overhead_modes:
-                small = build_database(admin_url, "hospitaldb_bench_small", args.overhead_visits)
+                databases.append("hospitaldb_bench_small")
+                small = build_database(admin_url, databases[-1], args.overhead_visits)
                 print("  measuring fixed overhead ...", flush=True)
                 report["fixed_overhead"] = fixed_overhead(small, args.runs, api_url, args.overhead_modes)
+            if not args.keep_databases:
+                drop_databases(admin_url, databases)
     print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str))

@@ -1,0 +1,38 @@
+"""The benchmark's own code, at a tiny size: it measures what it says (timings are not asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import query
+from hospitaldb.database import DATABASE_URL_ENV
+from refresh_bench import main
+
+
+def test_benchmark_measures_every_figure_and_writes_json(postgres_admin_url, prefect, tmp_path, monkeypatch):
+    # The benchmark sets these for its own runs; give them back to the other tests afterwards.
+    monkeypatch.setenv("PREFECT_API_URL", prefect)
+    monkeypatch.setenv(DATABASE_URL_ENV, "postgresql://unused@127.0.0.1:1/unused")
+    output = tmp_path / "bench.json"
+
+    report = main(
+        [
+            "--visits", "300", "--runs", "1", "--skip-scale", "--overhead-modes", "server",
+            "--overhead-visits", "200", "--admin-url", postgres_admin_url, "--prefect-api-url", prefect,
+            "--json", str(output),
+        ]
+    )  # fmt: skip
+
+    assert json.loads(output.read_text())["visits"] == 300
+    result = report["refresh"]["300"]
+    assert len(result["baseline_psql_seconds"]) == len(result["flow_seconds"]) == 1
+    assert result["flow_over_baseline"] == round(result["flow_median"] / result["baseline_psql_median"], 3)
+    assert result["reader_during_refresh"]["queries"] >= 10, "the reader read every object at least once"
+    assert result["reader_idle"]["queries"] >= 10
+    overhead = report["fixed_overhead"]["server"]
+    assert overhead["refresh_median"] > 0 and overhead["trivial_median"] > 0
+    assert report["machine"]["cores"] >= 1 and report["machine"]["postgresql"]
+    leftovers = query(
+        postgres_admin_url, "SELECT datname FROM pg_database WHERE datname LIKE 'hospitaldb_bench_%'"
+    )
+    assert leftovers == [], "the benchmark drops its databases"

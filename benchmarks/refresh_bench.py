@@ -39,20 +39,8 @@ sys.path.insert(0, str(ROOT / "flows"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hospitaldb.database import DATABASE_URL_ENV, target_from_url  # noqa: E402
-from hospitaldb.steps import STEPS, sql_file  # noqa: E402
+from hospitaldb.steps import REFRESHED_OBJECTS, STEPS, sql_file  # noqa: E402
 
-READ_OBJECTS = (
-    "analytics.mv_billing_summary",
-    "analytics.mv_visit_summary",
-    "analytics.mv_patient_summary",
-    "analytics.mv_branch_billing_summary",
-    "reporting.patient_summary",
-    "reporting.branch_summary",
-    "reporting.revenue_summary",
-    "dashboards.daily_revenue",
-    "dashboards.branch_performance",
-    "dashboards.patient_activity",
-)
 TRIVIAL_FLOW = """
 from prefect import flow, task
 
@@ -131,7 +119,8 @@ def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
     connection = psycopg2.connect(url, application_name="hospitaldb-bench-reader")
     connection.autocommit = True
     statements = [
-        sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split("."))) for name in READ_OBJECTS
+        sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split(".")))
+        for name in REFRESHED_OBJECTS
     ]
     latencies = []
     with connection.cursor() as cursor:

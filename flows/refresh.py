@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hospitaldb.artifacts import publish_run_artifacts
 from hospitaldb.audit import AuditLog, record_crash
-from hospitaldb.database import DATABASE_URL_ENV, resolve_database
+from hospitaldb.database import DATABASE_URL_ENV, DatabaseNotConfigured, resolve_database
 from hospitaldb.errors import StepError
 from hospitaldb.notifications import (
     DEFAULT_EMAIL_BLOCK,
@@ -226,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     from hospitaldb.local_run import choose_local_database, print_summary
 
     args = parse_args(argv)
-    where = choose_local_database(args.database_url, args.database_block, args.demo_visits)
+    try:
+        where = choose_local_database(args.database_url, args.database_block, args.demo_visits)
+    except DatabaseNotConfigured as error:
+        print(f"Refresh not started: {error}", file=sys.stderr)
+        return 2
     try:
         results = hospitaldb_refresh(
             steps=args.steps,

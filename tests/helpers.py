@@ -5,21 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg2
+from hospitaldb import steps
 
-REFRESHED_OBJECTS = (
-    "analytics.mv_billing_summary",
-    "analytics.mv_visit_summary",
-    "analytics.mv_patient_summary",
-    "analytics.mv_branch_billing_summary",
-    "reporting.patient_summary",
-    "reporting.branch_summary",
-    "reporting.revenue_summary",
-    "dashboards.daily_revenue",
-    "dashboards.branch_performance",
-    "dashboards.patient_activity",
+REFRESHED_OBJECTS = tuple(steps.REFRESHED_OBJECTS)
+STEP2_TABLES = tuple(
+    name for name, step in steps.REFRESHED_OBJECTS.items() if step == "refresh_phase3_reporting_tables"
 )
-STEP2_TABLES = REFRESHED_OBJECTS[4:7]
-STEP3_TABLES = REFRESHED_OBJECTS[7:]
+STEP3_TABLES = tuple(name for name, step in steps.REFRESHED_OBJECTS.items() if step == "refresh_dashboards")
 
 
 def query(url: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:

@@ -58,5 +58,6 @@ def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect, tmp_path
 def test_local_run_reports_a_failure_plainly(tmp_path):
     env = {**os.environ, "HOSPITALDB_LOCAL_DATA_DIR": str(tmp_path)}
     done = run_local(env, "--database-url", "mysql://u:p@h/db")
-    assert done.returncode != 0
-    assert "needs PostgreSQL" in done.stderr
+    assert done.returncode == 2
+    assert "Refresh not started: --database-url uses driver 'mysql'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -153,9 +153,10 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
         else "The failed step was rolled back: its tables keep the previous refresh's data, and later "
         "steps did not run. Fix the cause, then re-run the deployment."
     )
+    what = "Refresh" if flow.name == "hospitaldb-refresh" else flow.name
     body = "\n".join(
         [
-            f"HospitalDB {flow.name} {verb.lower()}{where}.",
+            f"HospitalDB {what.lower()} {verb.lower()}{where}.",
             "",
             _field_lines(
                 [
@@ -174,7 +175,6 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
             consequence,
         ]
     )
-    what = "Refresh" if flow.name == "hospitaldb-refresh" else flow.name
     return Alert(subject=f"[HospitalDB] {what} {verb}{where}", body=redact(body))
 
 

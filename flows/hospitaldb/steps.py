@@ -16,6 +16,20 @@ StepName = Literal[
 ]
 STEPS: tuple[StepName, ...] = get_args(StepName)
 
+# What each step refreshes: the contract other tools read (see README "The HospitalDB").
+REFRESHED_OBJECTS: dict[str, StepName] = {
+    "analytics.mv_billing_summary": "refresh_phase2_materialized_views",
+    "analytics.mv_visit_summary": "refresh_phase2_materialized_views",
+    "analytics.mv_patient_summary": "refresh_phase2_materialized_views",
+    "analytics.mv_branch_billing_summary": "refresh_phase2_materialized_views",
+    "reporting.patient_summary": "refresh_phase3_reporting_tables",
+    "reporting.branch_summary": "refresh_phase3_reporting_tables",
+    "reporting.revenue_summary": "refresh_phase3_reporting_tables",
+    "dashboards.daily_revenue": "refresh_dashboards",
+    "dashboards.branch_performance": "refresh_dashboards",
+    "dashboards.patient_activity": "refresh_dashboards",
+}
+
 
 def sql_file(step: StepName) -> Path:
     return SQL_DIR / f"{step}.sql"

@@ -24,6 +24,11 @@ def _known_keys(model: type[BaseModel]) -> set[str]:
     return {field.alias or name for name, field in model.model_fields.items()}
 
 
+def _did_you_mean(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _key_lines(text: str) -> dict[KeyPath, int]:
     """Line of every mapping key (and list item) in the YAML, by its path."""
     lines: dict[KeyPath, int] = {}
@@ -58,8 +63,7 @@ class _Report:
             return
         for key in data:
             if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hint = _did_you_mean(str(key), known)
                 self.add((*path, key), f"unknown key '{key}' in {where}{hint}; Prefect would ignore it")
 
 
@@ -112,8 +116,7 @@ def _check_parameters(report: _Report, deployment: dict[str, Any], path: KeyPath
     for where, parameters in parameter_sets:
         for name in parameters:
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hint = _did_you_mean(name, known)
                 report.add(
                     (*where, name),
                     f"parameter '{name}' of {label} is not a parameter of flow '{flow.name}'{hint}",

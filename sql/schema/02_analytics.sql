@@ -3,6 +3,12 @@
 -- to diff the new result against the old rows, so readers are never blocked.
 -- mv_visit_summary, mv_patient_summary and mv_branch_billing_summary build on
 -- mv_billing_summary, so a refresh in that order gives mutually consistent views.
+--
+-- Each view's query ends with ORDER BY its unique key. REFRESH ... CONCURRENTLY
+-- checks the new rows for duplicates by sorting them, twice, on the whole row,
+-- key first: rows that already arrive in key order make those sorts far cheaper
+-- (at 1M visits the phase 2 refresh went from 24 s to 21 s; README, Performance).
+-- The price is one sort by key inside the query.
 CREATE SCHEMA IF NOT EXISTS analytics;
 
 -- One row per billing line, with its visit context and what was paid on it.
@@ -27,7 +33,8 @@ LEFT JOIN (
     SELECT billing_id, sum(amount) AS paid_amount
     FROM staging.payments
     GROUP BY billing_id
-) AS p USING (billing_id);
+) AS p USING (billing_id)
+ORDER BY b.billing_id;
 CREATE UNIQUE INDEX IF NOT EXISTS mv_billing_summary_billing_id_key
     ON analytics.mv_billing_summary (billing_id);
 
@@ -45,7 +52,8 @@ SELECT v.visit_id,
        coalesce(sum(b.outstanding_amount), 0)   AS outstanding_amount
 FROM staging.visits AS v
 LEFT JOIN analytics.mv_billing_summary AS b USING (visit_id)
-GROUP BY v.visit_id;
+GROUP BY v.visit_id
+ORDER BY v.visit_id;
 CREATE UNIQUE INDEX IF NOT EXISTS mv_visit_summary_visit_id_key
     ON analytics.mv_visit_summary (visit_id);
 
@@ -69,7 +77,8 @@ LEFT JOIN (
            sum(outstanding_amount) AS unpaid_amount
     FROM analytics.mv_visit_summary
     GROUP BY patient_id
-) AS s USING (patient_id);
+) AS s USING (patient_id)
+ORDER BY p.patient_id;
 CREATE UNIQUE INDEX IF NOT EXISTS mv_patient_summary_patient_id_key
     ON analytics.mv_patient_summary (patient_id);
 
@@ -95,6 +104,7 @@ LEFT JOIN (
            max(visit_date)            AS last_visit_date
     FROM analytics.mv_visit_summary
     GROUP BY branch_id
-) AS s USING (branch_id);
+) AS s USING (branch_id)
+ORDER BY br.branch_id;
 CREATE UNIQUE INDEX IF NOT EXISTS mv_branch_billing_summary_branch_id_key
     ON analytics.mv_branch_billing_summary (branch_id);

@@ -27,6 +27,8 @@ def test_benchmark_measures_every_figure_and_writes_json(postgres_admin_url, pre
     result = report["refresh"]["300"]
     assert len(result["baseline_psql_seconds"]) == len(result["flow_seconds"]) == 1
     assert result["flow_over_baseline"] == round(result["flow_median"] / result["baseline_psql_median"], 3)
+    (sql_seconds,) = result["flow_sql_seconds"]
+    assert 0 < sql_seconds < result["flow_seconds"][0], "the steps' SQL is part of the flow run"
     assert result["reader_during_refresh"]["queries"] >= 10, "the reader read every object at least once"
     assert result["reader_idle"]["queries"] >= 10
     overhead = report["fixed_overhead"]["server"]

@@ -119,13 +119,18 @@ WHERE flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY sta
 """
 
 
-def last_run_sql_seconds(url: str) -> float:
-    """How long the last flow run spent in its steps' SQL, as its audit trail recorded it."""
+def query_value(url: str, statement: str) -> Any:
+    """The single value statement returns, on a connection of its own."""
     import psycopg2
 
-    with contextlib.closing(psycopg2.connect(url)) as connection, connection.cursor() as cursor:
-        cursor.execute(LAST_RUN_SQL_SECONDS)
+    with contextlib.closing(psycopg2.connect(libpq_url(url))) as connection, connection.cursor() as cursor:
+        cursor.execute(statement)
         return cursor.fetchone()[0]
+
+
+def last_run_sql_seconds(url: str) -> float:
+    """How long the last flow run spent in its steps' SQL, as its audit trail recorded it."""
+    return query_value(url, LAST_RUN_SQL_SECONDS)
 
 
 def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
@@ -295,8 +300,6 @@ def drop_databases(admin_url: str, names: list[str]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    import psycopg2  # noqa: F401
-
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -397,14 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for visits in sizes:
                 databases.append(f"hospitaldb_bench_{visits}")
                 url = build_database(admin_url, databases[-1], visits)
-                with contextlib.suppress(Exception):
-                    import psycopg2
-
-                    connection = psycopg2.connect(libpq_url(url))
-                    with connection.cursor() as cursor:
-                        cursor.execute("SHOW server_version")
-                        report["machine"]["postgresql"] = cursor.fetchone()[0]
-                    connection.close()
+                report["machine"].setdefault("postgresql", query_value(url, "SHOW server_version"))
                 print(f"  measuring {visits:,} visits ...", flush=True)
                 report["refresh"][str(visits)] = measure_refresh(url, args.runs)
             if not args.skip_scale:

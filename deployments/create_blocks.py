@@ -27,7 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
 
-from hospitaldb.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
+from hospitaldb.database import (
+    DATABASE_URL_ENV,
+    DEFAULT_DATABASE_BLOCK,
+    DatabaseNotConfigured,
+    target_from_url,
+)
 from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 
 
@@ -48,8 +53,8 @@ def require(*names: str) -> None:
 def database_block() -> str:
     from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
-    if env("HOSPITALDB_DATABASE_URL"):
-        url = target_from_url(env("HOSPITALDB_DATABASE_URL"), "HOSPITALDB_DATABASE_URL").url
+    if env(DATABASE_URL_ENV):
+        url = target_from_url(env(DATABASE_URL_ENV), DATABASE_URL_ENV).url
         parts = {
             "host": url.host,
             "port": url.port,

@@ -21,7 +21,7 @@ from pydantic import Field
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hospitaldb.audit import AuditLog
-from hospitaldb.database import resolve_database
+from hospitaldb.database import APPLICATION_NAME, resolve_database
 from hospitaldb.monitoring import run_monitoring_query
 from hospitaldb.notifications import (
     DEFAULT_EMAIL_BLOCK,
@@ -89,7 +89,7 @@ def hospitaldb_freshness_check(
         logger.info("fresh: every step succeeded within %g h", max_age_hours)
         return {"stale_steps": [], "alerted": False}
     stale_steps = [row["step"] for row in stale]
-    connection = target.connect(application_name="hospitaldb-refresh-freshness", autocommit=True)
+    connection = target.connect(application_name=f"{APPLICATION_NAME}-freshness", autocommit=True)
     try:
         with connection.cursor() as cursor:
             cursor.execute(
@@ -111,13 +111,14 @@ def hospitaldb_freshness_check(
                 AlertSettings.from_parameters(runtime.flow_run.parameters),
                 logger,
             )
-            if any(delivered.values()):
+            alerted = any(delivered.values())
+            if alerted:
                 cursor.execute(
                     "INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,)
                 )
     finally:
         connection.close()
-    return {"stale_steps": stale_steps, "alerted": any(delivered.values())}
+    return {"stale_steps": stale_steps, "alerted": alerted}
 
 
 if __name__ == "__main__":

@@ -68,8 +68,10 @@ def run_step(
     logger = get_run_logger()
     target = resolve_database(database_block)
     attempt = runtime.task_run.run_count or 1
-    audit = AuditLog(target, logger) if runtime.flow_run.id else None
-    attempt_id = audit.attempt_started(runtime.flow_run.id, step, attempt) if audit else None
+    audit = AuditLog(target, logger)
+    # Outside a flow run there is no run to file the attempt under; with no attempt_id the
+    # audit methods below do nothing and no audit session is opened.
+    attempt_id = audit.attempt_started(runtime.flow_run.id, step, attempt) if runtime.flow_run.id else None
     try:
         result = run_sql_file(
             target,
@@ -78,21 +80,16 @@ def run_step(
             logger=logger,
             statement_timeout_seconds=statement_timeout_seconds,
             lock_timeout_seconds=lock_timeout_seconds,
-            on_statement=(lambda done: audit.statement_finished(attempt_id, done)) if audit else None,
+            on_statement=lambda done: audit.statement_finished(attempt_id, done),
         )
     except StepError as error:
         error.attempt = attempt
-        if audit:
-            audit.attempt_finished(attempt_id, "failed", sqlstate=error.sqlstate, error=str(error))
+        audit.attempt_finished(attempt_id, "failed", sqlstate=error.sqlstate, error=str(error))
         raise
     else:
-        if audit:
-            audit.attempt_finished(
-                attempt_id, "completed", statements=len(result.statements), rows=result.rows
-            )
+        audit.attempt_finished(attempt_id, "completed", statements=len(result.statements), rows=result.rows)
     finally:
-        if audit:
-            audit.close()
+        audit.close()
     logger.info(
         "%s committed: %d statements, %.2f s, %d rows",
         step,

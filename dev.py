@@ -9,8 +9,9 @@
     python3 dev.py ci           lint, validate, the suite on embedded PostgreSQL, then the
                                 suite again on the PostgreSQL server when one answers
 
-Each command first makes sure .venv holds what requirements files ask for; it
-needs nothing but Python 3.11+.
+Each command first makes sure .venv holds what the requirements files ask for and
+the hospitaldb package, installed editable from this checkout; it needs nothing
+but Python 3.11+.
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = Path(os.environ.get("HOSPITALDB_VENV", ROOT / ".venv"))
+# Read here, not through hospitaldb.settings: this runs before the package is installed.
+VENV = Path(os.environ.get("HOSPITALDB_VENV") or ROOT / ".venv")
 PYTHON = VENV / "bin" / "python"
 SERVER_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def ensure_environment(requirements: str) -> None:
-    """Create .venv and install requirements, again only when the files change."""
-    files = [ROOT / requirements, ROOT / "requirements.txt"]
+    """Create .venv, install requirements and the package; again only when those files change."""
+    files = [ROOT / requirements, ROOT / "requirements.txt", ROOT / "pyproject.toml"]
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
     stamp = VENV / f".installed-{requirements}"
     if stamp.exists() and stamp.read_text() == digest:
@@ -43,6 +45,8 @@ def ensure_environment(requirements: str) -> None:
     print(f"Installing {requirements} (first run only, a minute or two) ...", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(ROOT / requirements)], check=True)
+    # Editable: the flows, tools and tests import hospitaldb from this checkout, no path set-up.
+    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
     stamp.write_text(digest)
 
 

@@ -34,12 +34,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "flows"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from hospitaldb.database import DATABASE_URL_ENV, target_from_url  # noqa: E402
-from hospitaldb.steps import REFRESHED_OBJECTS, STEPS, sql_file  # noqa: E402
+from hospitaldb.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.steps import PROJECT_ROOT as ROOT
+from hospitaldb.steps import REFRESHED_OBJECTS, STEPS, sql_file
 
 TRIVIAL_FLOW = """
 from prefect import flow, task
@@ -106,7 +103,7 @@ def baseline_psql(url: str) -> float:
 
 def flow_run(url: str) -> float:
     """(b): the flow, in this process, against the Prefect server in PREFECT_API_URL."""
-    from refresh import hospitaldb_refresh
+    from hospitaldb.refresh import hospitaldb_refresh
 
     os.environ[DATABASE_URL_ENV] = url
     return timed(lambda: hospitaldb_refresh(retries=0))
@@ -260,7 +257,7 @@ def prefect_api(url: str | None, home: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from prefect_processes import prefect_server
+    from hospitaldb.local_prefect import prefect_server
 
     with prefect_server(home) as env:
         yield env["PREFECT_API_URL"]
@@ -271,13 +268,13 @@ def postgres_admin(url: str | None, data_dir: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from hospitaldb.embedded import start_embedded_postgres
+    from hospitaldb.demo import start_embedded_postgres
 
     yield start_embedded_postgres(data_dir / "pgdata")
 
 
 def build_database(admin_url: str, name: str, visits: int) -> str:
-    from demo_db import build_demo_database
+    from hospitaldb.demo import build_demo_database
 
     url = (
         target_from_url(admin_url, "admin URL").with_database(name).url.render_as_string(hide_password=False)

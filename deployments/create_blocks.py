@@ -20,32 +20,25 @@ Slack, SlackWebhook 'hospitaldb-slack':
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
-
-from hospitaldb.database import (
-    DATABASE_URL_ENV,
-    DEFAULT_DATABASE_BLOCK,
-    DatabaseNotConfigured,
-    target_from_url,
-)
+from hospitaldb import settings
+from hospitaldb.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
 from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.settings import Setting
 
 
 class Skipped(Exception):
     """Not enough variables for this block."""
 
 
-def env(name: str) -> str:
-    return os.environ.get(name, "").strip()
+def env(setting: Setting) -> str:
+    return setting.read() or ""
 
 
-def require(*names: str) -> None:
-    missing = [name for name in names if not env(name)]
+def require(*required: Setting) -> None:
+    missing = [setting.name for setting in required if not setting.read()]
     if missing:
         raise Skipped(f"{', '.join(missing)} not set")
 
@@ -53,8 +46,8 @@ def require(*names: str) -> None:
 def database_block() -> str:
     from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 
-    if env(DATABASE_URL_ENV):
-        url = target_from_url(env(DATABASE_URL_ENV), DATABASE_URL_ENV).url
+    if env(settings.DATABASE_URL):
+        url = target_from_url(env(settings.DATABASE_URL), settings.DATABASE_URL.name).url
         parts = {
             "host": url.host,
             "port": url.port,
@@ -64,13 +57,13 @@ def database_block() -> str:
             "query": dict(url.query) or None,
         }
     else:
-        require("HOSPITALDB_DB_HOST", "HOSPITALDB_DB_NAME", "HOSPITALDB_DB_USER")
+        require(settings.DB_HOST, settings.DB_NAME, settings.DB_USER)
         parts = {
-            "host": env("HOSPITALDB_DB_HOST"),
-            "port": int(env("HOSPITALDB_DB_PORT") or 5432),
-            "database": env("HOSPITALDB_DB_NAME"),
-            "username": env("HOSPITALDB_DB_USER"),
-            "password": env("HOSPITALDB_DB_PASSWORD") or None,
+            "host": env(settings.DB_HOST),
+            "port": int(env(settings.DB_PORT) or 5432),
+            "database": env(settings.DB_NAME),
+            "username": env(settings.DB_USER),
+            "password": env(settings.DB_PASSWORD) or None,
         }
     components = ConnectionComponents(driver=SyncDriver.POSTGRESQL_PSYCOPG2, **parts)
     SqlAlchemyConnector(connection_info=components).save(DEFAULT_DATABASE_BLOCK, overwrite=True)
@@ -80,25 +73,25 @@ def database_block() -> str:
 def email_block() -> str:
     from prefect_email import EmailServerCredentials
 
-    require("HOSPITALDB_SMTP_HOST")
-    smtp_type = (env("HOSPITALDB_SMTP_TYPE") or "STARTTLS").upper()
+    require(settings.SMTP_HOST)
+    smtp_type = (env(settings.SMTP_TYPE) or "STARTTLS").upper()
     if smtp_type not in {"SSL", "STARTTLS", "INSECURE"}:
-        raise ValueError(f"HOSPITALDB_SMTP_TYPE must be SSL, STARTTLS or INSECURE, not '{smtp_type}'")
+        raise ValueError(f"{settings.SMTP_TYPE} must be SSL, STARTTLS or INSECURE, not '{smtp_type}'")
     EmailServerCredentials(
-        smtp_server=env("HOSPITALDB_SMTP_HOST"),
-        smtp_port=int(env("HOSPITALDB_SMTP_PORT")) if env("HOSPITALDB_SMTP_PORT") else None,
+        smtp_server=env(settings.SMTP_HOST),
+        smtp_port=int(env(settings.SMTP_PORT)) if env(settings.SMTP_PORT) else None,
         smtp_type=smtp_type,
-        username=env("HOSPITALDB_SMTP_USERNAME") or None,
-        password=env("HOSPITALDB_SMTP_PASSWORD") or None,
+        username=env(settings.SMTP_USERNAME) or None,
+        password=env(settings.SMTP_PASSWORD) or None,
     ).save(DEFAULT_EMAIL_BLOCK, overwrite=True)
-    return f"EmailServerCredentials '{DEFAULT_EMAIL_BLOCK}' ({env('HOSPITALDB_SMTP_HOST')}, {smtp_type})"
+    return f"EmailServerCredentials '{DEFAULT_EMAIL_BLOCK}' ({env(settings.SMTP_HOST)}, {smtp_type})"
 
 
 def slack_block() -> str:
     from prefect_slack import SlackWebhook
 
-    require("HOSPITALDB_SLACK_WEBHOOK_URL")
-    SlackWebhook(url=env("HOSPITALDB_SLACK_WEBHOOK_URL")).save(DEFAULT_SLACK_BLOCK, overwrite=True)
+    require(settings.SLACK_WEBHOOK_URL)
+    SlackWebhook(url=env(settings.SLACK_WEBHOOK_URL)).save(DEFAULT_SLACK_BLOCK, overwrite=True)
     return f"SlackWebhook '{DEFAULT_SLACK_BLOCK}'"
 
 

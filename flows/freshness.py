@@ -1,125 +1,15 @@
-"""Freshness check: alert when no refresh has succeeded for too long.
-
-Open-source Prefect has no SLAs, so this small flow, scheduled hourly in
-prefect.yaml, plays that part. It reads the audit trail (etl_audit) in the
-HospitalDB, so it also notices a refresh that never started at all (worker
-down, deployment paused), which no failure hook can. A stale warehouse alerts
-once per `realert_hours`, not at every check.
+"""Freshness check: alert when no refresh has succeeded for too long (hospitaldb.freshness).
 
     python flows/freshness.py            # check once, here
+
+prefect.yaml deploys `flows/freshness.py:hospitaldb_freshness_check`.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-from typing import Annotated, Any
+from hospitaldb.freshness import hospitaldb_freshness_check
 
-from prefect import flow, get_run_logger, runtime
-from pydantic import Field
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hospitaldb.audit import AuditLog
-from hospitaldb.database import APPLICATION_NAME, resolve_database
-from hospitaldb.monitoring import run_monitoring_query
-from hospitaldb.notifications import (
-    DEFAULT_EMAIL_BLOCK,
-    DEFAULT_SLACK_BLOCK,
-    Alert,
-    AlertSettings,
-    deliver,
-    send_failure_alert,
-)
-
-
-def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Alert:
-    oldest = max((row["hours_ago"] for row in stale if row["hours_ago"] is not None), default=None)
-    headline = (
-        f"no successful refresh for {oldest:.0f} h"
-        if oldest is not None
-        else "no successful refresh recorded"
-    )
-    lines = [
-        f"HospitalDB data is stale: {headline} (threshold {max_age_hours:g} h).",
-        "",
-        *(
-            f"{row['step']:<36}last success: "
-            + (
-                f"{row['last_success']:%Y-%m-%d %H:%M} UTC ({row['hours_ago']} h ago)"
-                if row["last_success"]
-                else "never"
-            )
-            for row in stale
-        ),
-        "",
-        "Dashboards still show the last refreshed data. Check that the nightly deployment is not paused, "
-        "that a worker is running for its pool, and the last runs' logs (docs/monitoring.md).",
-    ]
-    return Alert(subject=f"[HospitalDB] Data is stale: {headline}", body="\n".join(lines))
-
-
-@flow(name="hospitaldb-freshness-check", on_failure=[send_failure_alert], on_crashed=[send_failure_alert])
-def hospitaldb_freshness_check(
-    max_age_hours: Annotated[float, Field(gt=0)] = 26,
-    realert_hours: Annotated[float, Field(ge=0)] = 12,
-    database_block: str | None = None,
-    alert_emails: list[str] | None = None,
-    email_block: str = DEFAULT_EMAIL_BLOCK,
-    slack_block: str = DEFAULT_SLACK_BLOCK,
-) -> dict[str, Any]:
-    """Alert by email/Slack when a refresh step has not succeeded within max_age_hours.
-
-    Args:
-        max_age_hours: the oldest acceptable last success of every step (default 26: a
-            nightly run plus two hours of slack).
-        realert_hours: while still stale, alert again after this many hours (0 = every check).
-        database_block: as in hospitaldb-refresh.
-        alert_emails, email_block, slack_block: as in hospitaldb-refresh.
-    """
-    logger = get_run_logger()
-    target = resolve_database(database_block)
-    audit = AuditLog(target, logger)
-    if not audit.ensure_schema():
-        raise RuntimeError(f"cannot read or create the audit trail (schema etl_audit) in {target.describe()}")
-    audit.close()
-    steps = run_monitoring_query(target, "last_successful_refresh")
-    stale = [row for row in steps if row["hours_ago"] is None or row["hours_ago"] > max_age_hours]
-    if not stale:
-        logger.info("fresh: every step succeeded within %g h", max_age_hours)
-        return {"stale_steps": [], "alerted": False}
-    stale_steps = [row["step"] for row in stale]
-    connection = target.connect(application_name=f"{APPLICATION_NAME}-freshness", autocommit=True)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT max(sent_at) FROM etl_audit.freshness_alerts "
-                "WHERE sent_at > now() - make_interval(secs => %s)",
-                (realert_hours * 3600,),
-            )
-            last_alert = cursor.fetchone()[0]
-            if last_alert:
-                logger.warning(
-                    "still stale (%s); alerted at %s, next alert after %g h",
-                    ", ".join(stale_steps),
-                    last_alert,
-                    realert_hours,
-                )
-                return {"stale_steps": stale_steps, "alerted": False}
-            delivered = deliver(
-                describe_staleness(stale, max_age_hours),
-                AlertSettings.from_parameters(runtime.flow_run.parameters),
-                logger,
-            )
-            alerted = any(delivered.values())
-            if alerted:
-                cursor.execute(
-                    "INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,)
-                )
-    finally:
-        connection.close()
-    return {"stale_steps": stale_steps, "alerted": alerted}
-
+__all__ = ["hospitaldb_freshness_check"]
 
 if __name__ == "__main__":
     hospitaldb_freshness_check()

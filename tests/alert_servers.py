@@ -15,6 +15,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from hospitaldb.local_prefect import free_port
+
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "smtp-Pa55"
 
@@ -30,12 +32,6 @@ def save_email_block(name: str, port: int) -> None:
         username=SMTP_USER,
         password=SMTP_PASSWORD,
     ).save(name, overwrite=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

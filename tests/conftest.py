@@ -9,15 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 from alert_servers import SmtpServer, WebhookServer, save_email_block
-from demo_db import build_demo_database
 from helpers import execute_outside_transaction
-from hospitaldb.database import DATABASE_URL_ENV, target_from_url
-from hospitaldb.embedded import start_embedded_postgres
 from prefect.testing.utilities import prefect_test_harness
 from prefect_slack import SlackWebhook
 from psycopg2 import sql
 
-TEST_DATABASE_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
+from hospitaldb import settings
+from hospitaldb.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.demo import build_demo_database, start_embedded_postgres
+
 # Tests talk to loopback only: the test Prefect server must not phone home.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 TEMPLATE_VISITS = 3000
@@ -31,7 +31,7 @@ def _url_for(admin_url: str, database: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A superuser URL: the server in HOSPITALDB_TEST_DATABASE_URL, else an embedded one."""
-    configured = os.environ.get(TEST_DATABASE_URL_ENV)
+    configured = settings.TEST_DATABASE_URL.read()
     if configured:
         return configured
     return start_embedded_postgres(tmp_path_factory.mktemp("embedded") / "pgdata")

@@ -11,7 +11,8 @@ import psycopg2
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
-from refresh import hospitaldb_refresh
+
+from hospitaldb.refresh import hospitaldb_refresh
 
 FAST = {"retry_delay_seconds": 0, "lock_timeout_seconds": 60}
 

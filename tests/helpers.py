@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg2
+
 from hospitaldb import steps
 
 REFRESHED_OBJECTS = tuple(steps.REFRESHED_OBJECTS)

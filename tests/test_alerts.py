@@ -10,13 +10,14 @@ import sys
 from alert_servers import SMTP_PASSWORD, SilentServer, free_port, save_email_block
 from flow_runs import TableLock, run_flow, wait_for_blocked_refresh
 from helpers import add_source_rows, execute
-from hospitaldb.database import DATABASE_URL_ENV
-from hospitaldb.notifications import redact
-from hospitaldb.steps import PROJECT_ROOT
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_UI_URL, temporary_settings
+
+from hospitaldb.database import DATABASE_URL_ENV
+from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.text import redact
 
 NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
 
@@ -118,7 +119,7 @@ def test_sigterm_mid_step_sends_the_crash_alert(
     demo_database, alert_blocks, smtp_server, webhook_server, prefect
 ):
     script = (
-        "import sys; sys.path.insert(0, 'flows'); from refresh import hospitaldb_refresh; "
+        "from hospitaldb.refresh import hospitaldb_refresh; "
         f"hospitaldb_refresh(lock_timeout_seconds=120, email_block={alert_blocks['email_block']!r}, "
         f"slack_block={alert_blocks['slack_block']!r}, alert_emails={alert_blocks['alert_emails']!r})"
     )

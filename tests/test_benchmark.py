@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from helpers import query
+
 from hospitaldb.database import DATABASE_URL_ENV
-from refresh_bench import main
+from hospitaldb.steps import PROJECT_ROOT
+
+
+def main(argv: list[str]) -> dict:
+    """The benchmark as a user runs it; its report is the JSON it writes."""
+    subprocess.run(
+        [sys.executable, "benchmarks/refresh_bench.py", *argv], cwd=PROJECT_ROOT, env=os.environ, check=True
+    )
+    return json.loads(Path(argv[argv.index("--json") + 1]).read_text())
 
 
 def test_benchmark_measures_every_figure_and_writes_json(postgres_admin_url, prefect, tmp_path, monkeypatch):

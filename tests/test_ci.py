@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hospitaldb.steps import PROJECT_ROOT
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "hospitaldb_ci.yml"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from flow_runs import error_text, run_flow
 from helpers import scalar
-from hospitaldb.database import DATABASE_URL_ENV, DatabaseNotConfigured, resolve_database, target_from_url
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from sqlalchemy.engine import make_url
+
+from hospitaldb.database import DATABASE_URL_ENV, DatabaseNotConfigured, resolve_database, target_from_url
 
 SECRET = "s3cret-Pa55word"
 

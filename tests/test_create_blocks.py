@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from hospitaldb.steps import PROJECT_ROOT
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect_email import EmailServerCredentials
 from prefect_slack import SlackWebhook
 from prefect_sqlalchemy import SqlAlchemyConnector
+
+from hospitaldb.steps import PROJECT_ROOT
 
 BLOCKS = [
     ("hospitaldb-postgres", SqlAlchemyConnector),

@@ -7,10 +7,11 @@ import sys
 
 import pglast
 import pytest
-from demo_db import NotADemoDatabase, build_demo_database, is_demo_database
 from helpers import execute, execute_outside_transaction, query, scalar
-from hospitaldb.steps import PROJECT_ROOT
 from psycopg2 import sql
+
+from hospitaldb.demo import NotADemoDatabase, build_demo_database, is_demo_database
+from hospitaldb.steps import PROJECT_ROOT
 
 FINGERPRINT = """
 SELECT md5(string_agg(v::text || b.amount::text || b.status, ',' ORDER BY b.billing_id))

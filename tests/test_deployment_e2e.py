@@ -15,12 +15,13 @@ import pytest
 from expected import assert_matches_source
 from flow_runs import TableLock, wait_for_blocked_refresh
 from helpers import add_source_rows, execute_outside_transaction, scalar
-from hospitaldb.steps import PROJECT_ROOT
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_processes import prefect_cli, prefect_server, prefect_worker
 from psycopg2 import sql
+
+from hospitaldb.local_prefect import prefect_cli, prefect_server, prefect_worker
+from hospitaldb.steps import PROJECT_ROOT
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 

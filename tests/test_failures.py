@@ -17,7 +17,18 @@ from helpers import (
     scalar,
     snapshot,
 )
-from refresh import refresh_phase2_materialized_views
+
+from hospitaldb.database import resolve_database
+from hospitaldb.refresh import STEP_TASKS
+from hospitaldb.settings import SQL_DIR
+
+refresh_phase2_materialized_views = STEP_TASKS["refresh_phase2_materialized_views"]
+
+
+def step_files_in(folder, monkeypatch, sql: str) -> None:
+    """Point the flow at a folder of step files whose phase 2 file holds sql."""
+    (folder / "refresh_phase2_materialized_views.sql").write_text(sql)
+    monkeypatch.setenv(SQL_DIR.name, str(folder))
 
 
 def test_failing_statement_in_step_2_keeps_previous_data_and_stops_step_3(demo_database, prefect):
@@ -68,17 +79,18 @@ def test_undefined_table_fails_at_once_and_rolls_back_the_whole_step(demo_databa
     assert snapshot(demo_database, views) == before, "statements 1-3 of the step were rolled back"
 
 
-def test_syntax_error_is_not_retried_and_names_file_and_line(demo_database, prefect, tmp_path):
-    bad = tmp_path / "bad.sql"
-    bad.write_text("-- refresh\nREFRESH MATERIALIZED VIEW analytics.mv_visit_summary;\nSELEC 1;\n")
+def test_syntax_error_is_not_retried_and_names_file_and_line(demo_database, prefect, tmp_path, monkeypatch):
+    step_files_in(
+        tmp_path, monkeypatch, "-- refresh\nREFRESH MATERIALIZED VIEW analytics.mv_visit_summary;\nSELEC 1;\n"
+    )
     task = refresh_phase2_materialized_views.with_options(retries=3, retry_delay_seconds=0)
 
-    state = task("refresh_phase2_materialized_views", None, 60, 5, sql_path=bad, return_state=True)
+    state = task("refresh_phase2_materialized_views", resolve_database(), 60, 5, return_state=True)
 
     assert state.is_failed()
     message = error_text(state)
     assert 'syntax error at or near "SELEC"' in message
-    assert "bad.sql:3" in message
+    assert f"{tmp_path}/refresh_phase2_materialized_views.sql:3" in message
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -139,8 +151,9 @@ def test_only_selected_steps_run_in_pipeline_order(demo_database, prefect):
 
 def test_literals_comments_and_dollar_quoting_run_as_written(new_database, prefect, tmp_path, monkeypatch):
     monkeypatch.setenv("HOSPITALDB_DATABASE_URL", new_database)
-    script = tmp_path / "tricky.sql"
-    script.write_text(
+    step_files_in(
+        tmp_path,
+        monkeypatch,
         textwrap.dedent(
             """\
             -- a comment with a ; and a :name
@@ -157,10 +170,10 @@ def test_literals_comments_and_dollar_quoting_run_as_written(new_database, prefe
             INSERT INTO public.notes SELECT public.tricky();
             INSERT INTO public.notes VALUES (E'percent % and %s stay');
             """
-        )
+        ),
     )
     task = refresh_phase2_materialized_views.with_options(retries=0)
-    result = task("refresh_phase2_materialized_views", None, 60, 5, sql_path=script)
+    result = task("refresh_phase2_materialized_views", resolve_database(), 60, 5)
 
     assert len(result["statements"]) == 6
     notes = {row[0] for row in query(new_database, "SELECT note FROM public.notes")}

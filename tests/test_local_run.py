@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 from helpers import scalar
-from hospitaldb.embedded import start_embedded_postgres
+
+from hospitaldb.demo import start_embedded_postgres
 from hospitaldb.steps import PROJECT_ROOT
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from hospitaldb.prefect_yaml_check import SCHEMA, check_prefect_yaml
 from hospitaldb.steps import PROJECT_ROOT
-from prefect_yaml_check import check_prefect_yaml
 
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 
@@ -91,3 +92,15 @@ def test_mistakes_are_reported_with_their_line(
     assert matching[0].startswith(
         f"prefect.yaml:{line_of(broken_text, broken.splitlines()[0].strip())}:"
     ) or ("do not fit" in expected or "does not load" in expected)
+
+
+@pytest.mark.parametrize("prefect_model", sorted(SCHEMA))
+def test_our_schema_accepts_exactly_the_keys_the_installed_prefect_accepts(prefect_model):
+    # The check itself never imports Prefect's private models; this test does, on purpose:
+    # a Prefect upgrade that adds, renames or drops a prefect.yaml key fails here, with the
+    # difference, and our schema (hospitaldb.prefect_yaml_check) gets updated to match.
+    from prefect.cli.deploy import _models
+
+    theirs = getattr(_models, prefect_model)
+    keys = lambda model: {field.alias or name for name, field in model.model_fields.items()}  # noqa: E731
+    assert keys(SCHEMA[prefect_model]) == keys(theirs)

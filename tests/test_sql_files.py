@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from hospitaldb.sql_script import SqlScriptError, load_statements, split_statements
 from hospitaldb.steps import SQL_DIR, STEPS, sql_file
 

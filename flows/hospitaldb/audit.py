@@ -1,5 +1,8 @@
 """The audit trail in the HospitalDB itself (schema etl_audit), written best-effort.
 
+Every statement that reads or writes etl_audit from Python is here; the named
+monitoring queries over it are in sql/monitoring/.
+
 Rows go through a separate autocommit session, so a step that rolls back still
 leaves its attempt and statements on record. Any failure to write (no privilege,
 schema missing and not creatable, a full disk) is logged once and switches the
@@ -18,6 +21,9 @@ from hospitaldb.errors import postgres_message
 from hospitaldb.sql_runner import StatementResult
 from hospitaldb.sql_script import load_statements
 from hospitaldb.steps import SQL_DIR
+from hospitaldb.text import safe
+
+ERROR_LENGTH = 1000
 
 AUDIT_SCHEMA_FILE = SQL_DIR / "schema" / "05_etl_audit.sql"
 
@@ -78,7 +84,7 @@ class AuditLog:
     def run_finished(self, flow_run_id: Any, status: str, error: str | None = None) -> None:
         self._execute(
             "UPDATE etl_audit.refresh_runs SET status = %s, error = %s, finished_at = now() WHERE flow_run_id = %s",
-            (status, error, str(flow_run_id)),
+            (status, _stored(error), str(flow_run_id)),
         )
 
     def attempt_started(self, flow_run_id: Any, step: str, attempt: int) -> int | None:
@@ -113,7 +119,7 @@ class AuditLog:
             "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
             "duration_seconds = extract(epoch FROM now() - started_at), statements = %s, "
             "rows_affected = %s, sqlstate = %s, error = %s WHERE attempt_id = %s",
-            (status, statements, rows, sqlstate, error, attempt_id),
+            (status, statements, rows, sqlstate, _stored(error), attempt_id),
         )
 
     def run_crashed(self, flow_run_id: Any, error: str) -> None:
@@ -122,13 +128,29 @@ class AuditLog:
             "UPDATE etl_audit.step_attempts SET status = 'crashed', finished_at = now(), "
             "duration_seconds = extract(epoch FROM now() - started_at), error = %s "
             "WHERE flow_run_id = %s AND status = 'running'",
-            (error, str(flow_run_id)),
+            (_stored(error), str(flow_run_id)),
         )
+
+    def last_freshness_alert(self, within_hours: float) -> Any:
+        """When the freshness check last alerted within the given hours, or None."""
+        return self._execute(
+            "SELECT max(sent_at) FROM etl_audit.freshness_alerts "
+            "WHERE sent_at > now() - make_interval(secs => %s)",
+            (within_hours * 3600,),
+        )
+
+    def freshness_alert_sent(self, stale_steps: list[str]) -> None:
+        self._execute("INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,))
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _stored(error: str | None) -> str | None:
+    """Errors are stored as they would be shown: redacted and cut to length."""
+    return safe(error, ERROR_LENGTH) if error else None
 
 
 def record_crash(flow: Any, flow_run: Any, state: Any) -> None:

@@ -9,7 +9,6 @@ target never shows its password: messages name only database, host and port.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,13 +19,15 @@ import psycopg2.extensions
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from hospitaldb import settings
+
 APPLICATION_NAME = "hospitaldb-refresh"
-DATABASE_URL_ENV = "HOSPITALDB_DATABASE_URL"
+DATABASE_URL_ENV = settings.DATABASE_URL.name
 DEFAULT_DATABASE_BLOCK = "hospitaldb-postgres"
 POSTGRES_DRIVERS = frozenset({"postgresql", "postgresql+psycopg2", "postgres"})
 
 HOW_TO_CONFIGURE = (
-    f"Set the environment variable {DATABASE_URL_ENV}=postgresql://USER:PASSWORD@HOST:5432/DBNAME, "
+    f"Set the environment variable {settings.DATABASE_URL}=postgresql://USER:PASSWORD@HOST:5432/DBNAME, "
     f"or create the SqlAlchemyConnector block '{DEFAULT_DATABASE_BLOCK}' "
     f"(python deployments/create_blocks.py reads HOSPITALDB_DB_* variables; see README 'Configuration')."
 )
@@ -165,13 +166,13 @@ def resolve_database(block_name: str | None = None) -> DatabaseTarget:
     """
     if block_name:
         return target_from_block(block_name)
-    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    url = settings.DATABASE_URL.read()
     if url:
-        return target_from_url(url, f"environment variable {DATABASE_URL_ENV}")
+        return target_from_url(url, f"environment variable {settings.DATABASE_URL}")
     try:
         return target_from_block(DEFAULT_DATABASE_BLOCK)
     except DatabaseNotConfigured:
         raise DatabaseNotConfigured(
-            f"No database configured: {DATABASE_URL_ENV} is not set and there is no "
+            f"No database configured: {settings.DATABASE_URL} is not set and there is no "
             f"'{DEFAULT_DATABASE_BLOCK}' block. " + HOW_TO_CONFIGURE
         ) from None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import psycopg2
 
-from hospitaldb.sql_script import Statement, shorten
+from hospitaldb.sql_script import Statement
+from hospitaldb.text import safe
 
 # SQLSTATEs that describe the moment, not the SQL: connection exceptions (08…),
 # serialization failure, deadlock, lock timeout, server shutting down or
@@ -53,7 +54,7 @@ def postgres_message(error: BaseException) -> str:
     # data; they stay in the database log and never reach Prefect logs or alerts.
     if detail and not detail.startswith(ROW_DETAIL_PREFIXES):
         text = f"{text} ({detail})"
-    return shorten(text, MESSAGE_LENGTH)
+    return safe(text, MESSAGE_LENGTH)
 
 
 class StepError(RuntimeError):

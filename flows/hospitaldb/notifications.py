@@ -18,30 +18,19 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import os
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hospitaldb.sql_script import shorten
+from hospitaldb.settings import ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
+from hospitaldb.text import redact, safe
 
-ALERT_EMAILS_ENV = "HOSPITALDB_ALERT_EMAILS"
-ALERT_FROM_ENV = "HOSPITALDB_ALERT_FROM"
-ALERT_TIMEOUT_ENV = "HOSPITALDB_ALERT_TIMEOUT_SECONDS"
 DEFAULT_EMAIL_BLOCK = "hospitaldb-email"
 DEFAULT_SLACK_BLOCK = "hospitaldb-slack"
 DEFAULT_TIMEOUT_SECONDS = 20.0
 ERROR_LENGTH = 700
-
-# scheme://user:password@host -> scheme://user:***@host; Slack webhook paths; key=value secrets.
-_SECRET_PATTERNS = (
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s]*@", re.IGNORECASE), r"\1:***@"),
-    (re.compile(r"(hooks\.slack\.com/)\S+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"((?:password|passwd|pwd)\s*=\s*)\S+", re.IGNORECASE), r"\1***"),
-)
 
 
 class AlertNotSent(RuntimeError):
@@ -71,22 +60,15 @@ class AlertSettings:
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> AlertSettings:
         recipients = parameters.get("alert_emails") or [
-            address for address in os.environ.get(ALERT_EMAILS_ENV, "").replace(";", ",").split(",")
+            address for address in (ALERT_EMAILS.read() or "").replace(";", ",").split(",")
         ]
         return cls(
             email_block=parameters.get("email_block") or DEFAULT_EMAIL_BLOCK,
             slack_block=parameters.get("slack_block") or DEFAULT_SLACK_BLOCK,
             recipients=tuple(address.strip() for address in recipients if address.strip()),
-            sender=os.environ.get(ALERT_FROM_ENV) or None,
-            timeout_seconds=float(os.environ.get(ALERT_TIMEOUT_ENV) or DEFAULT_TIMEOUT_SECONDS),
+            sender=ALERT_FROM.read(),
+            timeout_seconds=float(ALERT_TIMEOUT_SECONDS.read() or DEFAULT_TIMEOUT_SECONDS),
         )
-
-
-def redact(text: str) -> str:
-    """Remove passwords, connection-string credentials and webhook paths from text."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 # --- What an alert says ------------------------------------------------------------------
@@ -120,7 +102,7 @@ def _error_of(state: Any) -> str:
     except Exception:  # the result may be unavailable (crash, no persisted result)
         error = None
     text = str(error) if isinstance(error, BaseException) and str(error) else (state.message or state.name)
-    return shorten(redact(text), ERROR_LENGTH)
+    return safe(text, ERROR_LENGTH)
 
 
 def _run_link(flow_run: Any) -> str | None:
@@ -213,7 +195,7 @@ def send_email(alert: Alert, settings: AlertSettings) -> None:
 
     if not settings.recipients:
         raise AlertNotSent(
-            f"no recipients: set {ALERT_EMAILS_ENV}=ops@example.org,... or the flow parameter alert_emails."
+            f"no recipients: set {ALERT_EMAILS}=ops@example.org,... or the flow parameter alert_emails."
         )
     credentials = _load_block(
         EmailServerCredentials,
@@ -283,11 +265,9 @@ def deliver(
         if error is None:
             logger.info("%s alert sent: %s", name, alert.subject)
         elif isinstance(error, AlertNotSent):
-            logger.warning("%s alert not sent: %s", name, redact(str(error)))
+            logger.warning("%s alert not sent: %s", name, safe(str(error), ERROR_LENGTH))
         else:
-            logger.error(
-                "%s alert not sent: %s: %s", name, type(error).__name__, shorten(redact(str(error)), 300)
-            )
+            logger.error("%s alert not sent: %s: %s", name, type(error).__name__, safe(str(error), 300))
     return delivered
 
 

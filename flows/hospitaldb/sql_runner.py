@@ -22,6 +22,7 @@ import psycopg2.extensions
 from hospitaldb.database import DatabaseTarget
 from hospitaldb.errors import StepError
 from hospitaldb.sql_script import SqlScriptError, Statement, load_statements
+from hospitaldb.steps import display_path
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def run_sql_file(
 ) -> StepResult:
     """Run every statement of sql_file in one transaction: all of it commits, or none."""
     try:
-        statements = load_statements(sql_file, source=f"sql/{sql_file.name}")
+        statements = load_statements(sql_file, source=display_path(sql_file))
     except SqlScriptError as error:
         raise StepError(step, str(error)) from error
     started = time.perf_counter()

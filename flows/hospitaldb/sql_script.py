@@ -13,6 +13,8 @@ from pathlib import Path
 import pglast
 from pglast.parser import ParseError
 
+from hospitaldb.text import shorten
+
 SUMMARY_LENGTH = 100
 
 
@@ -37,11 +39,6 @@ class Statement:
     def summary(self) -> str:
         """The statement's first line, for logs and error messages."""
         return shorten(self.text.splitlines()[0], SUMMARY_LENGTH)
-
-
-def shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def line_of(text: str, offset: int) -> int:

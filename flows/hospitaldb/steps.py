@@ -1,4 +1,9 @@
-"""The refresh steps, in pipeline order, and the SQL file each one runs."""
+"""The refresh steps, in pipeline order, and the SQL file each one runs.
+
+The step files live in `sql/` of this checkout, or in HOSPITALDB_SQL_DIR; the
+project's own SQL (the etl_audit schema, monitoring queries, the demo) always
+comes from this checkout's `sql/`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from hospitaldb import settings
+
+
+def _project_root() -> Path:
+    # A checkout (and an editable install) has sql/ beside flows/; an installed copy of the
+    # package runs from the project folder, the working directory set by the pull step.
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "sql").is_dir() else Path.cwd()
+
+
+PROJECT_ROOT = _project_root()
 SQL_DIR = PROJECT_ROOT / "sql"
 
 StepName = Literal[
@@ -31,8 +46,22 @@ REFRESHED_OBJECTS: dict[str, StepName] = {
 }
 
 
+def step_sql_dir() -> Path:
+    """Where the step files are: HOSPITALDB_SQL_DIR, else this checkout's sql/."""
+    configured = settings.SQL_DIR.read()
+    return Path(configured).expanduser().resolve() if configured else SQL_DIR
+
+
 def sql_file(step: StepName) -> Path:
-    return SQL_DIR / f"{step}.sql"
+    return step_sql_dir() / f"{step}.sql"
+
+
+def display_path(path: Path) -> str:
+    """How messages name a file: relative to the checkout when inside it, else in full."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def in_pipeline_order(steps: Iterable[str] | None) -> list[StepName]:

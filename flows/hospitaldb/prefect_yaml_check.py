@@ -5,19 +5,105 @@ deployment without an entrypoint), and checks cron and timezone only later. This
 checks, with no server: known keys only, value types, every schedule's cron and
 timezone, concurrency limits, that every entrypoint loads, and that every parameter
 exists in the flow's signature with a value of the right type.
+
+The keys and types come from our own schema below, not from Prefect's private
+models (prefect.cli.deploy._models), which may change in any release. A test
+(tests/test_prefect_yaml.py) pins our keys to the ones the installed Prefect
+accepts, so an upgrade that changes them fails that test, not a deployment.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 KeyPath = tuple[str | int, ...]
+Actions = list[dict[str, Any]] | dict[str, Any] | None
+
+
+# --- Our schema of prefect.yaml (Prefect 3.9's keys) ------------------------------------
+
+
+class _Section(BaseModel):
+    # Unknown keys are reported by name and line (with a 'did you mean'), not as errors here.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class PrefectYaml(_Section):
+    prefect_version: str | None = Field(default=None, alias="prefect-version")
+    name: str | None = None
+    build: Actions = None
+    push: Actions = None
+    pull: Actions = None
+    deployments: list[Any] = Field(default_factory=list)
+
+
+class WorkPool(_Section):
+    name: str | None = None
+    work_queue_name: str | None = None
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConcurrencyLimit(_Section):
+    limit: int | None = None
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] | None = None
+    grace_period_seconds: int | None = None
+
+
+class Schedule(_Section):
+    cron: str | None = None
+    interval: timedelta | None = None
+    rrule: str | None = None
+    timezone: str | None = None
+    anchor_date: str | None = None
+    active: bool | str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    slug: str | None = None
+    replaces: str | None = None
+    day_or: bool | str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if sum(value is not None for value in (self.cron, self.interval, self.rrule)) != 1:
+            raise ValueError("Exactly one of 'cron', 'interval', or 'rrule' must be provided")
+        return self
+
+
+class Deployment(_Section):
+    name: str | None = None
+    version: str | None = None
+    version_type: str | None = None
+    tags: str | list[Any] | None = None
+    description: str | None = None
+    schedule: Any = None
+    schedules: list[Any] | None = None
+    paused: bool | None = None
+    concurrency_limit: int | dict[str, Any] | None = None
+    flow_name: str | None = None
+    entrypoint: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    enforce_parameter_schema: bool | None = None
+    build: Actions = None
+    push: Actions = None
+    pull: Actions = None
+    work_pool: dict[str, Any] | None = None
+    triggers: list[dict[str, Any]] | None = None
+    sla: list[dict[str, Any]] | None = None
+
+
+SCHEMA: dict[str, type[BaseModel]] = {
+    "PrefectYamlModel": PrefectYaml,
+    "DeploymentConfig": Deployment,
+    "WorkPoolConfig": WorkPool,
+    "ConcurrencyLimitSpec": ConcurrencyLimit,
+    "RawScheduleConfig": Schedule,
+}
 
 
 def _known_keys(model: type[BaseModel]) -> set[str]:
@@ -67,23 +153,28 @@ class _Report:
                 self.add((*path, key), f"unknown key '{key}' in {where}{hint}; Prefect would ignore it")
 
 
+def _validate(report: _Report, model: type[BaseModel], data: dict[str, Any], path: KeyPath) -> None:
+    try:
+        model.model_validate(data)
+    except ValidationError as error:
+        for item in error.errors():
+            report.add((*path, *item["loc"]), f"invalid value: {item['msg']}")
+
+
 def _deployment_label(deployment: Any, index: int) -> str:
     name = deployment.get("name") if isinstance(deployment, dict) else None
     return f"deployment '{name}'" if name else f"deployment #{index + 1}"
 
 
 def _check_schedule(report: _Report, schedule: Any, path: KeyPath, label: str) -> None:
-    from prefect.cli.deploy._models import RawScheduleConfig
     from prefect.client.schemas.schedules import CronSchedule
 
-    report.unknown_keys(schedule, _known_keys(RawScheduleConfig), path, f"a schedule of {label}")
+    report.unknown_keys(schedule, _known_keys(Schedule), path, f"a schedule of {label}")
     if not isinstance(schedule, dict):
         report.add(path, f"a schedule of {label} must be a mapping")
         return
     try:
-        RawScheduleConfig.model_validate(
-            {k: v for k, v in schedule.items() if k in _known_keys(RawScheduleConfig)}
-        )
+        Schedule.model_validate(schedule)
     except ValidationError as error:
         report.add(path, f"invalid schedule in {label}: {error.errors()[0]['msg']}")
         return
@@ -133,13 +224,6 @@ def _check_parameters(report: _Report, deployment: dict[str, Any], path: KeyPath
 
 def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
     """Every problem in the file, as 'SOURCE:LINE: message'; empty when it is sound."""
-    from prefect.cli.deploy._models import (
-        ConcurrencyLimitSpec,
-        DeploymentConfig,
-        PrefectYamlModel,
-        WorkPoolConfig,
-    )
-
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -153,12 +237,8 @@ def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
     if not isinstance(data, dict):
         return [f"{source}:1: expected a mapping at the top level"]
 
-    report.unknown_keys(data, _known_keys(PrefectYamlModel), (), "the top level")
-    try:
-        PrefectYamlModel.model_validate(data)
-    except ValidationError as error:
-        for item in error.errors():
-            report.add(tuple(item["loc"]), f"invalid value: {item['msg']}")
+    report.unknown_keys(data, _known_keys(PrefectYaml), (), "the top level")
+    _validate(report, PrefectYaml, data, ())
     deployments = data.get("deployments") or []
     if not deployments:
         report.add((), "no deployments defined")
@@ -168,10 +248,11 @@ def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
         if not isinstance(deployment, dict):
             report.add(path_, f"{label} must be a mapping")
             continue
-        report.unknown_keys(deployment, _known_keys(DeploymentConfig), path_, label)
+        report.unknown_keys(deployment, _known_keys(Deployment), path_, label)
+        _validate(report, Deployment, deployment, path_)
         report.unknown_keys(
             deployment.get("work_pool"),
-            _known_keys(WorkPoolConfig),
+            _known_keys(WorkPool),
             (*path_, "work_pool"),
             f"work_pool of {label}",
         )
@@ -181,7 +262,7 @@ def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
         if isinstance(limit, dict):
             report.unknown_keys(
                 limit,
-                _known_keys(ConcurrencyLimitSpec),
+                _known_keys(ConcurrencyLimit),
                 (*path_, "concurrency_limit"),
                 f"concurrency_limit of {label}",
             )

@@ -1,10 +1,14 @@
-"""A real `prefect server start` and `prefect worker start`, as subprocesses on loopback."""
+"""A real `prefect server start` and `prefect worker start`, as subprocesses on loopback.
+
+For the tests and the benchmark, which run the deployment path on real parts.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,9 +16,14 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from alert_servers import free_port
-
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen, log: Path) -> None:

@@ -1,0 +1,83 @@
+"""`python flows/refresh.py`: run the refresh once, here, and print a summary.
+
+Only this local entry point falls back to the embedded demo database
+(hospitaldb.demo); a deployment run with no database configured fails and says
+how to configure one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hospitaldb import settings
+from hospitaldb.database import DatabaseNotConfigured
+from hospitaldb.refresh import DEFAULT_RETRIES, hospitaldb_refresh
+from hospitaldb.steps import STEPS
+
+
+def print_summary(results: list[dict[str, Any]], where: str) -> None:
+    print("\nHospitalDB refresh completed")
+    print(f"{'step':<36}{'statements':>11}{'seconds':>10}{'rows':>12}")
+    for result in results:
+        print(
+            f"{result['step']:<36}{len(result['statements']):>11}"
+            f"{result['seconds']:>10.2f}{result['rows']:>12,}"
+        )
+    print(f"\nData: {where}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python flows/refresh.py",
+        description=(
+            "Run the HospitalDB refresh once, here. The database comes from --database-url, "
+            f"else {settings.DATABASE_URL}, else the 'hospitaldb-postgres' block; with none of them, "
+            "an embedded demo PostgreSQL is started under .hospitaldb/ and filled with demo data "
+            "on first use."
+        ),
+    )
+    parser.add_argument("--database-url", help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=STEPS,
+        metavar="STEP",
+        help=f"steps to run, in pipeline order (default all): {', '.join(STEPS)}",
+    )
+    parser.add_argument("--database-block", help="SqlAlchemyConnector block name")
+    parser.add_argument(
+        "--demo-visits",
+        type=int,
+        default=20_000,
+        help="visits in the embedded demo database when it is first built (default 20000)",
+    )
+    parser.add_argument("--statement-timeout", type=float, default=3600, metavar="SECONDS")
+    parser.add_argument("--lock-timeout", type=float, default=30, metavar="SECONDS")
+    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hospitaldb.demo import choose_local_database
+
+    args = parse_args(argv)
+    try:
+        where = choose_local_database(args.database_url, args.database_block, args.demo_visits)
+    except DatabaseNotConfigured as error:
+        print(f"Refresh not started: {error}", file=sys.stderr)
+        return 2
+    try:
+        results = hospitaldb_refresh(
+            steps=args.steps,
+            database_block=args.database_block,
+            statement_timeout_seconds=args.statement_timeout,
+            lock_timeout_seconds=args.lock_timeout,
+            retries=args.retries,
+        )
+    except Exception as error:  # the run's logs have the details; say what failed, plainly
+        print(f"\nRefresh failed: {error}", file=sys.stderr)
+        return 1
+    print_summary(results, where)
+    return 0

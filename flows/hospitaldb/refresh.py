@@ -1,0 +1,170 @@
+"""The flow hospitaldb-refresh: phase 2 views, then phase 3 reporting tables, then dashboards.
+
+Each step is a Prefect task that runs one SQL file in one transaction and
+retries only on transient database errors. flows/refresh.py is the entry point
+Prefect deploys and `python flows/refresh.py` runs (hospitaldb.cli).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import Task, exponential_backoff
+from pydantic import Field
+
+from hospitaldb.artifacts import publish_run_artifacts
+from hospitaldb.audit import AuditLog, record_crash
+from hospitaldb.database import DatabaseTarget, resolve_database
+from hospitaldb.errors import StepError
+from hospitaldb.notifications import (
+    DEFAULT_EMAIL_BLOCK,
+    DEFAULT_SLACK_BLOCK,
+    send_failure_alert,
+    send_recovery_notice,
+)
+from hospitaldb.refresh_lock import refresh_lock
+from hospitaldb.sql_runner import run_sql_file
+from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file
+from hospitaldb.text import safe
+
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_DELAY_SECONDS = 10.0
+
+
+def retry_on_transient_error(task: Task, task_run: Any, state: Any) -> bool:
+    """Retry only what a retry can fix: lost connections, deadlocks, lock timeouts."""
+    try:
+        state.result()
+    except StepError as error:
+        return error.transient
+    except Exception:
+        return False
+    return False
+
+
+def run_step(
+    step: StepName,
+    target: DatabaseTarget,
+    statement_timeout_seconds: float,
+    lock_timeout_seconds: float,
+) -> dict[str, Any]:
+    """Run one step's SQL file in one transaction and return what it did.
+
+    Each attempt, failed ones included, goes to the audit trail (etl_audit) on its own
+    session, so a rolled-back attempt is still on record. The target comes from the flow,
+    resolved once per run; passing it is safe: Prefect records no task parameter values,
+    and its repr never shows the password.
+    """
+    logger = get_run_logger()
+    attempt = runtime.task_run.run_count or 1
+    audit = AuditLog(target, logger)
+    # Outside a flow run there is no run to file the attempt under; with no attempt_id the
+    # audit methods below do nothing and no audit session is opened.
+    attempt_id = audit.attempt_started(runtime.flow_run.id, step, attempt) if runtime.flow_run.id else None
+    try:
+        result = run_sql_file(
+            target,
+            sql_file(step),
+            step=step,
+            logger=logger,
+            statement_timeout_seconds=statement_timeout_seconds,
+            lock_timeout_seconds=lock_timeout_seconds,
+            on_statement=lambda done: audit.statement_finished(attempt_id, done),
+        )
+    except StepError as error:
+        error.attempt = attempt
+        audit.attempt_finished(attempt_id, "failed", sqlstate=error.sqlstate, error=str(error))
+        raise
+    else:
+        audit.attempt_finished(attempt_id, "completed", statements=len(result.statements), rows=result.rows)
+    finally:
+        audit.close()
+    logger.info(
+        "%s committed: %d statements, %.2f s, %d rows",
+        step,
+        len(result.statements),
+        result.seconds,
+        result.rows,
+    )
+    return {**result.to_dict(), "attempts": attempt}
+
+
+def _step_task(step: StepName) -> Task:
+    return task(
+        name=step,
+        retries=DEFAULT_RETRIES,
+        retry_delay_seconds=exponential_backoff(backoff_factor=DEFAULT_RETRY_DELAY_SECONDS),
+        retry_jitter_factor=0.5,
+        retry_condition_fn=retry_on_transient_error,
+        # A refresh must run every time: never answer it from a cache.
+        cache_policy=NO_CACHE,
+        log_prints=False,
+    )(run_step)
+
+
+STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
+
+
+@flow(
+    name="hospitaldb-refresh",
+    log_prints=False,
+    # One alert per run: flow-level hooks only. A crash (SIGTERM, killed worker) does not
+    # run on_failure, hence on_crashed too.
+    on_failure=[send_failure_alert],
+    on_crashed=[record_crash, send_failure_alert],
+    on_completion=[send_recovery_notice],
+)
+def hospitaldb_refresh(
+    steps: list[StepName] | None = None,
+    database_block: str | None = None,
+    statement_timeout_seconds: Annotated[float, Field(ge=0)] = 3600,
+    lock_timeout_seconds: Annotated[float, Field(ge=0)] = 30,
+    overlap_wait_seconds: Annotated[float, Field(ge=0)] = 0,
+    retries: Annotated[int, Field(ge=0, le=10)] = DEFAULT_RETRIES,
+    retry_delay_seconds: Annotated[float, Field(ge=0)] = DEFAULT_RETRY_DELAY_SECONDS,
+    alert_emails: list[str] | None = None,
+    email_block: str = DEFAULT_EMAIL_BLOCK,
+    slack_block: str = DEFAULT_SLACK_BLOCK,
+) -> list[dict[str, Any]]:
+    """Refresh HospitalDB: analytics views, then reporting tables, then dashboards.
+
+    Args:
+        steps: which steps to run (default all); always run in pipeline order.
+        database_block: SqlAlchemyConnector block to use. Default: the environment
+            variable HOSPITALDB_DATABASE_URL, else the block 'hospitaldb-postgres'.
+        statement_timeout_seconds: PostgreSQL statement_timeout per statement (0 = none).
+        lock_timeout_seconds: PostgreSQL lock_timeout: how long a statement may wait for a lock.
+        overlap_wait_seconds: how long to wait for another refresh of the same database
+            to finish before giving up (0 = fail at once).
+        retries: retries per step, on transient database errors only.
+        retry_delay_seconds: base of the exponential backoff between retries.
+        alert_emails: who gets failure alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
+        email_block: EmailServerCredentials block for alerts.
+        slack_block: SlackWebhook block for alerts (optional: skipped with a warning if missing).
+    """
+    logger = get_run_logger()
+    selected = in_pipeline_order(steps)
+    target = resolve_database(database_block)
+    logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
+    retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
+    audit = AuditLog(target, logger)
+    audit.run_started(runtime.flow_run.id, runtime.flow_run.name, runtime.deployment.name, selected)
+    results: list[dict[str, Any]] = []
+    failure: Exception | None = None
+    try:
+        with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
+            for step in selected:
+                step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
+                results.append(step_task(step, target, statement_timeout_seconds, lock_timeout_seconds))
+    except Exception as error:
+        failure = error
+        raise
+    finally:
+        error_text = safe(str(failure), 1000) if failure else None
+        if failure or len(results) == len(selected):  # not on a crash: the crash hook records that
+            audit.run_finished(runtime.flow_run.id, "failed" if failure else "completed", error_text)
+        audit.close()
+        publish_run_artifacts(results, selected, target.describe(), failure, error_text, logger)
+    return results

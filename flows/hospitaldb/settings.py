@@ -1,0 +1,101 @@
+"""Every HOSPITALDB_* environment variable, in one place, documented.
+
+Each setting is read when it is needed (`setting.read()`), never at import time,
+so a worker picks up a change without a restart of anything but the run. The
+README's tables of variables are checked against `ALL` by a test, so a variable
+cannot be added here without being documented there, or the other way round.
+A few are read outside Python (dev.py before the package is installed, deploy.sh,
+prefect.yaml); they are listed here all the same, with who reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    used_by: str
+    meaning: str
+    secret: bool = False
+
+    def read(self, default: str | None = None) -> str | None:
+        """The variable's value, stripped; default when it is unset or blank."""
+        value = os.environ.get(self.name, "").strip()
+        return value or default
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# The database and where the SQL lives.
+DATABASE_URL = Setting(
+    "HOSPITALDB_DATABASE_URL",
+    "the flow, `create_blocks.py`",
+    "database URL, when no block is named; `create_blocks.py` stores it as the `hospitaldb-postgres` block",
+    secret=True,
+)
+SQL_DIR = Setting(
+    "HOSPITALDB_SQL_DIR",
+    "the flow",
+    "the folder holding the three step files (default: this checkout's `sql/`)",
+)
+LOCAL_DATA_DIR = Setting(
+    "HOSPITALDB_LOCAL_DATA_DIR",
+    "`flows/refresh.py`",
+    "where the embedded demo database lives (default `.hospitaldb/`)",
+)
+
+# Alerts, read by the flow at run time.
+ALERT_EMAILS = Setting(
+    "HOSPITALDB_ALERT_EMAILS",
+    "the flow",
+    "alert recipients, comma-separated (the `alert_emails` parameter wins)",
+)
+ALERT_FROM = Setting("HOSPITALDB_ALERT_FROM", "the flow", "sender address (default: the SMTP user name)")
+ALERT_TIMEOUT_SECONDS = Setting(
+    "HOSPITALDB_ALERT_TIMEOUT_SECONDS", "the flow", "time limit per alert channel, in seconds (default 20)"
+)
+
+# Blocks, read once by deployments/create_blocks.py.
+DB_HOST = Setting("HOSPITALDB_DB_HOST", "`create_blocks.py`", "database host, when no database URL is set")
+DB_PORT = Setting("HOSPITALDB_DB_PORT", "`create_blocks.py`", "database port (default 5432)")
+DB_NAME = Setting("HOSPITALDB_DB_NAME", "`create_blocks.py`", "database name")
+DB_USER = Setting("HOSPITALDB_DB_USER", "`create_blocks.py`", "database user")
+DB_PASSWORD = Setting("HOSPITALDB_DB_PASSWORD", "`create_blocks.py`", "database password", secret=True)
+SMTP_HOST = Setting("HOSPITALDB_SMTP_HOST", "`create_blocks.py`", "SMTP server for `hospitaldb-email`")
+SMTP_PORT = Setting("HOSPITALDB_SMTP_PORT", "`create_blocks.py`", "SMTP port (default: by type)")
+SMTP_TYPE = Setting(
+    "HOSPITALDB_SMTP_TYPE", "`create_blocks.py`", "SSL, STARTTLS or INSECURE (default STARTTLS)"
+)
+SMTP_USERNAME = Setting("HOSPITALDB_SMTP_USERNAME", "`create_blocks.py`", "SMTP user name")
+SMTP_PASSWORD = Setting("HOSPITALDB_SMTP_PASSWORD", "`create_blocks.py`", "SMTP password", secret=True)
+SLACK_WEBHOOK_URL = Setting(
+    "HOSPITALDB_SLACK_WEBHOOK_URL",
+    "`create_blocks.py`",
+    "Slack incoming webhook for `hospitaldb-slack`",
+    secret=True,
+)
+
+# Development and deployment.
+TEST_DATABASE_URL = Setting(
+    "HOSPITALDB_TEST_DATABASE_URL",
+    "tests",
+    "a PostgreSQL superuser URL; tests create and drop their own databases there instead of using an "
+    "embedded server",
+)
+VENV = Setting("HOSPITALDB_VENV", "`dev.py`", "the virtualenv to use (default `.venv/`)")
+WORK_POOL = Setting(
+    "HOSPITALDB_WORK_POOL",
+    "`deployments/deploy.sh`",
+    "the work pool to create (default `hospitaldb-pool`, as in `prefect.yaml`)",
+)
+PROJECT_DIR = Setting(
+    "HOSPITALDB_PROJECT_DIR",
+    "`prefect.yaml` pull step",
+    "the checkout the worker runs the flow from; `deploy.sh` sets it",
+)
+
+ALL: tuple[Setting, ...] = tuple(value for value in globals().values() if isinstance(value, Setting))

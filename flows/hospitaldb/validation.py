@@ -1,0 +1,72 @@
+"""Offline checks that need no database and no Prefect server (`python tools/validate.py`).
+
+- every .sql file under sql/ parses with PostgreSQL's parser (pglast);
+- every refresh step named in the flow has its SQL file;
+- the flow module imports and defines the three step tasks;
+- prefect.yaml has no unknown key, valid schedules and limits, loadable entrypoints and
+  parameters that fit the flow (hospitaldb.prefect_yaml_check).
+
+Each problem is printed as FILE:LINE: MESSAGE; the exit code is 1 if there is any.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from hospitaldb import settings
+from hospitaldb.prefect_yaml_check import check_prefect_yaml
+from hospitaldb.sql_script import SqlScriptError, load_statements
+from hospitaldb.steps import PROJECT_ROOT, STEPS
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def check_sql_files(root: Path) -> list[str]:
+    """Every SQL file of the project parses, and every step has its file."""
+    step_dir = Path(settings.SQL_DIR.read() or root / "sql").resolve()
+    problems = []
+    for path in sorted({*(root / "sql").resolve().rglob("*.sql"), *step_dir.rglob("*.sql")}):
+        try:
+            load_statements(path, source=_shown(path, root))
+        except SqlScriptError as error:
+            problems.append(str(error))
+    for step in STEPS:
+        path = step_dir / f"{step}.sql"
+        if not path.exists():
+            problems.append(f"{_shown(path, root)}:1: missing: the flow's step {step} runs this file")
+    return problems
+
+
+def check_flow_imports() -> list[str]:
+    try:
+        refresh = importlib.import_module("hospitaldb.refresh")
+    except Exception as error:  # any import failure is the finding
+        return [f"flows/hospitaldb/refresh.py:1: does not import: {type(error).__name__}: {error}"]
+    missing = [step for step in STEPS if step not in refresh.STEP_TASKS]
+    return [f"flows/hospitaldb/refresh.py:1: no task for step {step}" for step in missing]
+
+
+def main(root: Path = PROJECT_ROOT) -> int:
+    """Validate the project in root; print each problem as FILE:LINE: MESSAGE."""
+    root = root.resolve()
+    # Entrypoints in prefect.yaml are paths relative to the project, as for `prefect deploy`.
+    os.chdir(root)
+    problems = check_sql_files(root) + check_flow_imports() + check_prefect_yaml(root / "prefect.yaml")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"validate: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(
+        f"validate: {len(list((root / 'sql').rglob('*.sql')))} SQL files parse; the flow and its steps "
+        "load; prefect.yaml is sound"
+    )
+    return 0

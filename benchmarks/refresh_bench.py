@@ -7,7 +7,8 @@ Builds the demo database at the given size (on an embedded PostgreSQL unless
 
   (a) baseline: the three refresh files run by `psql -1 -f`, in order (the same SQL,
       no orchestration);
-  (b) the flow, against a running Prefect server (started here unless --prefect-api-url);
+  (b) the flow with its data checks and source checks, against a running Prefect server
+      (started here unless --prefect-api-url); what each check costs comes from the run;
   (c) a reader process querying every refreshed object every 20 ms during a run of (b),
       against the same reader on the idle database ((b) itself is timed without it);
   (d) (b) again at twice the visits, and the ratio;
@@ -101,12 +102,44 @@ def baseline_psql(url: str) -> float:
     return timed(run)
 
 
+LAST_RUN_CHECKS: list[dict[str, Any]] = []
+
+
 def flow_run(url: str) -> float:
-    """(b): the flow, in this process, against the Prefect server in PREFECT_API_URL."""
+    """(b): the flow with its checks, in this process, against the Prefect server in PREFECT_API_URL.
+
+    What its checks cost is kept in LAST_RUN_CHECKS: each check's seconds, the shrink
+    guard's row counting per step, and the source checks (from the run's audit trail).
+    """
     from hospitaldb.refresh import hospitaldb_refresh
 
     os.environ[DATABASE_URL_ENV] = url
-    return timed(lambda: hospitaldb_refresh(retries=0))
+    results: list[dict[str, Any]] = []
+    seconds = timed(lambda: results.extend(hospitaldb_refresh(retries=0)))
+    LAST_RUN_CHECKS[:] = [
+        {"check": check["name"], "step": result["step"], "seconds": check["seconds"]}
+        for result in results
+        for check in result["checks"]
+    ] + [
+        {"check": "row counts (shrink guard)", "step": result["step"], "seconds": result["row_count_seconds"]}
+        for result in results
+    ]
+    LAST_RUN_CHECKS.append(
+        {
+            "check": "source checks",
+            "step": "check_sources",
+            "seconds": query_value(url, LAST_RUN_SOURCE_SECONDS),
+        }
+    )
+    return seconds
+
+
+LAST_RUN_SOURCE_SECONDS = """
+SELECT coalesce(max(duration_seconds), 0)::float
+FROM etl_audit.check_results
+WHERE step = 'check_sources'
+  AND flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY started_at DESC LIMIT 1)
+"""
 
 
 LAST_RUN_SQL_SECONDS = """
@@ -188,10 +221,13 @@ def measure_refresh(url: str, runs: int) -> dict[str, Any]:
     """
     flow_run(url)  # warm-up: fills the views and tables once, so every measured run does the same work
     baseline, orchestrated, in_sql, with_reader, during = [], [], [], [], []
+    check_costs: dict[tuple[str, str], list[float]] = {}
     for _ in range(runs):
         baseline.append(baseline_psql(url))
         orchestrated.append(flow_run(url))
         in_sql.append(last_run_sql_seconds(url))
+        for cost in LAST_RUN_CHECKS:
+            check_costs.setdefault((cost["step"], cost["check"]), []).append(cost["seconds"])
         with reader_process(url) as latencies:
             with_reader.append(flow_run(url))
         during.extend(latencies)
@@ -210,6 +246,14 @@ def measure_refresh(url: str, runs: int) -> dict[str, Any]:
         "flow_sql_seconds": in_sql,
         "flow_sql_median": median(in_sql),
         "flow_outside_sql_median": median([b - s for b, s in zip(orchestrated, in_sql, strict=True)]),
+        # What the checks cost inside (b): each one's median seconds, their total, and that
+        # total's share of the flow's median.
+        "checks": [
+            {"step": step, "check": check, "median_seconds": median(values)}
+            for (step, check), values in sorted(check_costs.items())
+        ],
+        "checks_median_total_seconds": round(sum(median(v) for v in check_costs.values()), 3),
+        "checks_share_of_flow": round(sum(median(v) for v in check_costs.values()) / median(orchestrated), 3),
         "reader_during_refresh": latency_summary(during),
         "reader_idle": latency_summary(idle),
     }
@@ -339,6 +383,15 @@ def print_table(report: dict[str, Any]) -> None:
                 f"outside SQL: {result['flow_outside_sql_median']:.2f} s",
             )
         )
+        rows.append(
+            (
+                "    of which the checks",
+                f"{result['checks_median_total_seconds']:.2f} s",
+                f"{result['checks_share_of_flow']:.1%} of (b)",
+            )
+        )
+        for cost in sorted(result["checks"], key=lambda cost: -cost["median_seconds"])[:8]:
+            rows.append((f"      {cost['check']} ({cost['step']})", f"{cost['median_seconds']:.3f} s", ""))
         during, idle = result["reader_during_refresh"], result["reader_idle"]
         rows.append(
             (

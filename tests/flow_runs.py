@@ -30,6 +30,19 @@ def task_runs(state: State) -> dict[str, Any]:
     return {run.name.rsplit("-", 1)[0]: run for run in runs}
 
 
+def run_logs(state: State) -> str:
+    """Every log line of the run, as the Prefect server has them."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # runs and hooks log through the batching API log worker
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    return "\n".join(log.message for log in logs)
+
+
 def error_text(state: State) -> str:
     try:
         state.result()

@@ -59,6 +59,19 @@ def table_contents(url: str, table: str) -> list[tuple[Any, ...]]:
         connection.close()
 
 
+def checksum_query(table: str) -> Any:
+    """Row count and an md5 of every row's text, in a stable order: the object, byte for byte."""
+    from psycopg2 import sql
+
+    return sql.SQL(
+        "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {} AS t"
+    ).format(sql.Identifier(*table.split(".")))
+
+
+def checksums(url: str, tables: tuple[str, ...] = REFRESHED_OBJECTS) -> dict[str, tuple[Any, ...]]:
+    return {table: query(url, checksum_query(table))[0] for table in tables}
+
+
 def snapshot(url: str, tables: tuple[str, ...] = REFRESHED_OBJECTS) -> dict[str, list[tuple[Any, ...]]]:
     return {table: table_contents(url, table) for table in tables}
 

@@ -8,11 +8,8 @@ import subprocess
 import sys
 
 from alert_servers import SMTP_PASSWORD, SilentServer, free_port, save_email_block
-from flow_runs import TableLock, run_flow, wait_for_blocked_refresh
+from flow_runs import TableLock, run_flow, run_logs, wait_for_blocked_refresh
 from helpers import add_source_rows, execute
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
 from hospitaldb.database import DATABASE_URL_ENV
@@ -20,15 +17,6 @@ from hospitaldb.steps import PROJECT_ROOT
 from hospitaldb.text import redact
 
 NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
-
-
-def run_logs(state) -> str:
-    APILogHandler().flush()  # hooks log through the batching API log worker
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
-        )
-    return "\n".join(log.message for log in logs)
 
 
 def break_step_2(url: str) -> None:

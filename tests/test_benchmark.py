@@ -42,6 +42,12 @@ def test_benchmark_measures_every_figure_and_writes_json(postgres_admin_url, pre
     assert result["flow_over_baseline"] == round(result["flow_median"] / result["baseline_psql_median"], 3)
     (sql_seconds,) = result["flow_sql_seconds"]
     assert 0 < sql_seconds < result["flow_seconds"][0], "the steps' SQL is part of the flow run"
+    assert {cost["check"] for cost in result["checks"]} >= {
+        "shrink_guard",
+        "source checks",
+        "unbilled_visits",
+    }
+    assert 0 < result["checks_median_total_seconds"] < result["flow_median"]
     assert result["reader_during_refresh"]["queries"] >= 10, "the reader read every object at least once"
     assert result["reader_idle"]["queries"] >= 10
     overhead = report["fixed_overhead"]["server"]

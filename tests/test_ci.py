@@ -78,3 +78,39 @@ def test_validation_fails_when_a_step_file_is_missing(project_copy: Path):
     done = validate(project_copy)
     assert done.returncode == 1
     assert "sql/refresh_phase3_reporting_tables.sql:1: missing" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "refresh_dashboards/two_statements.sql",
+            "-- check\nSELECT 1;\nDELETE FROM dashboards.daily_revenue;\n",
+            "sql/checks/refresh_dashboards/two_statements.sql:3: a check is exactly one SELECT",
+        ),
+        (
+            "refresh_dashboards/bad_severity.sql",
+            "-- severity: fatal\nSELECT 1 WHERE false;\n",
+            "sql/checks/refresh_dashboards/bad_severity.sql:1: severity must be 'error' or 'warn', not 'fatal'",
+        ),
+        (
+            "refresh_dashboards/syntax.sql",
+            "-- check\nSELECT FROM WHERE;\n",
+            "sql/checks/refresh_dashboards/syntax.sql:2: syntax error",
+        ),
+        (
+            "refresh_dashbords/misplaced.sql",
+            "SELECT 1 WHERE false;\n",
+            "sql/checks/refresh_dashbords:1: not a step, so its checks would never run (did you mean 'refresh_dashboards'?)",
+        ),
+    ],
+)
+def test_validation_names_file_and_line_of_a_broken_check(
+    project_copy: Path, name: str, text: str, expected: str
+):
+    path = project_copy / "sql" / "checks" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    done = validate(project_copy)
+    assert done.returncode == 1
+    assert expected in done.stderr

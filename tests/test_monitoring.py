@@ -99,6 +99,7 @@ def test_audit_trail_records_every_run_attempt_and_statement(demo_database, thre
 
 def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_runs):
     assert monitoring_queries() == [
+        "check_results",
         "duration_trend",
         "freshness",
         "last_successful_refresh",
@@ -134,6 +135,12 @@ def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_ru
     assert freshness["dashboards.daily_revenue"]["refreshed_at"] == by_step(last)[STEP3]["last_success"]
     assert freshness["reporting.patient_summary"]["last_row_change"] is not None
     assert freshness["analytics.mv_visit_summary"]["last_row_change"] is None
+
+    checks = {(row["step"], row["check_name"]): row for row in monitor(demo_database, "check_results")}
+    assert checks[("check_sources", "source staging.visits")]["last_outcome"] == "passed"
+    assert checks[(STEP1, "shrink_guard")]["last_outcome"] == "passed"
+    assert all(row["failed_30d"] == 0 and row["avg_seconds"] >= 0 for row in checks.values())
+    assert {step for step, _ in checks} == {"check_sources", STEP1, STEP2, STEP3}
 
     sizes = {row["object_name"]: row for row in monitor(demo_database, "object_sizes")}
     assert set(sizes) == set(REFRESHED_OBJECTS)

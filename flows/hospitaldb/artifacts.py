@@ -7,16 +7,31 @@ the history of each across runs.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 STEPS_ARTIFACT_KEY = "hospitaldb-refresh-steps"
 SUMMARY_ARTIFACT_KEY = "hospitaldb-refresh-summary"
 
 
+def checks_summary(checks: list[dict[str, Any]]) -> str:
+    """'8 passed, 1 warned: unbilled_visits (1 row)': the outcome of a step's checks."""
+    counts = {
+        outcome: sum(c["outcome"] == outcome for c in checks) for outcome in ("passed", "warned", "failed")
+    }
+    text = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
+    flagged = [
+        f"{c['name']} ({c['violating_rows']:,} row{'s' if c['violating_rows'] != 1 else ''})"
+        for c in checks
+        if c["outcome"] != "passed"
+    ]
+    return text + (": " + ", ".join(flagged) if flagged else "") if text else "none"
+
+
 def step_rows(
     results: list[dict[str, Any]], selected: list[str], error: BaseException | None
 ) -> list[dict[str, Any]]:
-    """One row per selected step: what it did, or why it did not."""
+    """One row per selected step: what it did and what its checks found, or why it did not run."""
     rows = [
         {
             "step": result["step"],
@@ -25,11 +40,13 @@ def step_rows(
             "seconds": result["seconds"],
             "rows": result["rows"],
             "attempts": result["attempts"],
+            "checks": checks_summary(result["checks"]),
         }
         for result in results
     ]
     for position, step in enumerate(selected[len(results) :]):
         failed_here = position == 0 and getattr(error, "step", None) == step
+        failed_checks = getattr(error, "results", None) if failed_here else None
         rows.append(
             {
                 "step": step,
@@ -38,25 +55,42 @@ def step_rows(
                 "seconds": None,
                 "rows": None,
                 "attempts": getattr(error, "attempt", None) if failed_here else None,
+                "checks": checks_summary([{**asdict(c), "outcome": c.outcome} for c in failed_checks])
+                if failed_checks
+                else None,
             }
         )
     return rows
 
 
-def summary_markdown(rows: list[dict[str, Any]], target: str, error_text: str | None) -> str:
+def sources_line(sources: dict[str, Any] | None, error: BaseException | None) -> str:
+    if sources is None:
+        failed = getattr(error, "problems", None)
+        return "Source checks: failed: " + "; ".join(failed) if failed else "Source checks: not run"
+    if not sources["enforced"]:
+        skipped = "; ".join(sources["problems"]) or "nothing would have failed"
+        return f"Source checks: skipped (skip_source_checks); {skipped}"
+    return f"Source checks: {sources['sources']} sources passed"
+
+
+def summary_markdown(
+    rows: list[dict[str, Any]], target: str, error_text: str | None, sources: str = ""
+) -> str:
     status = "failed" if error_text else "completed"
     lines = [
         f"# HospitalDB refresh {status}",
         "",
         f"Database: {target}",
         "",
-        "| step | status | statements | seconds | rows | attempts |",
-        "|---|---|---:|---:|---:|---:|",
+        sources,
+        "",
+        "| step | status | statements | seconds | rows | attempts | checks |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         cells = [row["step"], row["status"]] + [
             "" if row[key] is None else f"{row[key]:,}" if key == "rows" else str(row[key])
-            for key in ("statements", "seconds", "rows", "attempts")
+            for key in ("statements", "seconds", "rows", "attempts", "checks")
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if error_text:
@@ -71,6 +105,7 @@ def publish_run_artifacts(
     error: BaseException | None,
     error_text: str | None,
     logger: logging.Logger | logging.LoggerAdapter,
+    sources: dict[str, Any] | None = None,
 ) -> None:
     """Create both artifacts; a failure here is logged, never raised."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -81,7 +116,7 @@ def publish_run_artifacts(
             table=rows, key=STEPS_ARTIFACT_KEY, description="HospitalDB refresh: steps of this run"
         )
         create_markdown_artifact(
-            markdown=summary_markdown(rows, target, error_text),
+            markdown=summary_markdown(rows, target, error_text, sources_line(sources, error)),
             key=SUMMARY_ARTIFACT_KEY,
             description="HospitalDB refresh: summary of this run",
         )

@@ -11,10 +11,12 @@ audit off for this writer: auditing never fails the refresh.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
+import psycopg2.extras
 
 from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
 from hospitaldb.errors import postgres_message
@@ -22,6 +24,10 @@ from hospitaldb.sql_runner import StatementResult
 from hospitaldb.sql_script import load_statements
 from hospitaldb.steps import SQL_DIR
 from hospitaldb.text import safe
+
+if TYPE_CHECKING:
+    from hospitaldb.checks import CheckResult
+    from hospitaldb.source_checks import SourceState
 
 ERROR_LENGTH = 1000
 
@@ -38,7 +44,7 @@ class AuditLog:
         self._off = False
 
     def _session(self) -> Any:
-        """The audit session, creating the etl_audit schema on first use if it is missing."""
+        """The audit session, creating or upgrading the etl_audit schema on first use."""
         if self._connection is None:
             self._connection = self._target.connect(
                 application_name=f"{APPLICATION_NAME}-audit",
@@ -46,20 +52,23 @@ class AuditLog:
                 lock_timeout_seconds=5,
                 autocommit=True,
             )
-            with self._connection.cursor() as cursor:
-                cursor.execute("SELECT to_regclass('etl_audit.statement_runs') IS NULL")
-                if cursor.fetchone()[0]:
-                    for schema_statement in load_statements(AUDIT_SCHEMA_FILE):
-                        cursor.execute(schema_statement.text)
+            upgrade_schema(self._connection)
         return self._connection
 
-    def _execute(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
+    def _execute(self, statement: str, params: Any = (), *, many: bool = False) -> Any:
+        """Run one statement (once per row of params, with many); return the rows it returned.
+
+        Returns None when auditing is off, and switches it off on any database error.
+        """
         if self._off:
             return None
         try:
             with self._session().cursor() as cursor:
-                cursor.execute(statement, params)
-                return cursor.fetchone()[0] if cursor.description else None
+                if many:
+                    psycopg2.extras.execute_batch(cursor, statement, params)
+                else:
+                    cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else None
         except psycopg2.Error as error:
             self._logger.warning(
                 "audit trail not written (%s); the refresh goes on without it", postgres_message(error)
@@ -67,6 +76,10 @@ class AuditLog:
             self._off = True
             self.close()
             return None
+
+    def _value(self, statement: str, params: Any = ()) -> Any:
+        rows = self._execute(statement, params)
+        return rows[0][0] if rows else None
 
     def ensure_schema(self) -> bool:
         """Create etl_audit if missing; False (with a warning logged) if that is not possible."""
@@ -88,7 +101,7 @@ class AuditLog:
         )
 
     def attempt_started(self, flow_run_id: Any, step: str, attempt: int) -> int | None:
-        return self._execute(
+        return self._value(
             "INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt) VALUES (%s, %s, %s) "
             "RETURNING attempt_id",
             (str(flow_run_id), step, attempt),
@@ -133,7 +146,7 @@ class AuditLog:
 
     def last_freshness_alert(self, within_hours: float) -> Any:
         """When the freshness check last alerted within the given hours, or None."""
-        return self._execute(
+        return self._value(
             "SELECT max(sent_at) FROM etl_audit.freshness_alerts "
             "WHERE sent_at > now() - make_interval(secs => %s)",
             (within_hours * 3600,),
@@ -142,10 +155,99 @@ class AuditLog:
     def freshness_alert_sent(self, stale_steps: list[str]) -> None:
         self._execute("INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,))
 
+    def objects_planned(self, flow_run_id: Any, objects: dict[str, str]) -> None:
+        """What this run's steps refresh (object -> step)."""
+        self._execute(
+            "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            [(str(flow_run_id), step, name) for name, step in objects.items()],
+            many=True,
+        )
+
+    def objects_refreshed(self, flow_run_id: Any, row_counts: dict[str, int]) -> None:
+        self._execute(
+            "UPDATE etl_audit.run_objects SET row_count = %s WHERE flow_run_id = %s AND object_name = %s",
+            [(rows, str(flow_run_id), name) for name, rows in row_counts.items()],
+            many=True,
+        )
+
+    def checks_finished(
+        self, flow_run_id: Any, attempt_id: int | None, step: str, results: list[CheckResult]
+    ) -> None:
+        self._execute(
+            "INSERT INTO etl_audit.check_results (flow_run_id, attempt_id, step, check_name, source_file, "
+            "severity, outcome, violating_rows, duration_seconds, detail) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    str(flow_run_id),
+                    attempt_id,
+                    step,
+                    result.name,
+                    result.source,
+                    result.severity,
+                    result.outcome,
+                    result.violating_rows,
+                    result.seconds,
+                    _stored(result.detail),
+                )
+                for result in results
+            ],
+            many=True,
+        )
+
+    def sources_read(self, flow_run_id: Any, states: list[SourceState]) -> None:
+        self._execute(
+            "INSERT INTO etl_audit.source_counts (flow_run_id, source, row_count, newest) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, source) DO UPDATE "
+            "SET row_count = excluded.row_count, newest = excluded.newest, checked_at = now()",
+            [(str(flow_run_id), state.source, state.row_count, state.newest) for state in states],
+            many=True,
+        )
+
+    def last_successful_source_counts(self) -> dict[str, int]:
+        """Each source's row count at the last completed run that recorded one."""
+        rows = self._execute(
+            "SELECT source, row_count FROM etl_audit.source_counts WHERE flow_run_id = ("
+            "  SELECT r.flow_run_id FROM etl_audit.refresh_runs AS r"
+            "  WHERE r.status = 'completed'"
+            "    AND EXISTS (SELECT FROM etl_audit.source_counts AS s WHERE s.flow_run_id = r.flow_run_id)"
+            "  ORDER BY r.finished_at DESC LIMIT 1)"
+        )
+        return dict(rows or [])
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def upgrade_schema(connection: Any) -> None:
+    """Create etl_audit, or bring an existing one up to sql/schema/05_etl_audit.sql, in place.
+
+    The schema's comment holds a digest of the file it was built from; when the file
+    changes (a new table, a new view), the next run applies it again. Every statement
+    in it is idempotent (IF NOT EXISTS, OR REPLACE), so existing rows stay. An
+    advisory lock keeps two runs from upgrading at once.
+    """
+    digest = hashlib.sha256(AUDIT_SCHEMA_FILE.read_bytes()).hexdigest()[:16]
+    marker = f"hospitaldb-refresh audit trail, schema {digest}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(to_regnamespace('etl_audit'), 'pg_namespace')")
+        if cursor.fetchone()[0] == marker:
+            return
+    connection.autocommit = False
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("hospitaldb-etl-audit",))
+            for statement in load_statements(AUDIT_SCHEMA_FILE):
+                cursor.execute(statement.text)
+            cursor.execute("COMMENT ON SCHEMA etl_audit IS %s", (marker,))
+        connection.commit()
+    finally:
+        if not connection.closed:
+            connection.rollback()
+        connection.autocommit = True
 
 
 def _stored(error: str | None) -> str | None:

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from hospitaldb import settings
+from hospitaldb.artifacts import checks_summary
 from hospitaldb.database import DatabaseNotConfigured
 from hospitaldb.refresh import DEFAULT_RETRIES, hospitaldb_refresh
 from hospitaldb.steps import STEPS
@@ -19,11 +20,11 @@ from hospitaldb.steps import STEPS
 
 def print_summary(results: list[dict[str, Any]], where: str) -> None:
     print("\nHospitalDB refresh completed")
-    print(f"{'step':<36}{'statements':>11}{'seconds':>10}{'rows':>12}")
+    print(f"{'step':<36}{'statements':>11}{'seconds':>10}{'rows':>12}  checks")
     for result in results:
         print(
             f"{result['step']:<36}{len(result['statements']):>11}"
-            f"{result['seconds']:>10.2f}{result['rows']:>12,}"
+            f"{result['seconds']:>10.2f}{result['rows']:>12,}  {checks_summary(result['checks'])}"
         )
     print(f"\nData: {where}")
 
@@ -56,6 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--statement-timeout", type=float, default=3600, metavar="SECONDS")
     parser.add_argument("--lock-timeout", type=float, default=30, metavar="SECONDS")
     parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES)
+    parser.add_argument(
+        "--skip-source-checks",
+        action="store_true",
+        help="do not enforce the source checks (a deliberate reload); counts are still recorded",
+    )
+    parser.add_argument(
+        "--allow-shrink",
+        action="store_true",
+        help="let a refreshed object lose more than half of its rows (the shrink guard)",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             statement_timeout_seconds=args.statement_timeout,
             lock_timeout_seconds=args.lock_timeout,
             retries=args.retries,
+            skip_source_checks=args.skip_source_checks,
+            allow_shrink=args.allow_shrink,
         )
     except Exception as error:  # the run's logs have the details; say what failed, plainly
         print(f"\nRefresh failed: {error}", file=sys.stderr)

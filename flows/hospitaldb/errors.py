@@ -7,6 +7,9 @@ SQLSTATE tells them apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg2
 
 from hospitaldb.sql_script import Statement
@@ -92,3 +95,12 @@ class StepError(RuntimeError):
             sqlstate=error.pgcode,
             transient=is_transient(error),
         )
+
+
+@contextmanager
+def as_step_error(step: str, statement: Statement | None = None) -> Iterator[None]:
+    """Raise any database error inside the block as the StepError of step (at statement)."""
+    try:
+        yield
+    except psycopg2.Error as error:
+        raise StepError.from_database_error(step, error, statement) from error

@@ -96,12 +96,17 @@ def _last_unfinished_step(flow_run_id: Any) -> StepAttempt | None:
     return StepAttempt(step=latest.name.rsplit("-", 1)[0], attempts=max(latest.run_count, 1))
 
 
-def _error_of(state: Any) -> str:
+def _exception_of(state: Any) -> BaseException | None:
     try:
         error = state.result(raise_on_failure=False)
     except Exception:  # the result may be unavailable (crash, no persisted result)
-        error = None
-    text = str(error) if isinstance(error, BaseException) and str(error) else (state.message or state.name)
+        return None
+    return error if isinstance(error, BaseException) else None
+
+
+def _error_of(state: Any) -> str:
+    error = _exception_of(state)
+    text = str(error) if error is not None and str(error) else (state.message or state.name)
     return safe(text, ERROR_LENGTH)
 
 
@@ -128,13 +133,22 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
     where = f" at {step.step}" if step else ""
     verb = "CRASHED" if crashed else "FAILED"
     when = (getattr(state, "timestamp", None) or datetime.now(UTC)).astimezone(UTC)
-    consequence = (
-        "The run was killed. The step in progress was rolled back by PostgreSQL; tables keep the "
-        "previous refresh's data. Check the worker and host (memory, restarts), then re-run."
-        if crashed
-        else "The failed step was rolled back: its tables keep the previous refresh's data, and later "
-        "steps did not run. Fix the cause, then re-run the deployment."
-    )
+    error = _exception_of(state)
+    if crashed:
+        consequence = (
+            "The run was killed. The step in progress was rolled back by PostgreSQL; tables keep the "
+            "previous refresh's data. Check the worker and host (memory, restarts), then re-run."
+        )
+    elif getattr(error, "problems", None):
+        consequence = (
+            "Nothing was refreshed: every table keeps the previous refresh's data. Fix the upstream "
+            "load and re-run; for a deliberate reload, run with skip_source_checks."
+        )
+    else:
+        consequence = (
+            "The failed step was rolled back: its tables keep the previous refresh's data, and later "
+            "steps did not run. Fix the cause, then re-run the deployment."
+        )
     what = "Refresh" if flow.name == "hospitaldb-refresh" else flow.name
     body = "\n".join(
         [
@@ -157,7 +171,10 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
             consequence,
         ]
     )
-    return Alert(subject=f"[HospitalDB] {what} {verb}{where}", body=redact(body))
+    # A failed check or source check says what failed in the subject, for the phone's lock screen.
+    headline = getattr(error, "alert_headline", None)
+    subject = f"[HospitalDB] {what} {verb}{where}" + (f": {headline}" if headline else "")
+    return Alert(subject=safe(subject, 200), body=redact(body))
 
 
 def describe_recovery(flow: Any, flow_run: Any, previous: Any) -> Alert:

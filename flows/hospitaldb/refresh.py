@@ -1,8 +1,9 @@
 """The flow hospitaldb-refresh: phase 2 views, then phase 3 reporting tables, then dashboards.
 
-Each step is a Prefect task that runs one SQL file in one transaction and
-retries only on transient database errors. flows/refresh.py is the entry point
-Prefect deploys and `python flows/refresh.py` runs (hospitaldb.cli).
+Each step is a Prefect task that runs one SQL file and then its data checks in
+one transaction, and retries only on transient database errors. Before the first
+step, the source checks make sure the staging data is whole and new. flows/refresh.py
+is the entry point Prefect deploys and `python flows/refresh.py` runs (hospitaldb.cli).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import Field
 
 from hospitaldb.artifacts import publish_run_artifacts
 from hospitaldb.audit import AuditLog, record_crash
+from hospitaldb.checks import CheckFailed, load_checks
 from hospitaldb.database import DatabaseTarget, resolve_database
 from hospitaldb.errors import StepError
 from hospitaldb.notifications import (
@@ -25,8 +27,10 @@ from hospitaldb.notifications import (
     send_recovery_notice,
 )
 from hospitaldb.refresh_lock import refresh_lock
-from hospitaldb.sql_runner import run_sql_file
-from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file
+from hospitaldb.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
+from hospitaldb.sql_runner import StepGuard, run_sql_file
+from hospitaldb.sql_script import SqlScriptError
+from hospitaldb.steps import REFRESHED_OBJECTS, STEPS, StepName, in_pipeline_order, sql_file
 from hospitaldb.text import safe
 
 DEFAULT_RETRIES = 3
@@ -49,13 +53,14 @@ def run_step(
     target: DatabaseTarget,
     statement_timeout_seconds: float,
     lock_timeout_seconds: float,
+    guard: StepGuard | None = None,
 ) -> dict[str, Any]:
-    """Run one step's SQL file in one transaction and return what it did.
+    """Run one step's SQL file and its checks in one transaction and return what it did.
 
     Each attempt, failed ones included, goes to the audit trail (etl_audit) on its own
-    session, so a rolled-back attempt is still on record. The target comes from the flow,
-    resolved once per run; passing it is safe: Prefect records no task parameter values,
-    and its repr never shows the password.
+    session, with its check results, so a rolled-back attempt is still on record. The
+    target comes from the flow, resolved once per run; passing it is safe: Prefect
+    records no task parameter values, and its repr never shows the password.
     """
     logger = get_run_logger()
     attempt = runtime.task_run.run_count or 1
@@ -72,19 +77,25 @@ def run_step(
             statement_timeout_seconds=statement_timeout_seconds,
             lock_timeout_seconds=lock_timeout_seconds,
             on_statement=lambda done: audit.statement_finished(attempt_id, done),
+            guard=guard,
         )
     except StepError as error:
         error.attempt = attempt
+        if isinstance(error, CheckFailed):
+            audit.checks_finished(runtime.flow_run.id, attempt_id, step, error.results)
         audit.attempt_finished(attempt_id, "failed", sqlstate=error.sqlstate, error=str(error))
         raise
     else:
+        audit.checks_finished(runtime.flow_run.id, attempt_id, step, result.checks)
         audit.attempt_finished(attempt_id, "completed", statements=len(result.statements), rows=result.rows)
+        audit.objects_refreshed(runtime.flow_run.id, result.row_counts)
     finally:
         audit.close()
     logger.info(
-        "%s committed: %d statements, %.2f s, %d rows",
+        "%s committed: %d statements, %d checks passed, %.2f s, %d rows",
         step,
         len(result.statements),
+        sum(check.outcome == "passed" for check in result.checks),
         result.seconds,
         result.rows,
     )
@@ -107,6 +118,53 @@ def _step_task(step: StepName) -> Task:
 STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
 
 
+@task(
+    name=SOURCE_CHECKS,
+    retries=DEFAULT_RETRIES,
+    retry_condition_fn=retry_on_transient_error,
+    cache_policy=NO_CACHE,
+)
+def check_sources(target: DatabaseTarget, enforce: bool = True) -> dict[str, Any]:
+    """Read every source's row count and newest data; fail the run if one is stale or incomplete.
+
+    The counts are recorded either way: a completed run's counts are the next run's
+    baseline. With enforce=False (skip_source_checks) problems are logged, not raised.
+    """
+    logger = get_run_logger()
+    audit = AuditLog(target, logger)
+    try:
+        states, seconds = read_sources(target)
+        results, problems = evaluate(states, audit.last_successful_source_counts(), seconds, logger)
+        audit.sources_read(runtime.flow_run.id, states)
+        if enforce:
+            audit.checks_finished(runtime.flow_run.id, None, SOURCE_CHECKS, results)
+        elif problems:
+            logger.warning("source checks skipped (skip_source_checks): %s", "; ".join(problems))
+    finally:
+        audit.close()
+    if enforce and problems:
+        raise SourceCheckFailed(problems)
+    return {"sources": len(states), "problems": problems, "enforced": enforce, "seconds": seconds}
+
+
+def _guards(
+    selected: list[StepName], allow_shrink: bool, max_shrink_share: float
+) -> dict[StepName, StepGuard]:
+    """Each selected step's checks, parsed now: a broken check file fails the run before any write."""
+    try:
+        return {
+            step: StepGuard(
+                checks=load_checks(step),
+                objects=[name for name, owner in REFRESHED_OBJECTS.items() if owner == step],
+                allow_shrink=allow_shrink,
+                max_shrink_share=max_shrink_share,
+            )
+            for step in selected
+        }
+    except SqlScriptError as error:
+        raise SqlScriptError(f"{error} Nothing was refreshed.") from None
+
+
 @flow(
     name="hospitaldb-refresh",
     log_prints=False,
@@ -124,11 +182,17 @@ def hospitaldb_refresh(
     overlap_wait_seconds: Annotated[float, Field(ge=0)] = 0,
     retries: Annotated[int, Field(ge=0, le=10)] = DEFAULT_RETRIES,
     retry_delay_seconds: Annotated[float, Field(ge=0)] = DEFAULT_RETRY_DELAY_SECONDS,
+    skip_source_checks: bool = False,
+    allow_shrink: bool = False,
+    max_shrink_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
     alert_emails: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
     slack_block: str = DEFAULT_SLACK_BLOCK,
 ) -> list[dict[str, Any]]:
     """Refresh HospitalDB: analytics views, then reporting tables, then dashboards.
+
+    Nothing is published that fails its checks: source checks run before the first
+    write, and each step's checks run inside its transaction, before COMMIT.
 
     Args:
         steps: which steps to run (default all); always run in pipeline order.
@@ -140,6 +204,11 @@ def hospitaldb_refresh(
             to finish before giving up (0 = fail at once).
         retries: retries per step, on transient database errors only.
         retry_delay_seconds: base of the exponential backoff between retries.
+        skip_source_checks: do not enforce the source checks (sql/checks/sources.sql), for a
+            deliberate reload that shrinks a source; counts are still recorded.
+        allow_shrink: let a refreshed object lose more than max_shrink_share of its rows, or
+            all of them (the shrink guard, sql/checks/all_steps/shrink_guard.sql).
+        max_shrink_share: the largest share of its rows an object may lose in one refresh.
         alert_emails: who gets failure alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         email_block: EmailServerCredentials block for alerts.
         slack_block: SlackWebhook block for alerts (optional: skipped with a warning if missing).
@@ -148,16 +217,26 @@ def hospitaldb_refresh(
     selected = in_pipeline_order(steps)
     target = resolve_database(database_block)
     logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
+    guards = _guards(selected, allow_shrink, max_shrink_share)
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     audit = AuditLog(target, logger)
     audit.run_started(runtime.flow_run.id, runtime.flow_run.name, runtime.deployment.name, selected)
+    audit.objects_planned(
+        runtime.flow_run.id, {name: step for name, step in REFRESHED_OBJECTS.items() if step in selected}
+    )
     results: list[dict[str, Any]] = []
+    sources: dict[str, Any] | None = None
     failure: Exception | None = None
     try:
         with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
+            sources = check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
+                target, enforce=not skip_source_checks
+            )
             for step in selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
-                results.append(step_task(step, target, statement_timeout_seconds, lock_timeout_seconds))
+                results.append(
+                    step_task(step, target, statement_timeout_seconds, lock_timeout_seconds, guards[step])
+                )
     except Exception as error:
         failure = error
         raise
@@ -166,5 +245,5 @@ def hospitaldb_refresh(
         if failure or len(results) == len(selected):  # not on a crash: the crash hook records that
             audit.run_finished(runtime.flow_run.id, "failed" if failure else "completed", error_text)
         audit.close()
-        publish_run_artifacts(results, selected, target.describe(), failure, error_text, logger)
+        publish_run_artifacts(results, selected, target.describe(), failure, error_text, logger, sources)
     return results

@@ -1,10 +1,11 @@
-"""Run a SQL file as one transaction, statement by statement, logging each one.
+"""Run a SQL file as one transaction, statement by statement, logging each one, then its checks.
 
 Statements go to the DBAPI cursor as they are, never through SQLAlchemy's
 text(), so a ` :name` inside a string literal stays a literal. The transaction
 is REPEATABLE READ: every statement of a step reads the same snapshot of the
 source, so the tables a step writes agree with each other even while the
-source is being loaded.
+source is being loaded. The step's data checks (hospitaldb.checks) run last, in
+the same transaction, before COMMIT.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from hospitaldb.checks import Check, CheckResult, finish_row_counts, run_checks, start_row_counts
 from hospitaldb.database import DatabaseTarget
-from hospitaldb.errors import StepError
+from hospitaldb.errors import StepError, as_step_error
 from hospitaldb.sql_script import SqlScriptError, Statement, load_statements
 from hospitaldb.steps import display_path
 
@@ -34,18 +36,35 @@ class StatementResult:
     rows: int | None
 
 
+@dataclass(frozen=True)
+class StepGuard:
+    """What a step must pass before it commits: its checks, with the shrink guard's settings."""
+
+    checks: list[Check]
+    objects: list[str]
+    allow_shrink: bool = False
+    max_shrink_share: float = 0.5
+
+
 @dataclass
 class StepResult:
     step: str
     seconds: float = 0.0
     statements: list[StatementResult] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    row_count_seconds: float = 0.0  # the shrink guard's counting, before and after the statements
 
     @property
     def rows(self) -> int:
         return sum(result.rows or 0 for result in self.statements)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rows": self.rows}
+        return {
+            **asdict(self),
+            "rows": self.rows,
+            "checks": [{**asdict(check), "outcome": check.outcome} for check in self.checks],
+        }
 
 
 def execute_statements(
@@ -59,12 +78,9 @@ def execute_statements(
     results = []
     for statement in statements:
         started = time.perf_counter()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement.text)
-                rows = cursor.rowcount if cursor.rowcount >= 0 else None
-        except psycopg2.Error as error:
-            raise StepError.from_database_error(step, error, statement) from error
+        with as_step_error(step, statement), connection.cursor() as cursor:
+            cursor.execute(statement.text)
+            rows = cursor.rowcount if cursor.rowcount >= 0 else None
         result = StatementResult(
             number=statement.number,
             location=statement.location,
@@ -96,28 +112,54 @@ def run_sql_file(
     statement_timeout_seconds: float,
     lock_timeout_seconds: float,
     on_statement: Callable[[StatementResult], None] | None = None,
+    guard: StepGuard | None = None,
 ) -> StepResult:
-    """Run every statement of sql_file in one transaction: all of it commits, or none."""
+    """Run every statement of sql_file, then the guard's checks, in one transaction.
+
+    All of it commits, or none: a failing statement or error check (CheckFailed) rolls
+    the whole step back.
+    """
     try:
         statements = load_statements(sql_file, source=display_path(sql_file))
     except SqlScriptError as error:
         raise StepError(step, str(error)) from error
     started = time.perf_counter()
-    try:
+    with as_step_error(step):
         connection = target.connect(
             statement_timeout_seconds=statement_timeout_seconds,
             lock_timeout_seconds=lock_timeout_seconds,
         )
-    except psycopg2.Error as error:
-        raise StepError.from_database_error(step, error, None) from error
     try:
         connection.set_session(isolation_level="REPEATABLE READ")
+        counting = time.perf_counter()
+        if guard:
+            with as_step_error(step):
+                start_row_counts(
+                    connection,
+                    guard.objects,
+                    allow_shrink=guard.allow_shrink,
+                    max_shrink_share=guard.max_shrink_share,
+                )
+        row_count_seconds = time.perf_counter() - counting
         results = execute_statements(connection, statements, logger, step, on_statement)
-        try:
+        row_counts: dict[str, int] = {}
+        checks: list[CheckResult] = []
+        if guard:
+            counting = time.perf_counter()
+            with as_step_error(step):
+                row_counts = finish_row_counts(connection)
+            row_count_seconds += time.perf_counter() - counting
+            checks = run_checks(connection, guard.checks, step, logger)
+        with as_step_error(step):
             connection.commit()
-        except psycopg2.Error as error:
-            raise StepError.from_database_error(step, error, None) from error
     finally:
         # Closing without commit rolls back: a failed step leaves the previous data.
         connection.close()
-    return StepResult(step=step, seconds=round(time.perf_counter() - started, 3), statements=results)
+    return StepResult(
+        step=step,
+        seconds=round(time.perf_counter() - started, 3),
+        statements=results,
+        checks=checks,
+        row_counts=row_counts,
+        row_count_seconds=round(row_count_seconds, 3),
+    )

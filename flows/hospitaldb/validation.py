@@ -1,6 +1,7 @@
 """Offline checks that need no database and no Prefect server (`python tools/validate.py`).
 
-- every .sql file under sql/ parses with PostgreSQL's parser (pglast);
+- every .sql file under sql/ parses with PostgreSQL's parser (pglast), and every check
+  (sql/checks/) is one SELECT with a valid severity, in the folder of a step that exists;
 - every refresh step named in the flow has its SQL file;
 - the flow module imports and defines the three step tasks;
 - prefect.yaml has no unknown key, valid schedules and limits, loadable entrypoints and
@@ -11,12 +12,14 @@ Each problem is printed as FILE:LINE: MESSAGE; the exit code is 1 if there is an
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
 from pathlib import Path
 
 from hospitaldb import settings
+from hospitaldb.checks import EVERY_STEP, parse_check
 from hospitaldb.prefect_yaml_check import check_prefect_yaml
 from hospitaldb.sql_script import SqlScriptError, load_statements
 from hospitaldb.steps import PROJECT_ROOT, STEPS
@@ -36,8 +39,17 @@ def check_sql_files(root: Path) -> list[str]:
     for path in sorted({*(root / "sql").resolve().rglob("*.sql"), *step_dir.rglob("*.sql")}):
         try:
             load_statements(path, source=_shown(path, root))
+            if path.parent.parent == step_dir / "checks" or path.parent == step_dir / "checks":
+                parse_check(path)
         except SqlScriptError as error:
             problems.append(str(error))
+    for folder in sorted(path for path in (step_dir / "checks").glob("*") if path.is_dir()):
+        if folder.name not in (*STEPS, EVERY_STEP):
+            hint = difflib.get_close_matches(folder.name, STEPS, n=1)
+            problems.append(
+                f"{_shown(folder, root)}:1: not a step, so its checks would never run"
+                + (f" (did you mean '{hint[0]}'?)" if hint else f"; use one of {[*STEPS, EVERY_STEP]}")
+            )
     for step in STEPS:
         path = step_dir / f"{step}.sql"
         if not path.exists():

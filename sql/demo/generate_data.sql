@@ -5,7 +5,9 @@
 --   hospitaldb_demo.visits  number of visits
 --   hospitaldb_demo.seed    random seed (same seed, same data)
 -- Patients are drawn with a squared-uniform skew, so a few patients have many
--- visits and most have a handful. Visits span four years up to 2026-06-30.
+-- visits and most have a handful. Visits span the four years up to yesterday (the last
+-- visit is always yesterday's), so the source checks see a fresh load; no date lies in
+-- the future.
 
 SELECT setseed((current_setting('hospitaldb_demo.seed')::bigint % 1000) / 1000.0);
 
@@ -42,7 +44,8 @@ SELECT v,
        1 + floor(power(random(), 2) * (SELECT count(*) FROM staging.patients))::int,
        doctor_id,
        (doctor_id - 1) % 8 + 1,
-       date '2022-07-01' + floor(random() * 1461)::int,
+       CASE WHEN v = current_setting('hospitaldb_demo.visits')::int THEN current_date - 1
+            ELSE current_date - 1461 + floor(random() * 1461)::int END,
        CASE WHEN kind < 0.62 THEN 'outpatient'
             WHEN kind < 0.80 THEN 'follow_up'
             WHEN kind < 0.93 THEN 'emergency'
@@ -63,7 +66,7 @@ SELECT v.visit_id * 4 + line,
             WHEN s < 0.76 THEN 'partially_paid'
             WHEN s < 0.93 THEN 'pending'
             ELSE 'denied' END,
-       v.visit_date + floor(random() * 4)::int
+       least(v.visit_date + floor(random() * 4)::int, current_date - 1)
 FROM staging.visits AS v
 CROSS JOIN LATERAL generate_series(1, 1 + (v.visit_id % 7 + v.patient_id % 5) % 3) AS line
 CROSS JOIN LATERAL (SELECT random() + 0 * v.visit_id AS s) AS status_draw;
@@ -77,7 +80,7 @@ SELECT b.billing_id * 2 + part,
             WHEN instalments = 1 THEN b.amount
             WHEN part = 1 THEN round(b.amount / 2, 2)
             ELSE b.amount - round(b.amount / 2, 2) END,
-       b.billed_on + 5 * part + floor(random() * 55)::int,
+       least(b.billed_on + 5 * part + floor(random() * 55)::int, current_date - 1),
        (ARRAY['insurance','insurance','card','cash','bank_transfer'])[1 + floor(random() * 5)::int]
 FROM (
     SELECT billing_id, amount, status, billed_on,

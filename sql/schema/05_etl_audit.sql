@@ -53,3 +53,96 @@ CREATE TABLE IF NOT EXISTS etl_audit.freshness_alerts (
     sent_at        timestamptz PRIMARY KEY DEFAULT now(),
     stale_steps    text[]      NOT NULL
 );
+
+-- Data checks (sql/checks/): one row per check per step attempt, and per source
+-- table for the source checks (step 'check_sources'). Written on the audit session,
+-- so a check that failed and rolled its step back is on record too.
+CREATE TABLE IF NOT EXISTS etl_audit.check_results (
+    result_id        bigint        GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    flow_run_id      uuid          NOT NULL,
+    attempt_id       bigint        REFERENCES etl_audit.step_attempts ON DELETE CASCADE,
+    step             text          NOT NULL,
+    check_name       text          NOT NULL,
+    source_file      text          NOT NULL,
+    severity         text          NOT NULL CHECK (severity IN ('error', 'warn')),
+    outcome          text          NOT NULL CHECK (outcome IN ('passed', 'warned', 'failed')),
+    violating_rows   bigint        NOT NULL,
+    duration_seconds numeric(12,3) NOT NULL,
+    detail           text,
+    checked_at       timestamptz   NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS check_results_flow_run_id_idx ON etl_audit.check_results (flow_run_id);
+CREATE INDEX IF NOT EXISTS check_results_check_name_idx ON etl_audit.check_results (check_name, checked_at);
+
+-- Row count and newest data of each source table at each run: the baseline that the
+-- next run's source checks compare against (the last successful run's counts).
+CREATE TABLE IF NOT EXISTS etl_audit.source_counts (
+    flow_run_id uuid        NOT NULL,
+    source      text        NOT NULL,
+    row_count   bigint      NOT NULL,
+    newest      timestamptz,
+    checked_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (flow_run_id, source)
+);
+
+-- What each run's steps refresh, and how many rows each object held when its step
+-- committed: monitoring and data_status join on it, so no query lists objects by name.
+CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
+    flow_run_id uuid   NOT NULL,
+    step        text   NOT NULL,
+    object_name text   NOT NULL,
+    row_count   bigint,
+    PRIMARY KEY (flow_run_id, object_name)
+);
+
+-- data_status: what a dashboard reader needs to know about each refreshed object,
+-- readable with a read-only role (README, "Data you can trust"):
+--   published_at     when its step last committed, i.e. when its data was last published;
+--   last_run_status  how the latest finished run that included its step ended;
+--   last_run_checks  that run's checks for the step (and its source checks): failed,
+--                    warned, passed (the step committed), or not run (the run ended
+--                    before the step);
+--   is_stale         nothing published for 26 hours (the nightly run plus two hours, as
+--                    the freshness check's default).
+CREATE OR REPLACE VIEW etl_audit.data_status AS
+WITH object AS (
+    SELECT DISTINCT ON (o.object_name) o.object_name, o.step
+    FROM etl_audit.run_objects AS o
+    JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
+    ORDER BY o.object_name, r.started_at DESC
+), published AS (
+    SELECT step, max(finished_at) AS published_at
+    FROM etl_audit.step_attempts
+    WHERE status = 'completed'
+    GROUP BY step
+), last_run AS (
+    SELECT DISTINCT ON (o.step) o.step, r.flow_run_id, r.status
+    FROM etl_audit.run_objects AS o
+    JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
+    WHERE r.status <> 'running'
+    ORDER BY o.step, r.started_at DESC
+), last_checks AS (
+    SELECT l.step,
+           CASE WHEN bool_or(c.outcome = 'failed') THEN 'failed'
+                WHEN bool_or(c.outcome = 'warned') THEN 'warned'
+                WHEN EXISTS (
+                    SELECT FROM etl_audit.step_attempts AS a
+                    WHERE a.flow_run_id = l.flow_run_id AND a.step = l.step AND a.status = 'completed'
+                ) THEN 'passed'
+                ELSE 'not run' END AS outcome
+    FROM last_run AS l
+    LEFT JOIN etl_audit.check_results AS c
+           ON c.flow_run_id = l.flow_run_id AND c.step IN (l.step, 'check_sources')
+    GROUP BY l.step, l.flow_run_id
+)
+SELECT o.object_name,
+       o.step,
+       p.published_at,
+       round(extract(epoch FROM now() - p.published_at) / 3600, 2) AS hours_since_published,
+       l.status                                                     AS last_run_status,
+       coalesce(c.outcome, 'not run')                               AS last_run_checks,
+       p.published_at IS NULL OR p.published_at < now() - interval '26 hours' AS is_stale
+FROM object AS o
+LEFT JOIN published AS p USING (step)
+LEFT JOIN last_run AS l USING (step)
+LEFT JOIN last_checks AS c USING (step);

@@ -315,3 +315,35 @@ def test_a_broken_check_file_fails_the_run_before_any_write(demo_database, prefe
     assert "Nothing was refreshed" in error_text(state)
     assert checksums(demo_database) == before
     assert steps_attempted(demo_database, state) == []
+
+
+@pytest.mark.parametrize(
+    ("constraint", "orphan_visit"),
+    [
+        (
+            "visits_patient_id_fkey",
+            "INSERT INTO staging.visits VALUES (9100004, 777777777, 1, 1, current_date - 1, 'outpatient')",
+        ),
+        (
+            "visits_branch_id_fkey",
+            "INSERT INTO staging.visits VALUES (9100005, 1, 1, 99, current_date - 1, 'outpatient')",
+        ),
+    ],
+)
+def test_a_visit_of_an_unknown_patient_or_branch_is_refused(demo_database, prefect, constraint, orphan_visit):
+    assert run_flow().is_completed()
+    before = checksums(demo_database)
+    # Staging without foreign keys, as many upstream loads have it.
+    execute(
+        demo_database,
+        sql.SQL("ALTER TABLE staging.visits DROP CONSTRAINT {}").format(sql.Identifier(constraint)),
+    )
+    execute(demo_database, orphan_visit)
+
+    state = run_flow()
+
+    assert state.is_failed()
+    message = error_text(state)
+    assert "check every_visit_counted_for_a_patient_and_branch" in message
+    assert "failed: 1 violating row" in message
+    assert checksums(demo_database) == before

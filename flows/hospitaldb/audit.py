@@ -157,6 +157,8 @@ class AuditLog:
 
     def objects_planned(self, flow_run_id: Any, objects: dict[str, str]) -> None:
         """What this run's steps refresh (object -> step)."""
+        if flow_run_id is None:  # outside a flow run there is no run to file it under
+            return
         self._execute(
             "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name) VALUES (%s, %s, %s) "
             "ON CONFLICT DO NOTHING",
@@ -165,6 +167,8 @@ class AuditLog:
         )
 
     def objects_refreshed(self, flow_run_id: Any, row_counts: dict[str, int]) -> None:
+        if flow_run_id is None:  # outside a flow run there is no run to file it under
+            return
         self._execute(
             "UPDATE etl_audit.run_objects SET row_count = %s WHERE flow_run_id = %s AND object_name = %s",
             [(rows, str(flow_run_id), name) for name, rows in row_counts.items()],
@@ -174,6 +178,8 @@ class AuditLog:
     def checks_finished(
         self, flow_run_id: Any, attempt_id: int | None, step: str, results: list[CheckResult]
     ) -> None:
+        if flow_run_id is None:  # outside a flow run there is no run to file it under
+            return
         self._execute(
             "INSERT INTO etl_audit.check_results (flow_run_id, attempt_id, step, check_name, source_file, "
             "severity, outcome, violating_rows, duration_seconds, detail) "
@@ -197,6 +203,8 @@ class AuditLog:
         )
 
     def sources_read(self, flow_run_id: Any, states: list[SourceState]) -> None:
+        if flow_run_id is None:  # outside a flow run there is no run to file it under
+            return
         self._execute(
             "INSERT INTO etl_audit.source_counts (flow_run_id, source, row_count, newest) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, source) DO UPDATE "

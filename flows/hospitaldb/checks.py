@@ -133,8 +133,10 @@ def run_checks(
         result = CheckResult(
             check.name, check.source, check.severity, violating_rows, round(time.perf_counter() - started, 3)
         )
-        log = logger.warning if result.outcome != "passed" else logger.info
-        log("%s %s (%.3f s)", step, result.describe(), result.seconds)
+        if result.outcome == "passed":
+            logger.info("%s check %s passed (%.3f s)", step, check.name, result.seconds)
+        else:
+            logger.warning("%s %s (%.3f s)", step, result.describe(), result.seconds)
         results.append(result)
     failed = [result for result in results if result.outcome == "failed"]
     if failed:

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 from pydantic import Field
 
-from hospitaldb.artifacts import publish_run_artifacts
+from hospitaldb.artifacts import checks_summary, publish_run_artifacts
 from hospitaldb.audit import AuditLog, record_crash
 from hospitaldb.checks import CheckFailed, load_checks
 from hospitaldb.database import DatabaseTarget, resolve_database
@@ -91,15 +91,16 @@ def run_step(
         audit.objects_refreshed(runtime.flow_run.id, result.row_counts)
     finally:
         audit.close()
+    summary = result.to_dict()
     logger.info(
-        "%s committed: %d statements, %d checks passed, %.2f s, %d rows",
+        "%s committed: %d statements, %.2f s, %d rows; checks: %s",
         step,
         len(result.statements),
-        sum(check.outcome == "passed" for check in result.checks),
         result.seconds,
         result.rows,
+        checks_summary(summary["checks"]),
     )
-    return {**result.to_dict(), "attempts": attempt}
+    return {**summary, "attempts": attempt}
 
 
 def _step_task(step: StepName) -> Task:
@@ -124,7 +125,9 @@ STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
     retry_condition_fn=retry_on_transient_error,
     cache_policy=NO_CACHE,
 )
-def check_sources(target: DatabaseTarget, enforce: bool = True) -> dict[str, Any]:
+def check_sources(
+    target: DatabaseTarget, statement_timeout_seconds: float, enforce: bool = True
+) -> dict[str, Any]:
     """Read every source's row count and newest data; fail the run if one is stale or incomplete.
 
     The counts are recorded either way: a completed run's counts are the next run's
@@ -133,7 +136,7 @@ def check_sources(target: DatabaseTarget, enforce: bool = True) -> dict[str, Any
     logger = get_run_logger()
     audit = AuditLog(target, logger)
     try:
-        states, seconds = read_sources(target)
+        states, seconds = read_sources(target, statement_timeout_seconds)
         results, problems = evaluate(states, audit.last_successful_source_counts(), seconds, logger)
         audit.sources_read(runtime.flow_run.id, states)
         if enforce:
@@ -162,7 +165,7 @@ def _guards(
             for step in selected
         }
     except SqlScriptError as error:
-        raise SqlScriptError(f"{error} Nothing was refreshed.") from None
+        raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None
 
 
 @flow(
@@ -217,7 +220,6 @@ def hospitaldb_refresh(
     selected = in_pipeline_order(steps)
     target = resolve_database(database_block)
     logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
-    guards = _guards(selected, allow_shrink, max_shrink_share)
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     audit = AuditLog(target, logger)
     audit.run_started(runtime.flow_run.id, runtime.flow_run.name, runtime.deployment.name, selected)
@@ -228,9 +230,10 @@ def hospitaldb_refresh(
     sources: dict[str, Any] | None = None
     failure: Exception | None = None
     try:
+        guards = _guards(selected, allow_shrink, max_shrink_share)
         with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
             sources = check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
-                target, enforce=not skip_source_checks
+                target, statement_timeout_seconds, enforce=not skip_source_checks
             )
             for step in selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)

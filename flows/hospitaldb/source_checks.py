@@ -76,7 +76,7 @@ def sources_file(sql_dir: Path | None = None) -> Path:
     return (sql_dir or step_sql_dir()) / "checks" / "sources.sql"
 
 
-def read_sources(target: DatabaseTarget) -> tuple[list[SourceState], float]:
+def read_sources(target: DatabaseTarget, statement_timeout_seconds: float) -> tuple[list[SourceState], float]:
     """Each source's row count and newest data, read on one snapshot; and the seconds it took."""
     path = sources_file()
     if not path.exists():

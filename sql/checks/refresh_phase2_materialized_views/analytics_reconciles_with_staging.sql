@@ -2,11 +2,15 @@
 -- and paid totals of mv_billing_summary and mv_visit_summary equal staging's. A
 -- billing line whose visit is missing (possible where staging has no foreign keys)
 -- would otherwise drop silently out of every report.
-WITH staging_totals AS (
+WITH billing AS (
+    SELECT count(*) AS billing_lines, coalesce(sum(amount), 0) AS billed FROM staging.billing
+), staging_totals AS (
+    -- One scan per table: the largest ones hold millions of rows.
     SELECT (SELECT count(*) FROM staging.visits)                  AS visits,
-           (SELECT count(*) FROM staging.billing)                 AS billing_lines,
-           (SELECT coalesce(sum(amount), 0) FROM staging.billing)  AS billed,
+           billing.billing_lines,
+           billing.billed,
            (SELECT coalesce(sum(amount), 0) FROM staging.payments) AS paid
+    FROM billing
 ), billing_totals AS (
     SELECT count(*) AS billing_lines, coalesce(sum(billed_amount), 0) AS billed,
            coalesce(sum(paid_amount), 0) AS paid

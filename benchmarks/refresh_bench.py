@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from hospitaldb.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.sql_analysis import refreshed_objects
 from hospitaldb.steps import PROJECT_ROOT as ROOT
-from hospitaldb.steps import REFRESHED_OBJECTS, STEPS, sql_file
+from hospitaldb.steps import STEPS, sql_file
 
 TRIVIAL_FLOW = """
 from prefect import flow, task
@@ -171,7 +172,7 @@ def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
     connection.autocommit = True
     statements = [
         sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split(".")))
-        for name in REFRESHED_OBJECTS
+        for name in refreshed_objects()
     ]
     latencies = []
     with connection.cursor() as cursor:

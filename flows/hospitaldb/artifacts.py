@@ -28,6 +28,16 @@ def checks_summary(checks: list[dict[str, Any]]) -> str:
     return text + (": " + ", ".join(flagged) if flagged else "") if text else "none"
 
 
+def changes_summary(changes: dict[str, dict[str, int]]) -> str:
+    """'reporting.patient_summary +1 ~4 -0': rows inserted, updated, deleted per changed object."""
+    changed = [
+        f"{name} +{c['inserted']:,} ~{c['updated']:,} -{c['deleted']:,}"
+        for name, c in changes.items()
+        if c["inserted"] or c["updated"] or c["deleted"]
+    ]
+    return "; ".join(changed) or "no change"
+
+
 def step_rows(
     results: list[dict[str, Any]], selected: list[str], error: BaseException | None
 ) -> list[dict[str, Any]]:
@@ -41,6 +51,7 @@ def step_rows(
             "rows": result["rows"],
             "attempts": result["attempts"],
             "checks": checks_summary(result["checks"]),
+            "changes": changes_summary(result.get("changes") or {}),
         }
         for result in results
     ]
@@ -58,6 +69,7 @@ def step_rows(
                 "checks": checks_summary([{**asdict(c), "outcome": c.outcome} for c in failed_checks])
                 if failed_checks
                 else None,
+                "changes": None,
             }
         )
     return rows
@@ -74,23 +86,24 @@ def sources_line(sources: dict[str, Any] | None, error: BaseException | None) ->
 
 
 def summary_markdown(
-    rows: list[dict[str, Any]], target: str, error_text: str | None, sources: str = ""
+    rows: list[dict[str, Any]], target: str, error_text: str | None, sources: str = "", dry_run: bool = False
 ) -> str:
     status = "failed" if error_text else "completed"
+    what = "dry run (rolled back: nothing changed)" if dry_run else "refresh"
     lines = [
-        f"# HospitalDB refresh {status}",
+        f"# HospitalDB {what} {status}",
         "",
         f"Database: {target}",
         "",
         sources,
         "",
-        "| step | status | statements | seconds | rows | attempts | checks |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| step | status | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         cells = [row["step"], row["status"]] + [
             "" if row[key] is None else f"{row[key]:,}" if key == "rows" else str(row[key])
-            for key in ("statements", "seconds", "rows", "attempts", "checks")
+            for key in ("statements", "seconds", "rows", "attempts", "checks", "changes")
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if error_text:
@@ -106,6 +119,7 @@ def publish_run_artifacts(
     error_text: str | None,
     logger: logging.Logger | logging.LoggerAdapter,
     sources: dict[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> None:
     """Create both artifacts; a failure here is logged, never raised."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -116,7 +130,7 @@ def publish_run_artifacts(
             table=rows, key=STEPS_ARTIFACT_KEY, description="HospitalDB refresh: steps of this run"
         )
         create_markdown_artifact(
-            markdown=summary_markdown(rows, target, error_text, sources_line(sources, error)),
+            markdown=summary_markdown(rows, target, error_text, sources_line(sources, error), dry_run),
             key=SUMMARY_ARTIFACT_KEY,
             description="HospitalDB refresh: summary of this run",
         )

@@ -37,11 +37,13 @@ AUDIT_SCHEMA_FILE = SQL_DIR / "schema" / "05_etl_audit.sql"
 class AuditLog:
     """Writes etl_audit rows; every method returns quietly if auditing is off."""
 
-    def __init__(self, target: DatabaseTarget, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(
+        self, target: DatabaseTarget, logger: logging.Logger | logging.LoggerAdapter, enabled: bool = True
+    ) -> None:
         self._target = target
         self._logger = logger
         self._connection: Any = None
-        self._off = False
+        self._off = not enabled
 
     def _session(self) -> Any:
         """The audit session, creating or upgrading the etl_audit schema on first use."""
@@ -166,12 +168,26 @@ class AuditLog:
             many=True,
         )
 
-    def objects_refreshed(self, flow_run_id: Any, row_counts: dict[str, int]) -> None:
+    def objects_refreshed(
+        self, flow_run_id: Any, row_counts: dict[str, int], changes: dict[str, dict[str, int]]
+    ) -> None:
+        """Each object's rows after its step committed, and what the step inserted, updated, deleted."""
         if flow_run_id is None:  # outside a flow run there is no run to file it under
             return
         self._execute(
-            "UPDATE etl_audit.run_objects SET row_count = %s WHERE flow_run_id = %s AND object_name = %s",
-            [(rows, str(flow_run_id), name) for name, rows in row_counts.items()],
+            "UPDATE etl_audit.run_objects SET row_count = %s, inserted = %s, updated = %s, deleted = %s "
+            "WHERE flow_run_id = %s AND object_name = %s",
+            [
+                (
+                    row_counts.get(name),
+                    counts["inserted"],
+                    counts["updated"],
+                    counts["deleted"],
+                    str(flow_run_id),
+                    name,
+                )
+                for name, counts in changes.items()
+            ],
             many=True,
         )
 

@@ -161,6 +161,8 @@ def start_row_counts(
             "       set_config('hospitaldb.max_shrink_share', %s, true)",
             (str(allow_shrink).lower(), str(max_shrink_share)),
         )
+        # A dry run runs every step in one transaction: the previous step's table is still there.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.refresh_row_counts")
         cursor.execute(
             "CREATE TEMP TABLE refresh_row_counts (object_name text PRIMARY KEY, rows_before bigint, "
             "rows_after bigint) ON COMMIT DROP"

@@ -18,14 +18,21 @@ from hospitaldb.refresh import DEFAULT_RETRIES, hospitaldb_refresh
 from hospitaldb.steps import STEPS
 
 
-def print_summary(results: list[dict[str, Any]], where: str) -> None:
-    print("\nHospitalDB refresh completed")
+def print_summary(results: list[dict[str, Any]], where: str, dry_run: bool = False) -> None:
+    print(
+        "\nHospitalDB dry run: rolled back, nothing changed" if dry_run else "\nHospitalDB refresh completed"
+    )
     print(f"{'step':<36}{'statements':>11}{'seconds':>10}{'rows':>12}  checks")
     for result in results:
         print(
             f"{result['step']:<36}{len(result['statements']):>11}"
             f"{result['seconds']:>10.2f}{result['rows']:>12,}  {checks_summary(result['checks'])}"
         )
+    if dry_run:
+        print(f"\n{'would change':<44}{'inserted':>10}{'updated':>10}{'deleted':>10}")
+        for result in results:
+            for name, counts in result["changes"].items():
+                print(f"{name:<44}{counts['inserted']:>10,}{counts['updated']:>10,}{counts['deleted']:>10,}")
     print(f"\nData: {where}")
 
 
@@ -63,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="do not enforce the source checks (a deliberate reload); counts are still recorded",
     )
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every step and its checks, print what each would change, and roll back",
+    )
+    parser.add_argument(
         "--allow-shrink",
         action="store_true",
         help="let a refreshed object lose more than half of its rows (the shrink guard)",
@@ -88,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             retries=args.retries,
             skip_source_checks=args.skip_source_checks,
             allow_shrink=args.allow_shrink,
+            dry_run=args.dry_run,
         )
     except Exception as error:  # the run's logs have the details; say what failed, plainly
         print(f"\nRefresh failed: {error}", file=sys.stderr)
         return 1
-    print_summary(results, where)
+    print_summary(results, where, dry_run=args.dry_run)
     return 0

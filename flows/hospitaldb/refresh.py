@@ -13,13 +13,14 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
+from psycopg2 import sql
 from pydantic import Field
 
 from hospitaldb.artifacts import checks_summary, publish_run_artifacts
 from hospitaldb.audit import AuditLog, record_crash
 from hospitaldb.checks import CheckFailed, load_checks
 from hospitaldb.database import DatabaseTarget, resolve_database
-from hospitaldb.errors import StepError
+from hospitaldb.errors import StepError, as_step_error
 from hospitaldb.notifications import (
     DEFAULT_EMAIL_BLOCK,
     DEFAULT_SLACK_BLOCK,
@@ -28,9 +29,10 @@ from hospitaldb.notifications import (
 )
 from hospitaldb.refresh_lock import refresh_lock
 from hospitaldb.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
-from hospitaldb.sql_runner import StepGuard, run_sql_file
+from hospitaldb.sql_analysis import BlockingSql, analyse_steps
+from hospitaldb.sql_runner import StepGuard, run_sql_file, run_step_sql
 from hospitaldb.sql_script import SqlScriptError
-from hospitaldb.steps import REFRESHED_OBJECTS, STEPS, StepName, in_pipeline_order, sql_file
+from hospitaldb.steps import STEPS, StepName, in_pipeline_order, sql_file
 from hospitaldb.text import safe
 
 DEFAULT_RETRIES = 3
@@ -88,7 +90,7 @@ def run_step(
     else:
         audit.checks_finished(runtime.flow_run.id, attempt_id, step, result.checks)
         audit.attempt_finished(attempt_id, "completed", statements=len(result.statements), rows=result.rows)
-        audit.objects_refreshed(runtime.flow_run.id, result.row_counts)
+        audit.objects_refreshed(runtime.flow_run.id, result.row_counts, result.changes)
     finally:
         audit.close()
     summary = result.to_dict()
@@ -126,20 +128,22 @@ STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
     cache_policy=NO_CACHE,
 )
 def check_sources(
-    target: DatabaseTarget, statement_timeout_seconds: float, enforce: bool = True
+    target: DatabaseTarget, statement_timeout_seconds: float, enforce: bool = True, record: bool = True
 ) -> dict[str, Any]:
     """Read every source's row count and newest data; fail the run if one is stale or incomplete.
 
-    The counts are recorded either way: a completed run's counts are the next run's
-    baseline. With enforce=False (skip_source_checks) problems are logged, not raised.
+    The counts are recorded either way (not in a dry run): a completed run's counts are
+    the next run's baseline. With enforce=False (skip_source_checks) problems are logged,
+    not raised.
     """
     logger = get_run_logger()
     audit = AuditLog(target, logger)
     try:
         states, seconds = read_sources(target, statement_timeout_seconds)
         results, problems = evaluate(states, audit.last_successful_source_counts(), seconds, logger)
-        audit.sources_read(runtime.flow_run.id, states)
-        if enforce:
+        if record:
+            audit.sources_read(runtime.flow_run.id, states)
+        if enforce and record:
             audit.checks_finished(runtime.flow_run.id, None, SOURCE_CHECKS, results)
         elif problems:
             logger.warning("source checks skipped (skip_source_checks): %s", "; ".join(problems))
@@ -150,19 +154,80 @@ def check_sources(
     return {"sources": len(states), "problems": problems, "enforced": enforce, "seconds": seconds}
 
 
-def _guards(
-    selected: list[StepName], allow_shrink: bool, max_shrink_share: float
-) -> dict[StepName, StepGuard]:
-    """Each selected step's checks, parsed now: a broken check file fails the run before any write."""
+@task(name="dry_run", cache_policy=NO_CACHE)
+def dry_run_steps(
+    target: DatabaseTarget,
+    guards: dict[StepName, StepGuard],
+    statement_timeout_seconds: float,
+    lock_timeout_seconds: float,
+) -> list[dict[str, Any]]:
+    """Run the steps and their checks as a real run would, in one transaction, and roll back.
+
+    One transaction for all steps, so that each step reads what the steps before it
+    would have published; then ROLLBACK: nothing changes, and what each step would have
+    changed is reported per object.
+    """
+    logger = get_run_logger()
+    with as_step_error("dry_run"):
+        connection = target.connect(
+            statement_timeout_seconds=statement_timeout_seconds, lock_timeout_seconds=lock_timeout_seconds
+        )
+    results = []
     try:
+        connection.set_session(isolation_level="REPEATABLE READ")
+        for step, guard in guards.items():
+            result = run_step_sql(connection, sql_file(step), step=step, logger=logger, guard=guard)
+            with as_step_error(step), connection.cursor() as cursor:
+                # Later steps create their own temporary tables, perhaps with the same names.
+                for name in guard.temp_tables:
+                    cursor.execute(
+                        sql.SQL("DROP TABLE IF EXISTS {}").format(
+                            sql.Identifier("pg_temp", name.split(".")[-1])
+                        )
+                    )
+            for name, counts in result.changes.items():
+                logger.info(
+                    "dry run: %s would change %s: %d inserted, %d updated, %d deleted",
+                    step,
+                    name,
+                    counts["inserted"],
+                    counts["updated"],
+                    counts["deleted"],
+                )
+            results.append({**result.to_dict(), "attempts": 1})
+    finally:
+        connection.rollback()
+        connection.close()
+    logger.info("dry run: rolled back, nothing changed")
+    return results
+
+
+def _prepare(
+    selected: list[StepName], allow_shrink: bool, max_shrink_share: float, logger: Any
+) -> dict[StepName, StepGuard]:
+    """Parse and lint every selected step file and check file before anything is written.
+
+    A syntax error in step 3, a broken check or a statement that would block readers
+    fails the run here, with every table unchanged. Opted-out blocking statements are
+    listed in the log.
+    """
+    try:
+        parsed = analyse_steps(selected)
+        blocking = [finding for step_sql in parsed.values() for finding in step_sql.blocking]
+        if blocking:
+            raise BlockingSql(blocking)
+        for step_sql in parsed.values():
+            for finding in step_sql.allowed:
+                logger.warning("blocking statement allowed: %s", finding.describe())
         return {
             step: StepGuard(
                 checks=load_checks(step),
-                objects=[name for name, owner in REFRESHED_OBJECTS.items() if owner == step],
+                objects=step_sql.objects,
                 allow_shrink=allow_shrink,
                 max_shrink_share=max_shrink_share,
+                temp_tables=step_sql.temp_tables,
             )
-            for step in selected
+            for step, step_sql in parsed.items()
         }
     except SqlScriptError as error:
         raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None
@@ -188,6 +253,7 @@ def hospitaldb_refresh(
     skip_source_checks: bool = False,
     allow_shrink: bool = False,
     max_shrink_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
+    dry_run: bool = False,
     alert_emails: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
     slack_block: str = DEFAULT_SLACK_BLOCK,
@@ -212,6 +278,8 @@ def hospitaldb_refresh(
         allow_shrink: let a refreshed object lose more than max_shrink_share of its rows, or
             all of them (the shrink guard, sql/checks/all_steps/shrink_guard.sql).
         max_shrink_share: the largest share of its rows an object may lose in one refresh.
+        dry_run: run every step and its checks in one transaction, report what each would
+            change per object, and roll back: nothing changes, nothing is recorded.
         alert_emails: who gets failure alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         email_block: EmailServerCredentials block for alerts.
         slack_block: SlackWebhook block for alerts (optional: skipped with a warning if missing).
@@ -219,23 +287,27 @@ def hospitaldb_refresh(
     logger = get_run_logger()
     selected = in_pipeline_order(steps)
     target = resolve_database(database_block)
-    logger.info("Refreshing %s: %s", target.describe(), ", ".join(selected))
+    what = "Dry run (rolled back at the end)" if dry_run else "Refreshing"
+    logger.info("%s %s: %s", what, target.describe(), ", ".join(selected))
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
-    audit = AuditLog(target, logger)
+    # A dry run leaves no trace in the audit trail: it publishes nothing.
+    audit = AuditLog(target, logger, enabled=not dry_run)
     audit.run_started(runtime.flow_run.id, runtime.flow_run.name, runtime.deployment.name, selected)
-    audit.objects_planned(
-        runtime.flow_run.id, {name: step for name, step in REFRESHED_OBJECTS.items() if step in selected}
-    )
     results: list[dict[str, Any]] = []
     sources: dict[str, Any] | None = None
     failure: Exception | None = None
     try:
-        guards = _guards(selected, allow_shrink, max_shrink_share)
+        guards = _prepare(selected, allow_shrink, max_shrink_share, logger)
+        audit.objects_planned(
+            runtime.flow_run.id, {name: step for step, guard in guards.items() for name in guard.objects}
+        )
         with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
             sources = check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
-                target, statement_timeout_seconds, enforce=not skip_source_checks
+                target, statement_timeout_seconds, enforce=not skip_source_checks, record=not dry_run
             )
-            for step in selected:
+            if dry_run:
+                results = dry_run_steps(target, guards, statement_timeout_seconds, lock_timeout_seconds)
+            for step in [] if dry_run else selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
                 results.append(
                     step_task(step, target, statement_timeout_seconds, lock_timeout_seconds, guards[step])
@@ -248,5 +320,7 @@ def hospitaldb_refresh(
         if failure or len(results) == len(selected):  # not on a crash: the crash hook records that
             audit.run_finished(runtime.flow_run.id, "failed" if failure else "completed", error_text)
         audit.close()
-        publish_run_artifacts(results, selected, target.describe(), failure, error_text, logger, sources)
+        publish_run_artifacts(
+            results, selected, target.describe(), failure, error_text, logger, sources, dry_run=dry_run
+        )
     return results

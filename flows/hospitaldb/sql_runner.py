@@ -44,6 +44,7 @@ class StepGuard:
     objects: list[str]
     allow_shrink: bool = False
     max_shrink_share: float = 0.5
+    temp_tables: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class StepResult:
     checks: list[CheckResult] = field(default_factory=list)
     row_counts: dict[str, int] = field(default_factory=dict)
     row_count_seconds: float = 0.0  # the shrink guard's counting, before and after the statements
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
 
     @property
     def rows(self) -> int:
@@ -103,6 +105,59 @@ def execute_statements(
     return results
 
 
+def run_step_sql(
+    connection: psycopg2.extensions.connection,
+    sql_file: Path,
+    *,
+    step: str,
+    logger: logging.Logger | logging.LoggerAdapter,
+    on_statement: Callable[[StatementResult], None] | None = None,
+    guard: StepGuard | None = None,
+) -> StepResult:
+    """Run every statement of sql_file, then the guard's checks, on the open transaction.
+
+    Nothing is committed here. What the step changed in each of its objects (rows
+    inserted, updated, deleted) is read from PostgreSQL's counters for this transaction.
+    """
+    try:
+        statements = load_statements(sql_file, source=display_path(sql_file))
+    except SqlScriptError as error:
+        raise StepError(step, str(error)) from error
+    started = time.perf_counter()
+    objects = guard.objects if guard else []
+    counting = time.perf_counter()
+    with as_step_error(step):
+        changes_before = table_changes(connection, objects)
+        if guard:
+            start_row_counts(
+                connection, objects, allow_shrink=guard.allow_shrink, max_shrink_share=guard.max_shrink_share
+            )
+    row_count_seconds = time.perf_counter() - counting
+    results = execute_statements(connection, statements, logger, step, on_statement)
+    row_counts: dict[str, int] = {}
+    checks: list[CheckResult] = []
+    if guard:
+        counting = time.perf_counter()
+        with as_step_error(step):
+            row_counts = finish_row_counts(connection)
+        row_count_seconds += time.perf_counter() - counting
+        checks = run_checks(connection, guard.checks, step, logger)
+    with as_step_error(step):
+        changes = table_changes(connection, objects)
+    return StepResult(
+        step=step,
+        seconds=round(time.perf_counter() - started, 3),
+        statements=results,
+        checks=checks,
+        row_counts=row_counts,
+        row_count_seconds=round(row_count_seconds, 3),
+        changes={
+            name: {kind: count - changes_before.get(name, {}).get(kind, 0) for kind, count in counts.items()}
+            for name, counts in changes.items()
+        },
+    )
+
+
 def run_sql_file(
     target: DatabaseTarget,
     sql_file: Path,
@@ -114,16 +169,11 @@ def run_sql_file(
     on_statement: Callable[[StatementResult], None] | None = None,
     guard: StepGuard | None = None,
 ) -> StepResult:
-    """Run every statement of sql_file, then the guard's checks, in one transaction.
+    """Run every statement of sql_file, then the guard's checks, in one transaction, and commit.
 
     All of it commits, or none: a failing statement or error check (CheckFailed) rolls
     the whole step back.
     """
-    try:
-        statements = load_statements(sql_file, source=display_path(sql_file))
-    except SqlScriptError as error:
-        raise StepError(step, str(error)) from error
-    started = time.perf_counter()
     with as_step_error(step):
         connection = target.connect(
             statement_timeout_seconds=statement_timeout_seconds,
@@ -131,35 +181,36 @@ def run_sql_file(
         )
     try:
         connection.set_session(isolation_level="REPEATABLE READ")
-        counting = time.perf_counter()
-        if guard:
-            with as_step_error(step):
-                start_row_counts(
-                    connection,
-                    guard.objects,
-                    allow_shrink=guard.allow_shrink,
-                    max_shrink_share=guard.max_shrink_share,
-                )
-        row_count_seconds = time.perf_counter() - counting
-        results = execute_statements(connection, statements, logger, step, on_statement)
-        row_counts: dict[str, int] = {}
-        checks: list[CheckResult] = []
-        if guard:
-            counting = time.perf_counter()
-            with as_step_error(step):
-                row_counts = finish_row_counts(connection)
-            row_count_seconds += time.perf_counter() - counting
-            checks = run_checks(connection, guard.checks, step, logger)
+        result = run_step_sql(
+            connection, sql_file, step=step, logger=logger, on_statement=on_statement, guard=guard
+        )
         with as_step_error(step):
             connection.commit()
     finally:
         # Closing without commit rolls back: a failed step leaves the previous data.
         connection.close()
-    return StepResult(
-        step=step,
-        seconds=round(time.perf_counter() - started, 3),
-        statements=results,
-        checks=checks,
-        row_counts=row_counts,
-        row_count_seconds=round(row_count_seconds, 3),
-    )
+    return result
+
+
+def table_changes(
+    connection: psycopg2.extensions.connection, objects: list[str]
+) -> dict[str, dict[str, int]]:
+    """Rows inserted, updated and deleted in each object, by this backend, not yet flushed.
+
+    PostgreSQL flushes these counters only between transactions, so the difference of two
+    readings inside one transaction is exactly what that transaction did (REFRESH ...
+    CONCURRENTLY shows as the inserts and deletes of its diff).
+    """
+    if not objects:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS o (name, position) "
+            "LEFT JOIN pg_stat_xact_user_tables AS s ON s.relid = to_regclass(name) ORDER BY position",
+            (objects,),
+        )
+        return {
+            name: {"inserted": inserted, "updated": updated, "deleted": deleted}
+            for name, inserted, updated, deleted in cursor.fetchall()
+        }

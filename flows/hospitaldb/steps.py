@@ -1,5 +1,8 @@
 """The refresh steps, in pipeline order, and the SQL file each one runs.
 
+What each step refreshes is read from its file (hospitaldb.sql_analysis), never
+listed here: adapting the refresh to another warehouse changes SQL files only.
+
 The step files live in `sql/` of this checkout, or in HOSPITALDB_SQL_DIR; the
 project's own SQL (the etl_audit schema, monitoring queries, the demo) always
 comes from this checkout's `sql/`.
@@ -30,20 +33,6 @@ StepName = Literal[
     "refresh_dashboards",
 ]
 STEPS: tuple[StepName, ...] = get_args(StepName)
-
-# What each step refreshes: the contract other tools read (see README "The HospitalDB").
-REFRESHED_OBJECTS: dict[str, StepName] = {
-    "analytics.mv_billing_summary": "refresh_phase2_materialized_views",
-    "analytics.mv_visit_summary": "refresh_phase2_materialized_views",
-    "analytics.mv_patient_summary": "refresh_phase2_materialized_views",
-    "analytics.mv_branch_billing_summary": "refresh_phase2_materialized_views",
-    "reporting.patient_summary": "refresh_phase3_reporting_tables",
-    "reporting.branch_summary": "refresh_phase3_reporting_tables",
-    "reporting.revenue_summary": "refresh_phase3_reporting_tables",
-    "dashboards.daily_revenue": "refresh_dashboards",
-    "dashboards.branch_performance": "refresh_dashboards",
-    "dashboards.patient_activity": "refresh_dashboards",
-}
 
 
 def step_sql_dir() -> Path:

@@ -2,7 +2,8 @@
 
 - every .sql file under sql/ parses with PostgreSQL's parser (pglast), and every check
   (sql/checks/) is one SELECT with a valid severity, in the folder of a step that exists;
-- every refresh step named in the flow has its SQL file;
+- every refresh step named in the flow has its SQL file, and no step file holds a statement
+  that would block dashboard readers (hospitaldb.sql_analysis), unless opted out;
 - the flow module imports and defines the three step tasks;
 - prefect.yaml has no unknown key, valid schedules and limits, loadable entrypoints and
   parameters that fit the flow (hospitaldb.prefect_yaml_check).
@@ -21,6 +22,7 @@ from pathlib import Path
 from hospitaldb import settings
 from hospitaldb.checks import EVERY_STEP, parse_check
 from hospitaldb.prefect_yaml_check import check_prefect_yaml
+from hospitaldb.sql_analysis import analyse_step
 from hospitaldb.sql_script import SqlScriptError, load_statements
 from hospitaldb.steps import PROJECT_ROOT, STEPS
 
@@ -54,6 +56,11 @@ def check_sql_files(root: Path) -> list[str]:
         path = step_dir / f"{step}.sql"
         if not path.exists():
             problems.append(f"{_shown(path, root)}:1: missing: the flow's step {step} runs this file")
+            continue
+        try:
+            problems += [finding.describe() for finding in analyse_step(step, path).blocking]
+        except SqlScriptError:
+            pass  # already reported above
     return problems
 
 

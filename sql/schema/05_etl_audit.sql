@@ -85,13 +85,18 @@ CREATE TABLE IF NOT EXISTS etl_audit.source_counts (
     PRIMARY KEY (flow_run_id, source)
 );
 
--- What each run's steps refresh, and how many rows each object held when its step
--- committed: monitoring and data_status join on it, so no query lists objects by name.
+-- What each run's steps refresh, as read from the step files by PostgreSQL's parser,
+-- and, once its step committed, how many rows each object held and how many the step
+-- inserted, updated and deleted: monitoring and data_status join on it, so no query
+-- lists objects by name.
 CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
     flow_run_id uuid   NOT NULL,
     step        text   NOT NULL,
     object_name text   NOT NULL,
     row_count   bigint,
+    inserted    bigint,
+    updated     bigint,
+    deleted     bigint,
     PRIMARY KEY (flow_run_id, object_name)
 );
 

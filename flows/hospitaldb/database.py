@@ -121,6 +121,14 @@ def _milliseconds(seconds: float) -> str:
 
 def target_from_url(url: str, source: str) -> DatabaseTarget:
     """Validate a PostgreSQL URL; the error never repeats the URL (it may hold a password)."""
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+    if authority.count("@") > 1:
+        # Parsers split at one '@' or the other and show part of the password as the host.
+        raise DatabaseNotConfigured(
+            f"{source} has more than one '@' before the host: a user name or password holding '@' "
+            "(or ':', '/', '%') must be percent-encoded, '@' as %40. The URL is not repeated here: "
+            "it holds a password."
+        )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):

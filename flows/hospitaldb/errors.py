@@ -20,13 +20,29 @@ from hospitaldb.text import safe
 # starting, too many connections.
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
 
-# Connection failures without a SQLSTATE that no retry will fix.
-PERMANENT_CONNECT_MESSAGES = (
-    "password authentication failed",
-    "does not exist",
-    "no pg_hba.conf entry",
-    "permission denied",
-    "invalid dsn",
+# Connection failures without a SQLSTATE that a retry may well fix: the server or the
+# network is down, restarting or busy for the moment. Anything else (a disabled login, a
+# wrong password, "SSL required", a certificate, a pooler's "unsupported startup parameter")
+# fails at once, with libpq's message: retrying it only delays the alert.
+TRANSIENT_CONNECT_MESSAGES = (
+    "connection refused",
+    "connection reset",
+    "connection timed out",
+    "timeout expired",
+    "server closed the connection unexpectedly",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "too many connections",
+    "remaining connection slots are reserved",
+    "could not receive data from server",
+    "could not send data to server",
+    "no route to host",
+    "network is unreachable",
+    "temporary failure in name resolution",
+    "no such file or directory",  # a Unix socket that is gone while the server restarts
+    "ssl syscall error: eof detected",
 )
 
 MESSAGE_LENGTH = 500
@@ -43,7 +59,7 @@ def is_transient(error: BaseException) -> bool:
     # No SQLSTATE: the connection failed or dropped before the server could say why.
     if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
         message = str(error).lower()
-        return not any(text in message for text in PERMANENT_CONNECT_MESSAGES)
+        return any(text in message for text in TRANSIENT_CONNECT_MESSAGES)
     return False
 
 

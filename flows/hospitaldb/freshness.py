@@ -27,6 +27,7 @@ from hospitaldb.notifications import (
     deliver,
     send_failure_alert,
 )
+from hospitaldb.text import in_utc
 
 
 def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Alert:
@@ -42,7 +43,7 @@ def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Ale
         *(
             f"{row['step']:<36}last success: "
             + (
-                f"{row['last_success']:%Y-%m-%d %H:%M} UTC ({row['hours_ago']} h ago)"
+                f"{in_utc(row['last_success'])} ({row['hours_ago']} h ago)"
                 if row["last_success"]
                 else "never"
             )

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hospitaldb.settings import ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
-from hospitaldb.text import redact, safe
+from hospitaldb.text import in_utc, redact, safe
 
 DEFAULT_EMAIL_BLOCK = "hospitaldb-email"
 DEFAULT_SLACK_BLOCK = "hospitaldb-slack"
@@ -160,7 +160,7 @@ def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
                     ("Run", f"{flow_run.name} ({flow_run.id})"),
                     ("Failed step", step.step if step else "none (before the first step)"),
                     ("Attempts", str(step.attempts) if step else None),
-                    ("When", f"{when:%Y-%m-%d %H:%M:%S} UTC"),
+                    ("When", in_utc(when, seconds=True)),
                     ("State", state.name),
                     ("Error", _error_of(state)),
                     ("Run page", _run_link(flow_run)),
@@ -186,7 +186,7 @@ def describe_recovery(flow: Any, flow_run: Any, previous: Any) -> Alert:
             (
                 "Previous run",
                 f"{previous.name} ended {previous.state.name if previous.state else 'failed'}"
-                + (f" at {previous_when:%Y-%m-%d %H:%M} UTC" if previous_when else ""),
+                + (f" at {in_utc(previous_when)}" if previous_when else ""),
             ),
             ("Run page", _run_link(flow_run)),
         ]

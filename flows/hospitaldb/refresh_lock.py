@@ -16,6 +16,7 @@ import psycopg2.errors
 
 from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
 from hospitaldb.errors import is_transient, postgres_message
+from hospitaldb.text import in_utc
 
 LOCK_NAME = "hospitaldb-refresh"
 
@@ -79,7 +80,7 @@ def refresh_lock(
                 holder = cursor.fetchone()
                 who = (
                     f" (PostgreSQL pid {holder[0]}, application '{holder[1]}', connected since "
-                    f"{holder[2]:%Y-%m-%d %H:%M:%S %Z})"
+                    f"{in_utc(holder[2], seconds=True)})"
                     if holder
                     else ""
                 )

@@ -23,6 +23,7 @@ from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
 from hospitaldb.errors import StepError, as_step_error
 from hospitaldb.sql_script import load_statements
 from hospitaldb.steps import display_path, step_sql_dir
+from hospitaldb.text import in_utc
 
 SOURCE_CHECKS = "check_sources"
 
@@ -50,7 +51,7 @@ class SourceState:
                 )
         if self.max_age is not None:
             if self.newest is None or self.checked_at - self.newest > self.max_age:
-                newest = f"{self.newest:%Y-%m-%d %H:%M} UTC" if self.newest else "none"
+                newest = in_utc(self.newest) if self.newest else "none"
                 return (
                     f"source stale: {self.source}'s newest data ({newest}) is older than "
                     f"{_hours(self.max_age)}"

@@ -8,13 +8,16 @@ stores it applies the same rules.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
-# scheme://user:password@host -> scheme://user:***@host; Slack webhook paths; key=value secrets.
+# scheme://user:password@host -> scheme://user:***@host (up to the last '@' before the path,
+# so a password holding an unencoded '@' goes whole); key=value secrets, quoted or not.
 _SECRET_PATTERNS = (
-    (re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]*):[^@\s]*@", re.IGNORECASE), r"\1:***@"),
-    (re.compile(r"(hooks\.slack\.com/)\S+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"((?:password|passwd|pwd)\s*=\s*)\S+", re.IGNORECASE), r"\1***"),
+    (re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]*):[^\s/]*@", re.IGNORECASE), r"\1:***@"),
+    (re.compile(r"((?:password|passwd|pwd)\s*=\s*)('[^']*'|\"[^\"]*\"|\S+)", re.IGNORECASE), r"\1***"),
 )
+# Webhook URLs carry their secret in the path: keep the host, drop the rest.
+_WEBHOOK = re.compile(r"(https?://[^\s/?#]+)[/?#]\S*", re.IGNORECASE)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -27,9 +30,19 @@ def redact(text: str) -> str:
     """Remove passwords, connection-string credentials and webhook paths from text."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return _WEBHOOK.sub(lambda url: f"{url[1]}/***" if "hook" in url[0].lower() else url[0], text)
 
 
 def safe(text: str, limit: int) -> str:
     """Redacted, then shortened: the form in which an error leaves the process."""
     return shorten(redact(text), limit)
+
+
+def in_utc(moment: datetime, seconds: bool = False) -> str:
+    """A time as people read it in alerts and logs, always in UTC, whatever the server's TimeZone.
+
+    PostgreSQL returns timestamptz in the session's TimeZone; printing that with a 'UTC'
+    label would be wrong by the offset (a database in America/New_York showed 12:00 UTC
+    as 08:00).
+    """
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M{':%S' if seconds else ''}} UTC"

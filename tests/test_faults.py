@@ -1,0 +1,178 @@
+"""Faults in production, round two: each case reproduced on real parts, then fixed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import psycopg2
+import pytest
+from flow_runs import error_text, run_flow, run_logs
+from helpers import execute
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+
+from hospitaldb.database import DatabaseNotConfigured, target_from_url
+from hospitaldb.errors import is_transient
+from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.text import redact
+
+LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"
+
+
+# --- 5. A password with an unencoded '@', and secrets redact() missed -------------------
+
+
+def test_a_url_whose_password_breaks_parsing_is_refused_without_repeating_it():
+    with pytest.raises(DatabaseNotConfigured) as refused:
+        target_from_url(LEAKY_URL, "environment variable HOSPITALDB_DATABASE_URL")
+    message = str(refused.value)
+    assert "percent-encode" in message and "%40" in message
+    assert "Winter" not in message and "2024secret" not in message
+
+
+def test_create_blocks_refuses_it_too_and_saves_no_block(prefect):
+    env = {**os.environ, "PREFECT_API_URL": prefect, "HOSPITALDB_DATABASE_URL": LEAKY_URL}
+    done = subprocess.run(
+        [sys.executable, "deployments/create_blocks.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "%40" in output
+    assert "Winter" not in output and "2024secret" not in output
+
+
+def test_a_run_with_that_url_fails_at_once_and_leaks_it_nowhere(prefect, monkeypatch):
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", LEAKY_URL)
+    state = run_flow()
+    assert state.is_failed()
+    assert "%40" in error_text(state)
+    text = error_text(state) + run_logs(state)
+    assert "Winter" not in text and "2024secret" not in text
+
+
+@pytest.mark.parametrize(
+    ("leak", "secret"),
+    [
+        (LEAKY_URL, "2024secret"),
+        ("could not connect: password='with space' host=db", "space"),
+        ('dsn: password="double quoted" user=x', "quoted"),
+        ("POST https://outlook.office.com/webhook/abc-123/IncomingWebhook/def/ghi failed", "abc-123"),
+        ("POST https://discord.com/api/webhooks/4242/tok-en failed", "tok-en"),
+        ("https://hooks.slack.com/services/T000/B000/XXXX returned 500", "XXXX"),
+    ],
+)
+def test_redact_covers_every_secret_form(leak, secret):
+    assert secret not in redact(leak)
+
+
+# --- 6. Retries only for what a retry can fix ---------------------------------------------
+
+
+class PoolerRefusingOptions(threading.Thread):
+    """A loopback 'pooler' that answers every startup with FATAL: unsupported startup parameter."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection:
+                packet = connection.recv(8)
+                if packet[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: no SSL here
+                    connection.sendall(b"N")
+                    connection.recv(1024)
+                fields = b"SFATAL\0VFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
+                connection.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+
+    def url(self) -> str:
+        return f"postgresql://refresher@127.0.0.1:{self.port}/hospitaldb"
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def connect_error(url: str, **kwargs: str) -> psycopg2.OperationalError:
+    with pytest.raises(psycopg2.OperationalError) as failed:
+        target_from_url(url, "test").connect(**kwargs)
+    return failed.value
+
+
+def test_a_pooler_refusing_a_parameter_is_not_retried(prefect, monkeypatch):
+    pooler = PoolerRefusingOptions()
+    pooler.start()
+    try:
+        monkeypatch.setenv("HOSPITALDB_DATABASE_URL", pooler.url())
+        state = run_flow(retries=3)
+    finally:
+        pooler.stop()
+    assert state.is_failed()
+    assert "unsupported startup parameter: options" in error_text(state)
+    # One attempt by the audit session (which then gives up) and one by the refresh: no retries.
+    assert pooler.connections == 2
+
+
+def test_a_disabled_login_and_a_refused_ssl_are_not_transient(demo_database):
+    role = "refresh_disabled_login"
+    execute(
+        demo_database,
+        sql.SQL("DROP ROLE IF EXISTS {0}; CREATE ROLE {0} NOLOGIN").format(sql.Identifier(role)),
+    )
+    try:
+        disabled = connect_error(
+            make_url(demo_database).set(username=role).render_as_string(hide_password=False)
+        )
+    finally:
+        execute(demo_database, sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert "not permitted to log in" in str(disabled)
+    assert not is_transient(disabled)
+    if "host=" not in demo_database:  # TCP: ask for SSL the test server does not offer
+        ssl = connect_error(
+            make_url(demo_database).update_query_dict({"sslmode": "require"}).render_as_string(False)
+        )
+        assert not is_transient(ssl), str(ssl)
+
+
+def test_a_refused_connection_is_transient():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    refused = connect_error(f"postgresql://x@127.0.0.1:{port}/db")
+    assert "Connection refused" in str(refused)
+    assert is_transient(refused)
+
+
+# --- 7. Times in alerts are UTC, whatever the database's TimeZone -------------------------
+
+
+def test_times_in_alerts_are_utc_whatever_the_database_timezone(demo_database, alert_blocks, smtp_server):
+    from hospitaldb.freshness import hospitaldb_freshness_check
+
+    database = make_url(demo_database).database
+    execute(
+        demo_database,
+        sql.SQL("ALTER DATABASE {} SET timezone = 'America/New_York'").format(sql.Identifier(database)),
+    )
+    assert run_flow().is_completed()
+    execute(demo_database, "UPDATE etl_audit.step_attempts SET finished_at = '2026-01-15 12:00:00+00'")
+
+    hospitaldb_freshness_check(**alert_blocks)
+
+    (mail,) = smtp_server.received
+    assert "last success: 2026-01-15 12:00 UTC" in mail.text
+    assert "07:00 UTC" not in mail.text

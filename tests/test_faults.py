@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import psycopg2
 import pytest
-from flow_runs import error_text, run_flow, run_logs
+from flow_runs import InBackground, error_text, run_flow, run_logs
 from helpers import execute
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
@@ -176,3 +178,76 @@ def test_times_in_alerts_are_utc_whatever_the_database_timezone(demo_database, a
     (mail,) = smtp_server.received
     assert "last success: 2026-01-15 12:00 UTC" in mail.text
     assert "07:00 UTC" not in mail.text
+
+
+# --- 2. A database that accepts the connection and never answers --------------------------
+
+
+class SilentDatabase:
+    """Accepts TCP connections on loopback and never says a word (a stuck server, a half-open proxy)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def url(self, **query: str) -> str:
+        extra = "".join(f"&{key}={value}" for key, value in query.items())
+        return f"postgresql://refresher@127.0.0.1:{self.port}/hospitaldb?sslmode=disable{extra}"
+
+    def close(self) -> None:
+        for connection in self.accepted:
+            connection.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def silent_database():
+    server = SilentDatabase()
+    yield server
+    server.close()
+
+
+def test_connecting_to_a_server_that_never_answers_times_out(silent_database):
+    started = time.monotonic()
+    error = connect_error(silent_database.url(connect_timeout="2"))
+    assert time.monotonic() - started < 10
+    assert "timeout expired" in str(error) and "2 s" in str(error)
+    assert is_transient(error)
+
+
+def test_a_run_against_a_server_that_never_answers_fails_in_time_and_alerts(
+    silent_database, alert_blocks, smtp_server, monkeypatch
+):
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", silent_database.url(connect_timeout="2"))
+    run = InBackground(lambda: run_flow(retries=1, **alert_blocks))
+    run.start()
+    run.join(timeout=90)
+
+    assert not run.is_alive(), "the run hangs on a server that never answers"
+    assert run.result.is_failed()
+    assert "timeout expired" in error_text(run.result)
+    (mail,) = smtp_server.received
+    assert "FAILED" in mail.message["Subject"]
+
+
+# --- 3. Idle sessions: keepalives, tcp_user_timeout, and the server checks for the client ---
+
+
+def test_every_session_has_keepalives_a_user_timeout_and_a_client_check(demo_database):
+    connection = target_from_url(demo_database, "test").connect()
+    try:
+        parameters = connection.get_dsn_parameters()
+        assert (parameters["keepalives_idle"], parameters["keepalives_count"]) == ("30", "3")
+        assert parameters["tcp_user_timeout"] == "30000"
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW client_connection_check_interval")
+            assert cursor.fetchone()[0] == "10s"
+    finally:
+        connection.close()

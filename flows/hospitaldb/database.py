@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import select
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,21 @@ from sqlalchemy.exc import ArgumentError
 from hospitaldb import settings
 
 APPLICATION_NAME = "hospitaldb-refresh"
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10
+# TCP settings for every session, each overridable in the URL or the block's connect_args.
+# An idle session (the lock's, the audit's) behind a NAT or load balancer that drops it
+# silently is noticed in about a minute instead of libpq's two hours of default keepalives,
+# and a write to a dead peer fails after tcp_user_timeout instead of minutes of retransmits.
+TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+# PostgreSQL 14+: the server checks every 10 s that the client is still there while a
+# statement runs, so the backend of a killed worker stops instead of running on for hours.
+CLIENT_CHECK_INTERVAL_MS = "10000"
 DATABASE_URL_ENV = settings.DATABASE_URL.name
 DEFAULT_DATABASE_BLOCK = "hospitaldb-postgres"
 POSTGRES_DRIVERS = frozenset({"postgresql", "postgresql+psycopg2", "postgres"})
@@ -71,11 +88,22 @@ class DatabaseTarget:
         lock_timeout_seconds: float = 0,
         autocommit: bool = False,
     ) -> psycopg2.extensions.connection:
-        """Open a connection with application_name and timeouts set (0 means no timeout)."""
-        kwargs = self.connection_kwargs()
-        kwargs.setdefault("connect_timeout", 10)
+        """Open a connection with application_name and timeouts set (0 means no timeout).
+
+        The connect timeout (connect_timeout in the URL, default 10 s) holds even though
+        the interruptible wait makes libpq connect asynchronously, where libpq itself
+        ignores it: a server that accepts the TCP connection and never answers fails
+        the connection instead of hanging the run.
+        """
+        kwargs = {**TCP_DEFAULTS, **self.connection_kwargs()}
+        timeout = float(kwargs.pop("connect_timeout", None) or DEFAULT_CONNECT_TIMEOUT_SECONDS)
         psycopg2.extensions.set_wait_callback(wait_interruptibly)
-        connection = psycopg2.connect(application_name=application_name, **kwargs)
+        _connecting.deadline = time.monotonic() + timeout
+        _connecting.timeout = timeout
+        try:
+            connection = psycopg2.connect(application_name=application_name, **kwargs)
+        finally:
+            _connecting.deadline = None
         connection.autocommit = True
         with connection.cursor() as cursor:
             # Session settings as parameters: values never become SQL text.
@@ -84,8 +112,17 @@ class DatabaseTarget:
                 "       set_config('lock_timeout', %s, false)",
                 (_milliseconds(statement_timeout_seconds), _milliseconds(lock_timeout_seconds)),
             )
+            if connection.server_version >= 140000:
+                cursor.execute(
+                    "SELECT set_config('client_connection_check_interval', %s, false)",
+                    (CLIENT_CHECK_INTERVAL_MS,),
+                )
         connection.autocommit = autocommit
         return connection
+
+
+# The deadline of the connection being opened on this thread, read by the wait callback.
+_connecting = threading.local()
 
 
 def wait_interruptibly(connection: psycopg2.extensions.connection) -> None:
@@ -96,17 +133,24 @@ def wait_interruptibly(connection: psycopg2.extensions.connection) -> None:
     Crashed and alert. Waiting in Python lets the signal handler run; on any exception
     the server is told to cancel the statement, so its transaction rolls back at once.
     """
+    deadline = getattr(_connecting, "deadline", None)
     while True:
         try:
             state = connection.poll()
             if state == psycopg2.extensions.POLL_OK:
                 return
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             if state == psycopg2.extensions.POLL_READ:
-                select.select([connection.fileno()], [], [])
+                ready = select.select([connection.fileno()], [], [], wait)[0]
             elif state == psycopg2.extensions.POLL_WRITE:
-                select.select([], [connection.fileno()], [])
+                ready = select.select([], [connection.fileno()], [], wait)[1]
             else:
                 raise psycopg2.OperationalError(f"bad state from poll: {state}")
+            if not ready:
+                raise psycopg2.OperationalError(
+                    f"timeout expired: the server did not answer within {_connecting.timeout:g} s "
+                    "(connect_timeout)"
+                )
         except psycopg2.Error:
             raise
         except BaseException:

@@ -12,8 +12,16 @@ import time
 
 import psycopg2
 import pytest
-from flow_runs import InBackground, error_text, run_flow, run_logs
-from helpers import execute
+from flow_runs import (
+    InBackground,
+    TableLock,
+    error_text,
+    run_flow,
+    run_logs,
+    task_runs,
+    wait_for_blocked_refresh,
+)
+from helpers import STEP2_TABLES, add_source_rows, checksums, execute, query
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
@@ -251,3 +259,32 @@ def test_every_session_has_keepalives_a_user_timeout_and_a_client_check(demo_dat
             assert cursor.fetchone()[0] == "10s"
     finally:
         connection.close()
+
+
+# --- 4. The overlap lock lost in the middle of a run --------------------------------------
+
+
+def test_a_lost_overlap_lock_stops_the_run_instead_of_refreshing_unguarded(demo_database, prefect):
+    assert run_flow().is_completed()
+    add_source_rows(demo_database)
+    before = checksums(demo_database, STEP2_TABLES)
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    run = InBackground(lambda: run_flow(retries=3))
+    run.start()
+    try:
+        wait_for_blocked_refresh(demo_database)
+        (terminated,) = query(
+            demo_database,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'hospitaldb-refresh-lock' AND datname = current_database()",
+        )
+        assert terminated == (True,)
+    finally:
+        blocker.release()
+    run.join(timeout=120)
+
+    state = run.result
+    assert state.is_failed(), "the run went on without its lock"
+    assert "the overlap lock was lost (its session ended" in error_text(state)
+    assert task_runs(state)["refresh_phase3_reporting_tables"].run_count == 1, "not retried"
+    assert checksums(demo_database, STEP2_TABLES) == before, "rolled back before COMMIT"

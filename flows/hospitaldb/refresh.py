@@ -27,7 +27,7 @@ from hospitaldb.notifications import (
     send_failure_alert,
     send_recovery_notice,
 )
-from hospitaldb.refresh_lock import refresh_lock
+from hospitaldb.refresh_lock import HeldLock, refresh_lock
 from hospitaldb.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
 from hospitaldb.sql_analysis import BlockingSql, analyse_steps
 from hospitaldb.sql_runner import StepGuard, run_sql_file, run_step_sql
@@ -56,8 +56,12 @@ def run_step(
     statement_timeout_seconds: float,
     lock_timeout_seconds: float,
     guard: StepGuard | None = None,
+    lock: HeldLock | None = None,
 ) -> dict[str, Any]:
     """Run one step's SQL file and its checks in one transaction and return what it did.
+
+    With the run's overlap lock, the step checks that it still holds it before it starts
+    and again right before COMMIT.
 
     Each attempt, failed ones included, goes to the audit trail (etl_audit) on its own
     session, with its check results, so a rolled-back attempt is still on record. The
@@ -71,6 +75,8 @@ def run_step(
     # audit methods below do nothing and no audit session is opened.
     attempt_id = audit.attempt_started(runtime.flow_run.id, step, attempt) if runtime.flow_run.id else None
     try:
+        if lock:
+            lock.verify(step)
         result = run_sql_file(
             target,
             sql_file(step),
@@ -80,6 +86,7 @@ def run_step(
             lock_timeout_seconds=lock_timeout_seconds,
             on_statement=lambda done: audit.statement_finished(attempt_id, done),
             guard=guard,
+            before_commit=(lambda: lock.verify(step)) if lock else None,
         )
     except StepError as error:
         error.attempt = attempt
@@ -301,7 +308,7 @@ def hospitaldb_refresh(
         audit.objects_planned(
             runtime.flow_run.id, {name: step for step, guard in guards.items() for name in guard.objects}
         )
-        with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays):
+        with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays) as lock:
             sources = check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
                 target, statement_timeout_seconds, enforce=not skip_source_checks, record=not dry_run
             )
@@ -310,7 +317,9 @@ def hospitaldb_refresh(
             for step in [] if dry_run else selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
                 results.append(
-                    step_task(step, target, statement_timeout_seconds, lock_timeout_seconds, guards[step])
+                    step_task(
+                        step, target, statement_timeout_seconds, lock_timeout_seconds, guards[step], lock
+                    )
                 )
     except Exception as error:
         failure = error

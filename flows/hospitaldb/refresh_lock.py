@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
 import psycopg2.errors
 
 from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
-from hospitaldb.errors import is_transient, postgres_message
+from hospitaldb.errors import StepError, is_transient, postgres_message
 from hospitaldb.text import in_utc
 
 LOCK_NAME = "hospitaldb-refresh"
@@ -36,6 +37,45 @@ class RefreshAlreadyRunning(RuntimeError):
 
 class DatabaseUnavailable(RuntimeError):
     """The database could not be reached, even after retrying."""
+
+
+class RefreshLockLost(StepError):
+    """The overlap lock's session ended (terminated, server restart): the step stops, rolled back."""
+
+
+HELD_QUERY = """
+SELECT count(*) FROM pg_locks
+WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted AND objsubid = 1
+  AND ((classid::bigint << 32) | objid::bigint) = hashtextextended(%s, 0)
+"""
+
+
+@dataclass
+class HeldLock:
+    """The overlap lock, held on its own session for the whole run."""
+
+    connection: Any = field(repr=False)
+
+    def verify(self, step: str) -> None:
+        """Raise RefreshLockLost unless the lock's session is alive and still holds it.
+
+        Called before every step attempt and right before every COMMIT: if the session was
+        terminated (or the server restarted), PostgreSQL released the lock and another run
+        may hold it now, so refreshing on would be unguarded.
+        """
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(HELD_QUERY, (LOCK_NAME,))
+                if cursor.fetchone()[0]:
+                    return
+                why = "its session no longer holds it"
+        except psycopg2.Error as error:
+            why = f"its session ended: {postgres_message(error)}"
+        raise RefreshLockLost(
+            step,
+            f"the overlap lock was lost ({why}); another refresh may be running, so this one stops "
+            "instead of refreshing unguarded. Re-run when no other refresh runs",
+        )
 
 
 def _connect(target: DatabaseTarget, wait_seconds: float, retry_delays: Sequence[float]) -> Any:
@@ -61,7 +101,7 @@ def _connect(target: DatabaseTarget, wait_seconds: float, retry_delays: Sequence
 @contextmanager
 def refresh_lock(
     target: DatabaseTarget, wait_seconds: float = 0, retry_delays: Sequence[float] = ()
-) -> Iterator[None]:
+) -> Iterator[HeldLock]:
     """Hold the refresh lock on target; wait up to wait_seconds for it, else raise."""
     connection = _connect(target, wait_seconds, retry_delays)
     try:
@@ -89,7 +129,7 @@ def refresh_lock(
                     f"waited {wait_seconds:g} s. This run refreshed nothing. Let the other run "
                     "finish, or pass overlap_wait_seconds to wait for it."
                 )
-        yield
+        yield HeldLock(connection)
     finally:
         # Closing the session releases the advisory lock.
         connection.close()

@@ -168,6 +168,7 @@ def run_sql_file(
     lock_timeout_seconds: float,
     on_statement: Callable[[StatementResult], None] | None = None,
     guard: StepGuard | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> StepResult:
     """Run every statement of sql_file, then the guard's checks, in one transaction, and commit.
 
@@ -184,6 +185,8 @@ def run_sql_file(
         result = run_step_sql(
             connection, sql_file, step=step, logger=logger, on_statement=on_statement, guard=guard
         )
+        if before_commit:
+            before_commit()
         with as_step_error(step):
             connection.commit()
     finally:

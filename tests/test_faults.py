@@ -288,3 +288,39 @@ def test_a_lost_overlap_lock_stops_the_run_instead_of_refreshing_unguarded(demo_
     assert "the overlap lock was lost (its session ended" in error_text(state)
     assert task_runs(state)["refresh_phase3_reporting_tables"].run_count == 1, "not retried"
     assert checksums(demo_database, STEP2_TABLES) == before, "rolled back before COMMIT"
+
+
+# --- 9. Rates that cannot overflow --------------------------------------------------------
+
+# A denied line of 1.00 that was paid 500.00 anyway, alone on its day: the day's collection rate is 500.
+PAID_500_TIMES = """
+INSERT INTO staging.visits VALUES (9200001, 1, 1, 1, '2001-01-01', 'outpatient');
+INSERT INTO staging.billing VALUES (92000011, 9200001, 'LAB', 1.00, 'denied', '2001-01-01');
+INSERT INTO staging.payments VALUES (920000111, 92000011, 500.00, '2001-01-05', 'card');
+"""
+
+
+def test_a_day_paid_500_times_its_billing_refreshes(demo_database, prefect):
+    execute(demo_database, PAID_500_TIMES)
+    state = run_flow()
+    assert state.is_completed(), error_text(state)
+    assert query(
+        demo_database,
+        "SELECT collection_rate FROM dashboards.daily_revenue WHERE revenue_date = '2001-01-01'",
+    ) == [(500,)]
+
+
+def test_the_migration_fixes_an_install_created_before(demo_database, prefect):
+    migration = PROJECT_ROOT / "sql" / "migrations" / "2026-11-27_unbounded_collection_rates.sql"
+    execute(
+        demo_database,
+        "ALTER TABLE dashboards.daily_revenue ALTER COLUMN collection_rate TYPE numeric(6,4);"
+        "ALTER TABLE dashboards.branch_performance ALTER COLUMN collection_rate TYPE numeric(6,4);",
+    )
+    execute(demo_database, PAID_500_TIMES)
+    failed = run_flow()
+    assert "numeric field overflow" in error_text(failed)
+
+    execute(demo_database, migration.read_text())
+
+    assert run_flow().is_completed()

@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS dashboards.daily_revenue (
     billed_amount      numeric(14,2) NOT NULL,
     paid_amount        numeric(14,2) NOT NULL,
     outstanding_amount numeric(14,2) NOT NULL,
-    collection_rate    numeric(6,4),
+    collection_rate    numeric,       -- unbounded: payments can exceed billed many times over
     updated_at         timestamptz   NOT NULL DEFAULT now()
 );
 
@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS dashboards.branch_performance (
     patient_count        integer       NOT NULL,
     billed_amount        numeric(14,2) NOT NULL,
     paid_amount          numeric(14,2) NOT NULL,
-    collection_rate      numeric(6,4),
+    collection_rate      numeric,
     avg_billed_per_visit numeric(12,2),
     revenue_rank         integer       NOT NULL,
     updated_at           timestamptz   NOT NULL DEFAULT now()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -324,3 +325,43 @@ def test_the_migration_fixes_an_install_created_before(demo_database, prefect):
     execute(demo_database, migration.read_text())
 
     assert run_flow().is_completed()
+
+
+# --- 8. A run killed with SIGKILL is found and marked abandoned by the next run -----------
+
+
+def test_a_run_killed_with_sigkill_is_marked_abandoned_by_the_next_run(demo_database, prefect):
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from hospitaldb.refresh import hospitaldb_refresh; hospitaldb_refresh()"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect, "HOSPITALDB_DATABASE_URL": demo_database},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_blocked_refresh(demo_database)
+        process.send_signal(signal.SIGKILL)  # no hook runs: nothing can record the end
+        process.wait(timeout=30)
+    finally:
+        blocker.release()
+    (killed,) = query(
+        demo_database, "SELECT flow_run_id FROM etl_audit.refresh_runs WHERE status = 'running'"
+    )
+
+    state = run_flow(overlap_wait_seconds=60)  # the killed run's lock goes with its session
+
+    assert state.is_completed()
+    status, error = query(
+        demo_database, "SELECT status, error FROM etl_audit.refresh_runs WHERE flow_run_id = %s", killed
+    )[0]
+    assert status == "abandoned"
+    assert str(state.state_details.flow_run_id) in error
+    attempts = query(
+        demo_database, "SELECT step, status FROM etl_audit.step_attempts WHERE flow_run_id = %s", killed
+    )
+    assert sorted(attempts) == [
+        ("refresh_phase2_materialized_views", "completed"),
+        ("refresh_phase3_reporting_tables", "abandoned"),
+    ]
+    assert "marked abandoned" in run_logs(state)

@@ -146,6 +146,26 @@ class AuditLog:
             (_stored(error), str(flow_run_id)),
         )
 
+    def abandon_stale_runs(self, flow_run_id: Any) -> int:
+        """Mark other runs still 'running' as abandoned; return how many.
+
+        Called once this run holds the refresh lock: no other refresh can be running then,
+        so any other 'running' row belongs to a process that died without recording it.
+        """
+        rows = self._execute(
+            "WITH stale AS ("
+            "  UPDATE etl_audit.refresh_runs SET status = 'abandoned', finished_at = now(),"
+            "         error = 'abandoned: still running when run ' || %s || ' took the refresh lock at ' || now()"
+            "  WHERE status = 'running' AND flow_run_id <> %s RETURNING flow_run_id"
+            "), attempts AS ("
+            "  UPDATE etl_audit.step_attempts AS a SET status = 'abandoned', finished_at = now(),"
+            "         duration_seconds = extract(epoch FROM now() - a.started_at)"
+            "  FROM stale WHERE a.flow_run_id = stale.flow_run_id AND a.status = 'running'"
+            ") SELECT count(*) FROM stale",
+            (str(flow_run_id), str(flow_run_id)),
+        )
+        return rows[0][0] if rows else 0
+
     def last_freshness_alert(self, within_hours: float) -> Any:
         """When the freshness check last alerted within the given hours, or None."""
         return self._value(

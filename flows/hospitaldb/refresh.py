@@ -309,6 +309,13 @@ def hospitaldb_refresh(
             runtime.flow_run.id, {name: step for step, guard in guards.items() for name in guard.objects}
         )
         with refresh_lock(target, wait_seconds=overlap_wait_seconds, retry_delays=retry_delays) as lock:
+            abandoned = audit.abandon_stale_runs(runtime.flow_run.id)
+            if abandoned:
+                logger.warning(
+                    "%d earlier run(s) were still 'running' in etl_audit: their process died unrecorded "
+                    "(killed, out of memory); marked abandoned",
+                    abandoned,
+                )
             sources = check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
                 target, statement_timeout_seconds, enforce=not skip_source_checks, record=not dry_run
             )

@@ -54,6 +54,16 @@ CREATE TABLE IF NOT EXISTS etl_audit.freshness_alerts (
     stale_steps    text[]      NOT NULL
 );
 
+-- Run and attempt statuses: 'abandoned' marks a run (and its attempts) that was still
+-- 'running' when a later run took the refresh lock, so it cannot be running any more: its
+-- process was killed without a chance to record it (SIGKILL, OOM, a lost node).
+ALTER TABLE etl_audit.refresh_runs DROP CONSTRAINT IF EXISTS refresh_runs_status_check;
+ALTER TABLE etl_audit.refresh_runs ADD CONSTRAINT refresh_runs_status_check
+    CHECK (status IN ('running', 'completed', 'failed', 'crashed', 'cancelled', 'abandoned'));
+ALTER TABLE etl_audit.step_attempts DROP CONSTRAINT IF EXISTS step_attempts_status_check;
+ALTER TABLE etl_audit.step_attempts ADD CONSTRAINT step_attempts_status_check
+    CHECK (status IN ('running', 'completed', 'failed', 'crashed', 'cancelled', 'abandoned'));
+
 -- Data checks (sql/checks/): one row per check per step attempt, and per source
 -- table for the source checks (step 'check_sources'). Written on the audit session,
 -- so a check that failed and rolled its step back is on record too.

@@ -12,10 +12,12 @@ import time
 import uuid
 
 import pytest
+from alert_servers import SMTP_PASSWORD, SMTP_USER
 from expected import assert_matches_source
 from flow_runs import TableLock, wait_for_blocked_refresh
 from helpers import add_source_rows, execute_outside_transaction, scalar
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from psycopg2 import sql
@@ -71,11 +73,21 @@ def start_run(env: dict[str, str], deployment: str) -> str:
     return next(line.split()[-1] for line in done.stdout.splitlines() if "UUID" in line)
 
 
-def test_deploy_run_and_collide_through_a_real_server_and_worker(demo_database, prefect_database, tmp_path):
+def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
+    demo_database, prefect_database, tmp_path, smtp_server, webhook_server
+):
     with prefect_server(tmp_path / "prefect-home", prefect_database) as env:
         env = {
             **env,
             "HOSPITALDB_DATABASE_URL": demo_database,
+            # deploy.sh creates the alert blocks from these; the worker reads the recipients.
+            "HOSPITALDB_SMTP_HOST": "127.0.0.1",
+            "HOSPITALDB_SMTP_PORT": str(smtp_server.port),
+            "HOSPITALDB_SMTP_TYPE": "INSECURE",
+            "HOSPITALDB_SMTP_USERNAME": SMTP_USER,
+            "HOSPITALDB_SMTP_PASSWORD": SMTP_PASSWORD,
+            "HOSPITALDB_SLACK_WEBHOOK_URL": webhook_server.url,
+            "HOSPITALDB_ALERT_EMAILS": "oncall@hospital.example",
             "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}:{env['PATH']}",
         }
         env["PATH"] = f"{__import__('pathlib').Path(__import__('sys').executable).parent}:{env['PATH']}"
@@ -128,5 +140,55 @@ def test_deploy_run_and_collide_through_a_real_server_and_worker(demo_database, 
             finally:
                 blocker.release()
             first_state = wait_for_final_state(env["PREFECT_API_URL"], first)
+
+            # Cancel from the CLI while step 2 waits on a held lock: Cancelled, rolled back,
+            # the lock free, the audit trail and the artifact say cancelled, one notice.
+            assert smtp_server.received == [] and webhook_server.posts == []
+            blocker = TableLock(demo_database, "reporting.patient_summary")
+            try:
+                third = start_run(env, "hospitaldb-refresh/on-demand")
+                statement = wait_for_blocked_refresh(demo_database, timeout=120)
+                cancel = prefect_cli(env, "flow-run", "cancel", third)
+                assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+                third_state = wait_for_final_state(env["PREFECT_API_URL"], third)
+                running = scalar(
+                    demo_database, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (statement,)
+                )
+            finally:
+                blocker.release()
+            notice_deadline = time.monotonic() + 60
+            while len(webhook_server.posts) < 1 or len(smtp_server.received) < 1:
+                assert time.monotonic() < notice_deadline, (tmp_path / "worker.log").read_text()[-3000:]
+                time.sleep(0.5)
+        assert third_state.type == StateType.CANCELLED, third_state
+        assert running == 0, "the blocked statement's session was ended with the run"
+        assert scalar(demo_database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert (
+            scalar(
+                demo_database, "SELECT status FROM etl_audit.refresh_runs WHERE flow_run_id = %s", (third,)
+            )
+            == "cancelled"
+        )
+        assert (
+            scalar(
+                demo_database,
+                "SELECT status FROM etl_audit.step_attempts WHERE flow_run_id = %s AND step = %s",
+                (third, "refresh_phase3_reporting_tables"),
+            )
+            == "cancelled"
+        )
+        with (
+            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+            (summary,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["hospitaldb-refresh-summary"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[third])),
+            )
+        assert summary.data.startswith("# HospitalDB refresh cancelled"), summary.data
+        (mail,) = smtp_server.received
+        assert mail.message["Subject"] == "[HospitalDB] Refresh CANCELLED at refresh_phase3_reporting_tables"
+        assert "rolled back" in mail.text
+        assert len(webhook_server.posts) == 1
         assert second_state.type == StateType.CANCELLED, second_state
         assert first_state.type == StateType.COMPLETED, first_state

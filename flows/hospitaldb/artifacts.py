@@ -61,7 +61,7 @@ def step_rows(
         rows.append(
             {
                 "step": step,
-                "status": "failed" if failed_here else "not run",
+                "status": getattr(error, "status", "failed") if failed_here else "not run",
                 "statements": None,
                 "seconds": None,
                 "rows": None,
@@ -88,7 +88,7 @@ def sources_line(sources: dict[str, Any] | None, error: BaseException | None) ->
 def summary_markdown(
     rows: list[dict[str, Any]], target: str, error_text: str | None, sources: str = "", dry_run: bool = False
 ) -> str:
-    status = "failed" if error_text else "completed"
+    status = ("cancelled" if "cancelled" in error_text else "failed") if error_text else "completed"
     what = "dry run (rolled back: nothing changed)" if dry_run else "refresh"
     lines = [
         f"# HospitalDB {what} {status}",

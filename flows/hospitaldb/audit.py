@@ -137,13 +137,18 @@ class AuditLog:
             (status, statements, rows, sqlstate, _stored(error), attempt_id),
         )
 
-    def run_crashed(self, flow_run_id: Any, error: str) -> None:
-        self.run_finished(flow_run_id, "crashed", error)
+    def run_interrupted(self, flow_run_id: Any, status: str, error: str) -> None:
+        """The run was 'crashed' (killed) or 'cancelled': so are its unfinished attempts."""
         self._execute(
-            "UPDATE etl_audit.step_attempts SET status = 'crashed', finished_at = now(), "
+            "UPDATE etl_audit.refresh_runs SET status = %s, error = %s, finished_at = now() "
+            "WHERE flow_run_id = %s AND status = 'running'",
+            (status, _stored(error), str(flow_run_id)),
+        )
+        self._execute(
+            "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
             "duration_seconds = extract(epoch FROM now() - started_at), error = %s "
             "WHERE flow_run_id = %s AND status = 'running'",
-            (_stored(error), str(flow_run_id)),
+            (status, _stored(error), str(flow_run_id)),
         )
 
     def abandon_stale_runs(self, flow_run_id: Any) -> int:
@@ -299,8 +304,13 @@ def _stored(error: str | None) -> str | None:
     return safe(error, ERROR_LENGTH) if error else None
 
 
-def record_crash(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_crashed hook: mark the run and its unfinished attempts as crashed."""
+def record_interruption(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_crashed and on_cancellation hook: mark the run and its unfinished attempts.
+
+    A cancelled run (from the UI, the CLI or an automation) becomes 'cancelled'; a killed
+    one 'crashed'. With a worker, Prefect runs the cancellation hook in the worker's own
+    process, after the run's process is gone.
+    """
     from prefect.logging.loggers import flow_run_logger
 
     from hospitaldb.database import resolve_database
@@ -309,10 +319,13 @@ def record_crash(flow: Any, flow_run: Any, state: Any) -> None:
     try:
         target = resolve_database((flow_run.parameters or {}).get("database_block"))
     except Exception as error:  # no database, no audit: say so and move on
-        logger.warning("audit trail not updated for the crash: %s", error)
+        logger.warning("audit trail not updated for the %s run: %s", state.name.lower(), error)
         return
     audit = AuditLog(target, logger)
+    cancelled = state.is_cancelled() or state.is_cancelling()
     try:
-        audit.run_crashed(flow_run.id, state.message or state.name)
+        audit.run_interrupted(
+            flow_run.id, "cancelled" if cancelled else "crashed", state.message or state.name
+        )
     finally:
         audit.close()

@@ -126,15 +126,22 @@ def _field_lines(fields: list[tuple[str, str | None]]) -> str:
 def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
     """The alert for a failed or crashed run: what, where, when, how many attempts, where to look."""
     crashed = state.is_crashed()
+    cancelled = state.is_cancelled() or state.is_cancelling()
     try:
         step = _last_unfinished_step(flow_run.id)
     except Exception:
         step = None
     where = f" at {step.step}" if step else ""
-    verb = "CRASHED" if crashed else "FAILED"
+    verb = "CANCELLED" if cancelled else "CRASHED" if crashed else "FAILED"
     when = (getattr(state, "timestamp", None) or datetime.now(UTC)).astimezone(UTC)
     error = _exception_of(state)
-    if crashed:
+    if cancelled:
+        consequence = (
+            "The run was cancelled (from the Prefect UI, the CLI or an automation). The step in "
+            "progress was rolled back: its tables keep the previous refresh's data, and later steps "
+            "did not run. Re-run the deployment when ready."
+        )
+    elif crashed:
         consequence = (
             "The run was killed. The step in progress was rolled back by PostgreSQL; tables keep the "
             "previous refresh's data. Check the worker and host (memory, restarts), then re-run."
@@ -298,7 +305,7 @@ def _logger(flow: Any, flow_run: Any) -> logging.LoggerAdapter:
 
 
 def send_failure_alert(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure and on_crashed hook: one alert for the run."""
+    """on_failure, on_crashed and on_cancellation hook: one alert (or notice) for the run."""
     logger = _logger(flow, flow_run)
     deliver(describe_failure(flow, flow_run, state), AlertSettings.for_run(flow_run), logger)
 

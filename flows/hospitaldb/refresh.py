@@ -17,7 +17,7 @@ from psycopg2 import sql
 from pydantic import Field
 
 from hospitaldb.artifacts import checks_summary, publish_run_artifacts
-from hospitaldb.audit import AuditLog, record_crash
+from hospitaldb.audit import AuditLog, record_interruption
 from hospitaldb.checks import CheckFailed, load_checks
 from hospitaldb.database import DatabaseTarget, resolve_database
 from hospitaldb.errors import StepError, as_step_error
@@ -37,6 +37,29 @@ from hospitaldb.text import safe
 
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_SECONDS = 10.0
+
+
+class RunCancelled(Exception):
+    """The run was cancelled from Prefect while step was in progress (for the record, never raised)."""
+
+    status = "cancelled"
+
+    def __init__(self, step: str | None) -> None:
+        self.step = step
+        super().__init__(
+            "cancelled from Prefect (UI, CLI or automation)"
+            + (f" during {step}: it was rolled back" if step else "")
+            + "; every table keeps its previous data"
+        )
+
+
+def _termination_intent() -> str | None:
+    """'cancel' when the worker stopped this run because it was cancelled (Prefect 3.9's control channel)."""
+    try:
+        from prefect._internal.control_listener import get_intent
+    except ImportError:  # another Prefect version: treat the signal as a crash, as before
+        return None
+    return get_intent()
 
 
 def retry_on_transient_error(task: Task, task_run: Any, state: Any) -> bool:
@@ -246,7 +269,11 @@ def _prepare(
     # One alert per run: flow-level hooks only. A crash (SIGTERM, killed worker) does not
     # run on_failure, hence on_crashed too.
     on_failure=[send_failure_alert],
-    on_crashed=[record_crash, send_failure_alert],
+    # The alert goes first: a crash leaves 30 s before SIGKILL, and the audit update (whose
+    # connection has its own 10 s deadline) must not be what delays or loses the alert.
+    on_crashed=[send_failure_alert, record_interruption],
+    # A cancel ends in Cancelled, not Failed: a notice and the audit trail say so too.
+    on_cancellation=[send_failure_alert, record_interruption],
     on_completion=[send_recovery_notice],
 )
 def hospitaldb_refresh(
@@ -331,9 +358,16 @@ def hospitaldb_refresh(
     except Exception as error:
         failure = error
         raise
+    except BaseException:  # TerminationSignal: cancelled, or the process is being stopped
+        if _termination_intent() == "cancel":
+            # The wait callback has already told the server to cancel the running statement.
+            failure = RunCancelled(selected[len(results)] if len(results) < len(selected) else None)
+            audit.run_interrupted(runtime.flow_run.id, "cancelled", str(failure))
+        raise
     finally:
         error_text = safe(str(failure), 1000) if failure else None
-        if failure or len(results) == len(selected):  # not on a crash: the crash hook records that
+        if not isinstance(failure, RunCancelled) and (failure or len(results) == len(selected)):
+            # not on a crash (the crash hook records that) nor on a cancel (recorded above)
             audit.run_finished(runtime.flow_run.id, "failed" if failure else "completed", error_text)
         audit.close()
         publish_run_artifacts(

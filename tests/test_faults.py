@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -13,6 +12,7 @@ import time
 
 import psycopg2
 import pytest
+from alert_servers import SilentServer
 from flow_runs import (
     InBackground,
     TableLock,
@@ -192,40 +192,22 @@ def test_times_in_alerts_are_utc_whatever_the_database_timezone(demo_database, a
 # --- 2. A database that accepts the connection and never answers --------------------------
 
 
-class SilentDatabase:
-    """Accepts TCP connections on loopback and never says a word (a stuck server, a half-open proxy)."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                self.accepted.append(self.listener.accept()[0])
-
-    def url(self, **query: str) -> str:
-        extra = "".join(f"&{key}={value}" for key, value in query.items())
-        return f"postgresql://refresher@127.0.0.1:{self.port}/hospitaldb?sslmode=disable{extra}"
-
-    def close(self) -> None:
-        for connection in self.accepted:
-            connection.close()
-        self.listener.close()
+def silent_url(server: SilentServer, **query: str) -> str:
+    """A database URL pointing at a server that accepts the connection and never says a word."""
+    extra = "".join(f"&{key}={value}" for key, value in query.items())
+    return f"postgresql://refresher@127.0.0.1:{server.port}/hospitaldb?sslmode=disable{extra}"
 
 
 @pytest.fixture
 def silent_database():
-    server = SilentDatabase()
+    server = SilentServer()
     yield server
     server.close()
 
 
 def test_connecting_to_a_server_that_never_answers_times_out(silent_database):
     started = time.monotonic()
-    error = connect_error(silent_database.url(connect_timeout="2"))
+    error = connect_error(silent_url(silent_database, connect_timeout="2"))
     assert time.monotonic() - started < 10
     assert "timeout expired" in str(error) and "2 s" in str(error)
     assert is_transient(error)
@@ -234,7 +216,7 @@ def test_connecting_to_a_server_that_never_answers_times_out(silent_database):
 def test_a_run_against_a_server_that_never_answers_fails_in_time_and_alerts(
     silent_database, alert_blocks, smtp_server, monkeypatch
 ):
-    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", silent_database.url(connect_timeout="2"))
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", silent_url(silent_database, connect_timeout="2"))
     run = InBackground(lambda: run_flow(retries=1, **alert_blocks))
     run.start()
     run.join(timeout=90)

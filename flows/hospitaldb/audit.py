@@ -79,6 +79,11 @@ class AuditLog:
             self.close()
             return None
 
+    def _rows_of_run(self, flow_run_id: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """Write rows filed under a flow run; outside a flow run there is none to file them under."""
+        if flow_run_id is not None and rows:
+            self._execute(statement, rows, many=True)
+
     def _value(self, statement: str, params: Any = ()) -> Any:
         rows = self._execute(statement, params)
         return rows[0][0] if rows else None
@@ -184,22 +189,19 @@ class AuditLog:
 
     def objects_planned(self, flow_run_id: Any, objects: dict[str, str]) -> None:
         """What this run's steps refresh (object -> step)."""
-        if flow_run_id is None:  # outside a flow run there is no run to file it under
-            return
-        self._execute(
+        self._rows_of_run(
+            flow_run_id,
             "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name) VALUES (%s, %s, %s) "
             "ON CONFLICT DO NOTHING",
             [(str(flow_run_id), step, name) for name, step in objects.items()],
-            many=True,
         )
 
     def objects_refreshed(
         self, flow_run_id: Any, row_counts: dict[str, int], changes: dict[str, dict[str, int]]
     ) -> None:
         """Each object's rows after its step committed, and what the step inserted, updated, deleted."""
-        if flow_run_id is None:  # outside a flow run there is no run to file it under
-            return
-        self._execute(
+        self._rows_of_run(
+            flow_run_id,
             "UPDATE etl_audit.run_objects SET row_count = %s, inserted = %s, updated = %s, deleted = %s "
             "WHERE flow_run_id = %s AND object_name = %s",
             [
@@ -213,15 +215,13 @@ class AuditLog:
                 )
                 for name, counts in changes.items()
             ],
-            many=True,
         )
 
     def checks_finished(
         self, flow_run_id: Any, attempt_id: int | None, step: str, results: list[CheckResult]
     ) -> None:
-        if flow_run_id is None:  # outside a flow run there is no run to file it under
-            return
-        self._execute(
+        self._rows_of_run(
+            flow_run_id,
             "INSERT INTO etl_audit.check_results (flow_run_id, attempt_id, step, check_name, source_file, "
             "severity, outcome, violating_rows, duration_seconds, detail) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -240,18 +240,15 @@ class AuditLog:
                 )
                 for result in results
             ],
-            many=True,
         )
 
     def sources_read(self, flow_run_id: Any, states: list[SourceState]) -> None:
-        if flow_run_id is None:  # outside a flow run there is no run to file it under
-            return
-        self._execute(
+        self._rows_of_run(
+            flow_run_id,
             "INSERT INTO etl_audit.source_counts (flow_run_id, source, row_count, newest) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, source) DO UPDATE "
             "SET row_count = excluded.row_count, newest = excluded.newest, checked_at = now()",
             [(str(flow_run_id), state.source, state.row_count, state.newest) for state in states],
-            many=True,
         )
 
     def last_successful_source_counts(self) -> dict[str, int]:

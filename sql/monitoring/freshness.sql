@@ -2,12 +2,9 @@
 -- succeeded, and when the object's rows last changed (the last successful run that
 -- inserted, updated or deleted any). An object whose step succeeded but whose last
 -- change is old simply had no new data. The objects come from the audit trail
--- (etl_audit.run_objects: what each run's step files refresh), never from a list here.
+-- (etl_audit.refreshed_objects: what the step files refresh), never from a list here.
 WITH object AS (
-    SELECT DISTINCT ON (o.object_name) o.object_name, o.step
-    FROM etl_audit.run_objects AS o
-    JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
-    ORDER BY o.object_name, r.started_at DESC
+    SELECT object_name, step FROM etl_audit.refreshed_objects
 ), last_success AS (
     SELECT step, max(finished_at) AS refreshed_at
     FROM etl_audit.step_attempts

@@ -1,12 +1,9 @@
 -- object_sizes: on-disk size of every refreshed object (with indexes and TOAST),
 -- its live and dead rows. Dead rows pile up from the merge pattern's updates and
 -- deletes; autovacuum should keep n_dead_tup well under n_live_tup. The objects
--- come from the audit trail (etl_audit.run_objects), as the latest run recorded them.
+-- come from the audit trail (etl_audit.refreshed_objects), as the latest run read them.
 WITH object AS (
-    SELECT DISTINCT ON (o.object_name) o.object_name
-    FROM etl_audit.run_objects AS o
-    JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
-    ORDER BY o.object_name, r.started_at DESC
+    SELECT object_name FROM etl_audit.refreshed_objects
 )
 SELECT o.object_name,
        CASE c.relkind WHEN 'm' THEN 'materialized view' ELSE 'table' END AS kind,

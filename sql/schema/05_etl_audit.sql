@@ -110,6 +110,14 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
     PRIMARY KEY (flow_run_id, object_name)
 );
 
+-- refreshed_objects: every object the refresh keeps, with its step, as the latest run
+-- that planned it read them from the step files. Monitoring and data_status start here.
+CREATE OR REPLACE VIEW etl_audit.refreshed_objects AS
+SELECT DISTINCT ON (o.object_name) o.object_name, o.step
+FROM etl_audit.run_objects AS o
+JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
+ORDER BY o.object_name, r.started_at DESC;
+
 -- data_status: what a dashboard reader needs to know about each refreshed object,
 -- readable with a read-only role (README, "Data you can trust"):
 --   published_at     when its step last committed, i.e. when its data was last published;
@@ -121,10 +129,7 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
 --                    the freshness check's default).
 CREATE OR REPLACE VIEW etl_audit.data_status AS
 WITH object AS (
-    SELECT DISTINCT ON (o.object_name) o.object_name, o.step
-    FROM etl_audit.run_objects AS o
-    JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
-    ORDER BY o.object_name, r.started_at DESC
+    SELECT object_name, step FROM etl_audit.refreshed_objects
 ), published AS (
     SELECT step, max(finished_at) AS published_at
     FROM etl_audit.step_attempts

@@ -100,9 +100,9 @@ def _is_select(text: str) -> bool:
     return type(raw.stmt).__name__ == "SelectStmt"
 
 
-def check_files(step: str, sql_dir: Path | None = None) -> list[Path]:
+def check_files(step: str) -> list[Path]:
     """The check files that guard step: every-step checks first, then the step's own."""
-    folder = (sql_dir or step_sql_dir()) / "checks"
+    folder = step_sql_dir() / "checks"
     return [*sorted((folder / EVERY_STEP).glob("*.sql")), *sorted((folder / step).glob("*.sql"))]
 
 

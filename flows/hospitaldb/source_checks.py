@@ -73,8 +73,8 @@ class SourceCheckFailed(StepError):
         )
 
 
-def sources_file(sql_dir: Path | None = None) -> Path:
-    return (sql_dir or step_sql_dir()) / "checks" / "sources.sql"
+def sources_file() -> Path:
+    return step_sql_dir() / "checks" / "sources.sql"
 
 
 def read_sources(target: DatabaseTarget, statement_timeout_seconds: float) -> tuple[list[SourceState], float]:

@@ -3,7 +3,9 @@
 #   1. validate prefect.yaml offline (Prefect itself ignores unknown keys);
 #   2. create the process work pool if it does not exist;
 #   3. create or update the blocks from HOSPITALDB_* variables (see README "Alerts");
-#   4. `prefect --no-prompt deploy --all` (the nightly and on-demand deployments).
+#   4. `prefect --no-prompt deploy --all` (the nightly and on-demand deployments);
+#   5. create or update the automation that marks a run Crashed when its heartbeats
+#      stop (worker and process killed together) and posts to the Slack block.
 # Needs PREFECT_API_URL (a running `prefect server start`, or Prefect Cloud) and the
 # project's virtualenv on PATH (source .venv/bin/activate).
 set -euo pipefail
@@ -21,6 +23,7 @@ fi
 python deployments/create_blocks.py
 # prefect.yaml's pull step runs the flow from this checkout.
 HOSPITALDB_PROJECT_DIR="$(pwd)" prefect --no-prompt deploy --all
+python deployments/create_automations.py
 echo
 echo "Deployed. Start a worker (keep it running):  prefect worker start --pool $pool"
 echo "First manual run:  prefect deployment run 'hospitaldb-refresh/nightly' --watch"

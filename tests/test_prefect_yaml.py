@@ -73,6 +73,16 @@ def line_of(text: str, fragment: str) -> int:
             "    entrypoint: flows/refresh.py:no_such_flow\n    schedules",
             "entrypoint 'flows/refresh.py:no_such_flow' of deployment 'nightly' does not load",
         ),
+        (
+            '          PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "30"',
+            '          PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "10"',
+            "deployment 'nightly' must set work_pool.job_variables.env.PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+        ),
+        (
+            '        env:\n          PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "30"',
+            '        env:\n          PREFECT_FLOWS_HEARTBEAT: "30"',
+            "deployment 'nightly' must set work_pool.job_variables.env.PREFECT_FLOWS_HEARTBEAT_FREQUENCY",
+        ),
     ],
 )
 def test_mistakes_are_reported_with_their_line(

@@ -222,6 +222,34 @@ def _check_parameters(report: _Report, deployment: dict[str, Any], path: KeyPath
             logging.getLogger("prefect.flows").disabled = False
 
 
+HEARTBEAT_VARIABLE = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+
+
+def heartbeat_seconds(deployment: dict[str, Any]) -> int | None:
+    """The heartbeat period a deployment's runs get from its job variables, or None."""
+    env = ((deployment.get("work_pool") or {}).get("job_variables") or {}).get("env") or {}
+    value = str(env.get(HEARTBEAT_VARIABLE, "")).strip()
+    return int(value) if value.isdigit() else None
+
+
+def _check_heartbeat(report: _Report, deployment: dict[str, Any], path: KeyPath, label: str) -> None:
+    # deployments/create_automations.py crashes a run after three silent periods; without
+    # this variable Prefect's default period (180 s) would make every long step look dead.
+    period = heartbeat_seconds(deployment)
+    if period is None or period < 30:
+        # Point at the variable, or at the deepest part of its path that exists.
+        where, node = path, deployment
+        for key in ("work_pool", "job_variables", "env", HEARTBEAT_VARIABLE):
+            if not isinstance(node, dict) or key not in node:
+                break
+            where, node = (*where, key), node[key]
+        report.add(
+            where,
+            f"{label} must set work_pool.job_variables.env.{HEARTBEAT_VARIABLE} to a whole number "
+            'of seconds, at least 30 (e.g. "30"): the unresponsive-run automation relies on it',
+        )
+
+
 def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
     """Every problem in the file, as 'SOURCE:LINE: message'; empty when it is sound."""
     try:
@@ -276,5 +304,6 @@ def check_prefect_yaml(path: Path, source: str = "prefect.yaml") -> list[str]:
             _check_schedule(report, schedule, (*path_, "schedules", number), label)
         if deployment.get("schedule") is not None:
             _check_schedule(report, deployment["schedule"], (*path_, "schedule"), label)
+        _check_heartbeat(report, deployment, path_, label)
         _check_parameters(report, deployment, path_, label)
     return report.problems

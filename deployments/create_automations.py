@@ -1,0 +1,177 @@
+"""Create or update the server-side automation that catches runs whose process died silently.
+
+    python deployments/create_automations.py
+
+A flow run whose worker and process are killed together (out of memory, node lost,
+`kill -9` of the worker's process group) can run no hook: nothing in it survives to
+report. Prefect would show it Running forever. Every flow run sends a heartbeat event
+(`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, set per deployment in prefect.yaml); this
+automation, evaluated by the Prefect server itself, fires when a HospitalDB run's
+heartbeats stop for three periods without a final state, and
+
+  1. marks the run Crashed, which frees its deployment concurrency slot, and
+  2. posts a notice through the Slack block 'hospitaldb-slack' (when it exists).
+
+What it cannot do: send the email alert (Prefect's server can only notify through
+notification blocks; our SMTP block is not one), or write to etl_audit (the next run
+marks the dead run's rows abandoned). The server needs prefect-slack installed to load
+the Slack block, as a worker does.
+
+Idempotent: the automation is replaced by name.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hospitaldb.notifications import DEFAULT_SLACK_BLOCK
+from hospitaldb.prefect_yaml_check import check_prefect_yaml, heartbeat_seconds
+from hospitaldb.steps import PROJECT_ROOT
+
+CRASH_AUTOMATION = "hospitaldb-crash-unresponsive-runs"
+NOTICE_AUTOMATION = "hospitaldb-notify-unresponsive-runs"
+# Three missed heartbeats: one late heartbeat on a busy worker is not a crash.
+MISSED_HEARTBEATS = 3
+FINAL_STATES = ("Completed", "Failed", "Cancelled", "Crashed")
+# The crash automation's state message starts with this; the notice automation matches it,
+# so a run that crashed any other way (and whose hooks already alerted) gets no second notice.
+CRASH_MESSAGE = "No heartbeat for {seconds} s"
+
+NOTICE_SUBJECT = "[HospitalDB] Refresh CRASHED: its process stopped answering"
+NOTICE_BODY = (
+    "Flow run {{ flow_run.name }} ({{ flow_run.id }}) of {{ flow.name }} sent no heartbeat for "
+    "{seconds} s, and the Prefect server marked it Crashed. Its worker or machine is gone "
+    "(killed, out of memory, node lost), so no failure hook could run.\n"
+    "PostgreSQL rolled back the step in progress: readers keep the previous data. The next run "
+    "marks this run's etl_audit rows abandoned.\n"
+    "What to do: check the worker (prefect worker start --pool ...), then rerun with "
+    "prefect deployment run 'hospitaldb-refresh/on-demand'."
+)
+
+
+def heartbeat_periods(prefect_yaml: Path = PROJECT_ROOT / "prefect.yaml") -> dict[str, int]:
+    """Flow name -> the longest heartbeat period among its deployments (validated first)."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    problems = check_prefect_yaml(prefect_yaml)
+    if problems:
+        raise ValueError("\n".join(problems))
+    periods: dict[str, int] = {}
+    for deployment in yaml.safe_load(prefect_yaml.read_text())["deployments"]:
+        flow_name = load_flow_from_entrypoint(str(PROJECT_ROOT / deployment["entrypoint"])).name
+        periods[flow_name] = max(periods.get(flow_name, 0), heartbeat_seconds(deployment) or 0)
+    return periods
+
+
+def build_automations(periods: dict[str, int], slack_block_id: Any | None) -> list[Any]:
+    """The crash automation, and the notice automation when there is a Slack block."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState, SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    silent_for = MISSED_HEARTBEATS * max(periods.values())
+    crash_message = CRASH_MESSAGE.format(seconds=silent_for)
+    our_flows = ResourceSpecification(
+        {"prefect.resource.role": "flow", "prefect.resource.name": sorted(periods)}
+    )
+    automations = [
+        Automation(
+            name=CRASH_AUTOMATION,
+            description=f"Marks a {', '.join(sorted(periods))} run Crashed after {silent_for} s without a heartbeat.",
+            trigger=EventTrigger(
+                posture=Posture.Proactive,
+                after={"prefect.flow-run.heartbeat"},
+                expect={
+                    "prefect.flow-run.heartbeat",
+                    *(f"prefect.flow-run.{state}" for state in FINAL_STATES),
+                },
+                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+                match_related=our_flows,
+                for_each={"prefect.resource.id"},
+                threshold=1,
+                within=timedelta(seconds=silent_for),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"{crash_message}: the flow-run process and its worker are gone.",
+                )
+            ],
+        )
+    ]
+    if slack_block_id is not None:
+        # A separate, reactive automation: a proactive trigger can fire more than once for
+        # one silent run, but a run enters Crashed only once.
+        automations.append(
+            Automation(
+                name=NOTICE_AUTOMATION,
+                description=f"Posts to Slack when {CRASH_AUTOMATION} marks a run Crashed.",
+                trigger=EventTrigger(
+                    posture=Posture.Reactive,
+                    expect={"prefect.flow-run.Crashed"},
+                    match=ResourceSpecification(
+                        {
+                            "prefect.resource.id": "prefect.flow-run.*",
+                            "prefect.state-message": f"{crash_message}*",
+                        }
+                    ),
+                    match_related=our_flows,
+                    threshold=1,
+                ),
+                actions=[
+                    SendNotification(
+                        block_document_id=slack_block_id,
+                        subject=NOTICE_SUBJECT,
+                        body=NOTICE_BODY.replace("{seconds}", str(silent_for)),
+                    )
+                ],
+            )
+        )
+    return automations
+
+
+def _slack_block_id() -> Any | None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect_slack import SlackWebhook
+
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_block_document_by_name(
+                DEFAULT_SLACK_BLOCK, SlackWebhook.get_block_type_slug()
+            ).id
+        except ObjectNotFound:
+            return None
+
+
+def main() -> int:
+    from prefect.automations import Automation
+
+    try:
+        periods = heartbeat_periods()
+    except ValueError as error:
+        print(f"error    automation: {error}", file=sys.stderr)
+        return 1
+    slack_block_id = _slack_block_id()
+    for name in (CRASH_AUTOMATION, NOTICE_AUTOMATION):
+        try:
+            Automation.read(name=name).delete()
+        except ValueError:
+            pass  # not created yet
+    for automation in build_automations(periods, slack_block_id):
+        automation.create()
+        print(f"saved    automation '{automation.name}': {automation.description}")
+    if slack_block_id is None:
+        print(f"skipped  notice automation: no SlackWebhook '{DEFAULT_SLACK_BLOCK}'")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -240,6 +240,15 @@ def test_every_session_has_keepalives_a_user_timeout_and_a_client_check(demo_dat
         with connection.cursor() as cursor:
             cursor.execute("SHOW client_connection_check_interval")
             assert cursor.fetchone()[0] == "10s"
+            # The server's end too, so a dropped lock session frees the overlap lock in about a
+            # minute, not two hours. Only TCP has keepalives: on the embedded server's Unix
+            # socket PostgreSQL reports 0; the suite's pass on the PostgreSQL server checks TCP.
+            on_tcp = not parameters["host"].startswith("/")
+            cursor.execute(
+                "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_count'),"
+                " current_setting('tcp_user_timeout')"
+            )
+            assert cursor.fetchone() == (("30", "3", "30000") if on_tcp else ("0", "0", "0"))
     finally:
         connection.close()
 

@@ -36,6 +36,15 @@ TCP_DEFAULTS = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,
 }
+# The same on the server's end of each TCP session: a NAT that silently drops an idle lock
+# session would otherwise leave its backend, and the overlap lock, held for the kernel's
+# default two hours, refusing every following run as "already running". Ignored on Unix sockets.
+SERVER_TCP_SETTINGS = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
 # PostgreSQL 14+: the server checks every 10 s that the client is still there while a
 # statement runs, so the backend of a killed worker stops instead of running on for hours.
 CLIENT_CHECK_INTERVAL_MS = "10000"
@@ -112,6 +121,9 @@ class DatabaseTarget:
                 "       set_config('lock_timeout', %s, false)",
                 (_milliseconds(statement_timeout_seconds), _milliseconds(lock_timeout_seconds)),
             )
+            for name, value in SERVER_TCP_SETTINGS.items():
+                if name != "tcp_user_timeout" or connection.server_version >= 120000:
+                    cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
             if connection.server_version >= 140000:
                 cursor.execute(
                     "SELECT set_config('client_connection_check_interval', %s, false)",

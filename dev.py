@@ -6,8 +6,11 @@
     python3 dev.py test [ARGS]  run the test suite; ARGS go to pytest
     python3 dev.py lint         ruff check and format check
     python3 dev.py validate     every SQL file parses, the flow imports
+    python3 dev.py image [ARGS] build the container image (docker or podman); ARGS go to
+                                deployments/container/build_image.py (--help)
     python3 dev.py ci           lint, validate, the suite on embedded PostgreSQL, then the
-                                suite again on the PostgreSQL server when one answers
+                                suite again on the PostgreSQL server when one answers, then
+                                the container test when podman or docker is there
 
 Each command first makes sure .venv holds what the requirements files ask for and
 the hospitaldb package, installed editable from this checkout; it needs nothing
@@ -79,6 +82,11 @@ def lint(_: list[str]) -> int:
     )
 
 
+def image(args: list[str]) -> int:
+    ensure_environment("requirements.txt")
+    return run(str(PYTHON), "deployments/container/build_image.py", *args)
+
+
 def validate(_: list[str]) -> int:
     ensure_environment("requirements-dev.txt")
     return run(str(PYTHON), "tools/validate.py")
@@ -88,22 +96,27 @@ def ci(args: list[str]) -> int:
     for step in (lint, validate):
         if step([]):
             return 1
+    # The container test builds an image and needs the server: it runs once, last.
+    suite = [str(PYTHON), "-m", "pytest", "-m", "not container", *args]
     print("\n== Test suite on embedded PostgreSQL ==", flush=True)
     embedded = {key: value for key, value in os.environ.items() if key != SERVER_URL_ENV}
     ensure_environment("requirements-dev.txt")
-    if subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=embedded).returncode:
+    if subprocess.run(suite, cwd=ROOT, env=embedded).returncode:
         return 1
     server_url = os.environ.get(SERVER_URL_ENV)
     if not server_url and server_answers():
         server_url = LOCAL_SERVER_URL
     if not server_url:
-        print("\nNo PostgreSQL server at 127.0.0.1:5432: the server run is skipped.")
+        print("\nNo PostgreSQL server at 127.0.0.1:5432: the server and container runs are skipped.")
         return 0
     print("\n== Test suite on the PostgreSQL server ==", flush=True)
-    return run(str(PYTHON), "-m", "pytest", *args, env={SERVER_URL_ENV: server_url})
+    if run(*suite, env={SERVER_URL_ENV: server_url}):
+        return 1
+    print("\n== Containers: image, Docker work pool, worker ==", flush=True)
+    return run(str(PYTHON), "-m", "pytest", "-m", "container", *args, env={SERVER_URL_ENV: server_url})
 
 
-COMMANDS = {"demo": demo, "test": test, "lint": lint, "validate": validate, "ci": ci}
+COMMANDS = {"demo": demo, "test": test, "image": image, "lint": lint, "validate": validate, "ci": ci}
 
 
 def main() -> int:

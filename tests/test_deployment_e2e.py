@@ -77,7 +77,9 @@ def start_run(env: dict[str, str], deployment: str) -> str:
     return next(line.split()[-1] for line in done.stdout.splitlines() if "UUID" in line)
 
 
-def deployed_environment(server_env, database_url, smtp_server, webhook_server) -> dict[str, str]:
+def deployed_environment(
+    server_env, database_url, smtp_server, webhook_server, deploy_args: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Run deploy.sh (twice: it is idempotent) against a server; return the workers' environment."""
     env = {
         **server_env,
@@ -94,7 +96,11 @@ def deployed_environment(server_env, database_url, smtp_server, webhook_server) 
     }
     for attempt in ("first", "again"):
         deployed = subprocess.run(
-            ["bash", "deployments/deploy.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+            ["bash", "deployments/deploy.sh", *deploy_args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert deployed.returncode == 0, f"deploy.sh ({attempt}):\n" + deployed.stdout + deployed.stderr
     return env

@@ -8,7 +8,6 @@ embedded server listens on a Unix socket only). Runs last in `dev.py ci`, once.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -120,8 +119,7 @@ def image_text(engine: str, image: str, tmp_path: Path) -> bytes:
     return b"\n".join([history, inspect, *files])
 
 
-@contextlib.contextmanager
-def running_container_env(engine: str) -> Iterator[list[str]]:
+def running_container_env(engine: str) -> list[str]:
     """The environment of the flow-run container running now."""
     listed = subprocess.run(
         [engine, "ps", "--format", "json", "--filter", f"ancestor={TAG}"], capture_output=True, text=True
@@ -130,7 +128,7 @@ def running_container_env(engine: str) -> Iterator[list[str]]:
     inspected = subprocess.run(
         [engine, "inspect", container["Id"]], capture_output=True, text=True, check=True
     )
-    yield json.loads(inspected.stdout)[0]["Config"]["Env"]
+    return json.loads(inspected.stdout)[0]["Config"]["Env"]
 
 
 def test_the_image_runs_the_refresh_on_a_docker_work_pool_and_alerts_from_inside(
@@ -152,8 +150,7 @@ def test_the_image_runs_the_refresh_on_a_docker_work_pool_and_alerts_from_inside
                 assert done.returncode == 0, done.stdout + done.stderr
                 good = next(line.split()[-1] for line in done.stdout.splitlines() if "UUID" in line)
                 wait_for_blocked_refresh(demo_database, timeout=300)
-                with running_container_env(engine) as container_env:
-                    pass
+                container_env = running_container_env(engine)
             finally:
                 blocker.release()
             good_state = wait_for_final_state(env["PREFECT_API_URL"], good, timeout=300)

@@ -12,7 +12,8 @@ from flow_runs import TableLock, run_flow, run_logs, wait_for_blocked_refresh
 from helpers import add_source_rows, execute
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
-from hospitaldb.database import DATABASE_URL_ENV
+from hospitaldb.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.monitoring import run_monitoring_query
 from hospitaldb.steps import PROJECT_ROOT
 from hospitaldb.text import redact
 
@@ -46,7 +47,8 @@ def test_sql_error_in_step_2_sends_exactly_one_email_and_one_slack_message(
         "Flow:        hospitaldb-refresh",
         "Failed step: refresh_phase3_reporting_tables",
         "Attempts:    1",
-        'violates check constraint "revenue_summary_paid_amount_check"',
+        "check_violation on reporting.revenue_summary, constraint revenue_summary_paid_amount_check",
+        "SQLSTATE 23514",
         "sql/refresh_phase3_reporting_tables.sql:",
         "INSERT INTO reporting.revenue_summary",
         f"Run page:    http://prefect.hospital.example/runs/flow-run/{run_id}",
@@ -96,7 +98,7 @@ def test_failure_then_success_sends_a_recovered_notice_once(
         "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables",
         "[HospitalDB] Refresh recovered",
     ]
-    assert "ended Failed" in smtp_server.received[1].text
+    assert "ended failed" in smtp_server.received[1].text
     assert [text.splitlines()[0] for text in webhook_server.texts()] == [
         "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables",
         "[HospitalDB] Refresh recovered",
@@ -134,6 +136,11 @@ def test_sigterm_mid_step_sends_the_crash_alert(
     assert "State:       Crashed" in mail.text
     assert "The run was killed" in mail.text
     assert len(webhook_server.posts) == 1
+    (crashed,) = run_monitoring_query(target_from_url(demo_database, "test"), "failed_runs")
+    assert (crashed["outcome"], crashed["failed_at"]) == ("crashed", "refresh_phase3_reporting_tables")
+    assert crashed["error"] == mail.text.split("Error:")[1].split("\n")[0].strip(), (
+        "one text, whoever wrote it"
+    )
 
 
 def test_smtp_down_and_webhook_500_leave_the_run_state_alone_and_log_why(
@@ -146,7 +153,7 @@ def test_smtp_down_and_webhook_500_leave_the_run_state_alone_and_log_why(
     state = run_flow(retries=0, **alert_blocks)
 
     assert state.is_failed()
-    assert "violates check constraint" in state.message
+    assert "revenue_summary_paid_amount_check" in state.message
     logs = run_logs(state)
     assert "email alert not sent: ConnectionRefusedError" in logs
     assert "slack alert not sent: NotificationError" in logs
@@ -180,7 +187,7 @@ def test_a_hung_smtp_server_costs_bounded_time_and_a_logged_error(demo_database,
     finally:
         silent.close()
     assert state.is_failed()
-    assert "violates check constraint" in state.message
+    assert "revenue_summary_paid_amount_check" in state.message
     assert "email alert not sent: TimeoutError: no answer within 2 s" in run_logs(state)
 
 

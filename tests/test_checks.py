@@ -267,10 +267,10 @@ def test_data_status_for_a_read_only_role_after_good_failed_and_stale_runs(demo_
         execute(demo_database, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(sql.Identifier(role)))
 
 
-def test_an_existing_install_is_upgraded_in_place_on_the_next_run(demo_database, prefect):
-    previous_main = Path(__file__).parent / "fixtures" / "etl_audit_previous_main.sql"
+@pytest.mark.parametrize("release", ["first_release", "previous_main"])
+def test_an_existing_install_is_upgraded_in_place_on_the_next_run(demo_database, prefect, release):
     execute(demo_database, "DROP SCHEMA etl_audit CASCADE")
-    execute(demo_database, previous_main.read_text())
+    execute(demo_database, (Path(__file__).parent / "fixtures" / f"etl_audit_{release}.sql").read_text())
     old_run = str(uuid.uuid4())
     execute(
         demo_database,
@@ -291,6 +291,7 @@ def test_an_existing_install_is_upgraded_in_place_on_the_next_run(demo_database,
     )
     assert statuses == [("completed", "passed", False)]
     assert scalar(demo_database, "SELECT count(*) FROM etl_audit.data_status") == len(REFRESHED_OBJECTS)
+    assert query(demo_database, "SELECT DISTINCT outcome FROM etl_audit.refresh_runs") == [("completed",)]
 
 
 def test_a_broken_check_file_fails_the_run_before_any_write(demo_database, prefect, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ answers, once with the Prefect server itself on PostgreSQL (asyncpg).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,9 @@ from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from psycopg2 import sql
 
+from hospitaldb.database import target_from_url
 from hospitaldb.local_prefect import prefect_cli, prefect_server, prefect_worker
+from hospitaldb.monitoring import run_monitoring_query
 from hospitaldb.steps import PROJECT_ROOT
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -195,7 +198,24 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["hospitaldb-refresh-summary"])),
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[third])),
             )
+            (steps,) = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["hospitaldb-refresh-steps"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[third])),
+            )
         assert summary.data.startswith("# HospitalDB refresh cancelled"), summary.data
+        assert [(row["step"], row["status"]) for row in json.loads(steps.data)] == [
+            ("refresh_phase2_materialized_views", "completed"),
+            ("refresh_phase3_reporting_tables", "cancelled"),
+            ("refresh_dashboards", "not run"),
+        ]
+        failed = {
+            row["flow_run_id"]: row
+            for row in run_monitoring_query(target_from_url(demo_database, "t"), "failed_runs")
+        }
+        assert (failed[third]["outcome"], failed[third]["failed_at"]) == (
+            "cancelled",
+            "refresh_phase3_reporting_tables",
+        )
         (mail,) = smtp_server.received
         assert mail.message["Subject"] == "[HospitalDB] Refresh CANCELLED at refresh_phase3_reporting_tables"
         assert "rolled back" in mail.text

@@ -18,11 +18,7 @@ from helpers import (
     snapshot,
 )
 
-from hospitaldb.database import resolve_database
-from hospitaldb.refresh import STEP_TASKS
 from hospitaldb.settings import SQL_DIR
-
-refresh_phase2_materialized_views = STEP_TASKS["refresh_phase2_materialized_views"]
 
 
 def step_files_in(folder, monkeypatch, sql: str) -> None:
@@ -47,7 +43,10 @@ def test_failing_statement_in_step_2_keeps_previous_data_and_stops_step_3(demo_d
     assert state.is_failed()
     message = error_text(state)
     assert "refresh_phase3_reporting_tables failed at sql/refresh_phase3_reporting_tables.sql:" in message
-    assert 'violates check constraint "revenue_summary_paid_amount_check"' in message
+    assert (
+        "check_violation on reporting.revenue_summary, constraint revenue_summary_paid_amount_check"
+        in message
+    )
     assert "SQLSTATE 23514" in message
     assert snapshot(demo_database, STEP2_TABLES + STEP3_TABLES) == before
     runs = task_runs(state)
@@ -79,22 +78,20 @@ def test_undefined_table_fails_at_once_and_rolls_back_the_whole_step(demo_databa
     assert snapshot(demo_database, views) == before, "statements 1-3 of the step were rolled back"
 
 
-def test_syntax_error_is_not_retried_and_names_file_and_line(demo_database, prefect, tmp_path, monkeypatch):
+def test_syntax_error_refuses_the_run_before_any_step_and_names_file_and_line(
+    demo_database, prefect, tmp_path, monkeypatch
+):
     step_files_in(
         tmp_path, monkeypatch, "-- refresh\nREFRESH MATERIALIZED VIEW analytics.mv_visit_summary;\nSELEC 1;\n"
     )
-    task = refresh_phase2_materialized_views.with_options(retries=3, retry_delay_seconds=0)
 
-    state = task("refresh_phase2_materialized_views", resolve_database(), 60, 5, return_state=True)
+    state = run_flow(retries=3, steps=["refresh_phase2_materialized_views"])
 
     assert state.is_failed()
     message = error_text(state)
     assert 'syntax error at or near "SELEC"' in message
     assert f"{tmp_path}/refresh_phase2_materialized_views.sql:3" in message
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        assert client.read_task_run(state.state_details.task_run_id).run_count == 1
+    assert task_runs(state) == {}, "refused before any task: nothing to retry"
 
 
 def test_terminated_backend_is_retried_and_the_run_completes_with_correct_data(demo_database, prefect):
@@ -172,10 +169,10 @@ def test_literals_comments_and_dollar_quoting_run_as_written(new_database, prefe
             """
         ),
     )
-    task = refresh_phase2_materialized_views.with_options(retries=0)
-    result = task("refresh_phase2_materialized_views", resolve_database(), 60, 5)
+    state = run_flow(retries=0, steps=["refresh_phase2_materialized_views"])
 
-    assert len(result["statements"]) == 6
+    assert state.is_completed(), error_text(state)
+    assert state.result()[0]["statements"] == 6
     notes = {row[0] for row in query(new_database, "SELECT note FROM public.notes")}
     assert notes == {
         "semicolon; and :name and :other",

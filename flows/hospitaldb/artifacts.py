@@ -1,29 +1,31 @@
 """Prefect artifacts for every refresh run: a table of steps and a short markdown summary.
 
-Keys are stable (artifact keys allow only [a-z0-9-]), so the Artifacts page shows
-the history of each across runs.
+Both render the run's recorded outcome (hospitaldb.outcome): the status is the
+one the run recorded, never read from an error's words. Keys are stable
+(artifact keys allow only [a-z0-9-]), so the Artifacts page shows the history of
+each across runs.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
+
+from hospitaldb.outcome import CheckResult, RunOutcome, SourcesOutcome, StepStatus, rows
 
 STEPS_ARTIFACT_KEY = "hospitaldb-refresh-steps"
 SUMMARY_ARTIFACT_KEY = "hospitaldb-refresh-summary"
 
 
-def checks_summary(checks: list[dict[str, Any]]) -> str:
+def checks_summary(checks: list[CheckResult]) -> str:
     """'8 passed, 1 warned: unbilled_visits (1 row)': the outcome of a step's checks."""
     counts = {
-        outcome: sum(c["outcome"] == outcome for c in checks) for outcome in ("passed", "warned", "failed")
+        outcome: sum(check.outcome == outcome for check in checks)
+        for outcome in ("passed", "warned", "failed")
     }
     text = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
     flagged = [
-        f"{c['name']} ({c['violating_rows']:,} row{'s' if c['violating_rows'] != 1 else ''})"
-        for c in checks
-        if c["outcome"] != "passed"
+        f"{check.name} ({rows(check.violating_rows)})" for check in checks if check.outcome != "passed"
     ]
     return text + (": " + ", ".join(flagged) if flagged else "") if text else "none"
 
@@ -38,99 +40,69 @@ def changes_summary(changes: dict[str, dict[str, int]]) -> str:
     return "; ".join(changed) or "no change"
 
 
-def step_rows(
-    results: list[dict[str, Any]], selected: list[str], error: BaseException | None
-) -> list[dict[str, Any]]:
-    """One row per selected step: what it did and what its checks found, or why it did not run."""
-    rows = [
+def step_rows(outcome: RunOutcome) -> list[dict[str, Any]]:
+    """One row per selected step: what it did and what its checks found, or that it did not run."""
+    return [
         {
-            "step": result["step"],
-            "status": "completed",
-            "statements": len(result["statements"]),
-            "seconds": result["seconds"],
-            "rows": result["rows"],
-            "attempts": result["attempts"],
-            "checks": checks_summary(result["checks"]),
-            "changes": changes_summary(result.get("changes") or {}),
+            "step": step.step,
+            "status": step.status.value,
+            "statements": step.statements,
+            "seconds": step.seconds,
+            "rows": step.rows,
+            "attempts": step.attempts or None,
+            "checks": checks_summary(step.checks) if step.checks else None,
+            "changes": changes_summary(step.changes) if step.status == StepStatus.COMPLETED else None,
         }
-        for result in results
+        for step in outcome.steps
     ]
-    for position, step in enumerate(selected[len(results) :]):
-        failed_here = position == 0 and getattr(error, "step", None) == step
-        failed_checks = getattr(error, "results", None) if failed_here else None
-        rows.append(
-            {
-                "step": step,
-                "status": getattr(error, "status", "failed") if failed_here else "not run",
-                "statements": None,
-                "seconds": None,
-                "rows": None,
-                "attempts": getattr(error, "attempt", None) if failed_here else None,
-                "checks": checks_summary([{**asdict(c), "outcome": c.outcome} for c in failed_checks])
-                if failed_checks
-                else None,
-                "changes": None,
-            }
-        )
-    return rows
 
 
-def sources_line(sources: dict[str, Any] | None, error: BaseException | None) -> str:
+def sources_line(sources: SourcesOutcome | None) -> str:
     if sources is None:
-        failed = getattr(error, "problems", None)
-        return "Source checks: failed: " + "; ".join(failed) if failed else "Source checks: not run"
-    if not sources["enforced"]:
-        skipped = "; ".join(sources["problems"]) or "nothing would have failed"
-        return f"Source checks: skipped (skip_source_checks); {skipped}"
-    return f"Source checks: {sources['sources']} sources passed"
+        return "Source checks: not run"
+    problems = "; ".join(problem.text for problem in sources.problems)
+    if not sources.enforced:
+        return f"Source checks: skipped (skip_source_checks); {problems or 'nothing would have failed'}"
+    if problems:
+        return f"Source checks: failed: {problems}"
+    return f"Source checks: {sources.sources} sources passed"
 
 
-def summary_markdown(
-    rows: list[dict[str, Any]], target: str, error_text: str | None, sources: str = "", dry_run: bool = False
-) -> str:
-    status = ("cancelled" if "cancelled" in error_text else "failed") if error_text else "completed"
-    what = "dry run (rolled back: nothing changed)" if dry_run else "refresh"
+def summary_markdown(outcome: RunOutcome) -> str:
+    what = "HospitalDB dry run (rolled back: nothing changed)" if outcome.dry_run else "HospitalDB refresh"
     lines = [
-        f"# HospitalDB {what} {status}",
+        f"# {outcome.title(what)}",
         "",
-        f"Database: {target}",
+        f"Database: {outcome.database or 'not resolved'}",
         "",
-        sources,
+        sources_line(outcome.sources),
         "",
         "| step | status | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) |",
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
-    for row in rows:
+    for row in step_rows(outcome):
         cells = [row["step"], row["status"]] + [
             "" if row[key] is None else f"{row[key]:,}" if key == "rows" else str(row[key])
             for key in ("statements", "seconds", "rows", "attempts", "checks", "changes")
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if error_text:
-        lines += ["", f"**Error:** {error_text}"]
+    if outcome.error:
+        lines += ["", f"**Error:** {outcome.error}"]
     return "\n".join(lines)
 
 
-def publish_run_artifacts(
-    results: list[dict[str, Any]],
-    selected: list[str],
-    target: str,
-    error: BaseException | None,
-    error_text: str | None,
-    logger: logging.Logger | logging.LoggerAdapter,
-    sources: dict[str, Any] | None = None,
-    dry_run: bool = False,
-) -> None:
+def publish_run_artifacts(outcome: RunOutcome, logger: logging.Logger | logging.LoggerAdapter) -> None:
     """Create both artifacts; a failure here is logged, never raised."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    rows = step_rows(results, selected, error)
     try:
         create_table_artifact(
-            table=rows, key=STEPS_ARTIFACT_KEY, description="HospitalDB refresh: steps of this run"
+            table=step_rows(outcome),
+            key=STEPS_ARTIFACT_KEY,
+            description="HospitalDB refresh: steps of this run",
         )
         create_markdown_artifact(
-            markdown=summary_markdown(rows, target, error_text, sources_line(sources, error), dry_run),
+            markdown=summary_markdown(outcome),
             key=SUMMARY_ARTIFACT_KEY,
             description="HospitalDB refresh: summary of this run",
         )

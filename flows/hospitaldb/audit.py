@@ -1,9 +1,10 @@
-"""The audit trail in the HospitalDB itself (schema etl_audit), written best-effort.
+"""The audit trail in the HospitalDB itself (schema etl_audit): every statement that reads or writes it.
 
-Every statement that reads or writes etl_audit from Python is here; the named
-monitoring queries over it are in sql/monitoring/.
+The record of a run (hospitaldb.outcome) is written here as it happens and read back
+by run id when the process that made it is gone (a cancel or a crash reported by the
+worker). The named monitoring queries over it are in sql/monitoring/.
 
-Rows go through a separate autocommit session, so a step that rolls back still
+Rows go through one autocommit session per run, so a step that rolls back still
 leaves its attempt and statements on record. Any failure to write (no privilege,
 schema missing and not creatable, a full disk) is logged once and switches the
 audit off for this writer: auditing never fails the refresh.
@@ -11,58 +12,63 @@ audit off for this writer: auditing never fails the refresh.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extras
 
-from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
-from hospitaldb.errors import postgres_message
-from hospitaldb.sql_runner import StatementResult
-from hospitaldb.sql_script import load_statements
-from hospitaldb.steps import SQL_DIR
+from hospitaldb.audit_schema import upgrade_schema
+from hospitaldb.database import DatabaseTarget, Limits
+from hospitaldb.errors import report
+from hospitaldb.outcome import PreviousRun, RunOutcome, RunStatus, StepOutcome, StepStatus
 from hospitaldb.text import safe
 
 if TYPE_CHECKING:
-    from hospitaldb.checks import CheckResult
+    from hospitaldb.outcome import CheckResult
     from hospitaldb.source_checks import SourceState
+    from hospitaldb.sql_runner import StatementResult
 
 ERROR_LENGTH = 1000
-
-AUDIT_SCHEMA_FILE = SQL_DIR / "schema" / "05_etl_audit.sql"
+# Bookkeeping must never hold up the refresh: the audit session's limits are the run's, at most this.
+AUDIT_LIMIT_SECONDS = 10
+AUDIT_LIMITS = Limits(AUDIT_LIMIT_SECONDS, AUDIT_LIMIT_SECONDS)
 
 
 class AuditLog:
-    """Writes etl_audit rows; every method returns quietly if auditing is off."""
+    """Reads and writes etl_audit rows; every method returns quietly once auditing is off.
+
+    With writes=False (a dry run) it only reads: a dry run publishes nothing and records nothing.
+    """
 
     def __init__(
-        self, target: DatabaseTarget, logger: logging.Logger | logging.LoggerAdapter, enabled: bool = True
+        self,
+        target: DatabaseTarget,
+        logger: logging.Logger | logging.LoggerAdapter,
+        limits: Limits = AUDIT_LIMITS,
+        writes: bool = True,
     ) -> None:
         self._target = target
         self._logger = logger
+        self._limits = limits.at_most(AUDIT_LIMIT_SECONDS)
+        self._writes = writes
         self._connection: Any = None
-        self._off = not enabled
+        self._off = False
 
     def _session(self) -> Any:
         """The audit session, creating or upgrading the etl_audit schema on first use."""
         if self._connection is None:
-            self._connection = self._target.connect(
-                application_name=f"{APPLICATION_NAME}-audit",
-                statement_timeout_seconds=10,
-                lock_timeout_seconds=5,
-                autocommit=True,
-            )
+            self._connection = self._target.connect(self._limits, purpose="audit", autocommit=True)
             upgrade_schema(self._connection)
         return self._connection
 
-    def _execute(self, statement: str, params: Any = (), *, many: bool = False) -> Any:
+    def _execute(self, statement: str, params: Any = (), *, many: bool = False, write: bool = True) -> Any:
         """Run one statement (once per row of params, with many); return the rows it returned.
 
-        Returns None when auditing is off, and switches it off on any database error.
+        Returns None when auditing is off (or the statement writes and this log does not),
+        and switches auditing off on any database error.
         """
-        if self._off:
+        if self._off or (write and not self._writes):
             return None
         try:
             with self._session().cursor() as cursor:
@@ -73,46 +79,158 @@ class AuditLog:
                 return cursor.fetchall() if cursor.description else None
         except psycopg2.Error as error:
             self._logger.warning(
-                "audit trail not written (%s); the refresh goes on without it", postgres_message(error)
+                "audit trail not written (%s); the refresh goes on without it", report(error).text
             )
             self._off = True
             self.close()
             return None
 
-    def _rows_of_run(self, flow_run_id: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    def _read(self, statement: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return self._execute(statement, params, write=False) or []
+
+    def _rows_of_run(self, flow_run_id: str | None, statement: str, rows: list[tuple[Any, ...]]) -> None:
         """Write rows filed under a flow run; outside a flow run there is none to file them under."""
         if flow_run_id is not None and rows:
             self._execute(statement, rows, many=True)
 
-    def _value(self, statement: str, params: Any = ()) -> Any:
-        rows = self._execute(statement, params)
-        return rows[0][0] if rows else None
-
-    def ensure_schema(self) -> bool:
-        """Create etl_audit if missing; False (with a warning logged) if that is not possible."""
-        self._execute("SELECT 1")
+    @property
+    def available(self) -> bool:
+        """etl_audit can be read (created or upgraded if needed); False, with a warning logged, if not."""
+        self._read("SELECT 1")
         return not self._off
 
-    def run_started(self, flow_run_id: Any, name: str, deployment: str | None, steps: list[str]) -> None:
+    # --- The run ---------------------------------------------------------------------------
+
+    def run_started(self, outcome: RunOutcome) -> None:
         self._execute(
             "INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, deployment, steps) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id) DO UPDATE SET status = 'running', "
-            "started_at = now(), finished_at = NULL, error = NULL",
-            (str(flow_run_id), name, deployment, steps),
+            "outcome = 'running', started_at = now(), finished_at = NULL, error = NULL, failed_step = NULL, "
+            "attempts = NULL, sqlstate = NULL",
+            (outcome.flow_run_id, outcome.flow_run_name, outcome.deployment, [s.step for s in outcome.steps]),
         )
 
-    def run_finished(self, flow_run_id: Any, status: str, error: str | None = None) -> None:
+    def run_finished(self, outcome: RunOutcome) -> None:
+        """How the run ended; a run refused before it started gets its row here."""
         self._execute(
-            "UPDATE etl_audit.refresh_runs SET status = %s, error = %s, finished_at = now() WHERE flow_run_id = %s",
-            (status, _stored(error), str(flow_run_id)),
+            "INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, deployment, steps, status, "
+            "outcome, failed_step, attempts, sqlstate, error, finished_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (flow_run_id) DO UPDATE SET "
+            "status = excluded.status, outcome = excluded.outcome, failed_step = excluded.failed_step, "
+            "attempts = excluded.attempts, sqlstate = excluded.sqlstate, error = excluded.error, "
+            "finished_at = excluded.finished_at",
+            (
+                outcome.flow_run_id,
+                outcome.flow_run_name,
+                outcome.deployment,
+                [step.step for step in outcome.steps],
+                *self._ending(outcome),
+            ),
         )
 
-    def attempt_started(self, flow_run_id: Any, step: str, attempt: int) -> int | None:
-        return self._value(
+    def run_interrupted(self, outcome: RunOutcome) -> None:
+        """Cancelled or crashed, with its unfinished attempts; only if nobody recorded it yet."""
+        self._execute(
+            "UPDATE etl_audit.refresh_runs SET status = %s, outcome = %s, failed_step = %s, attempts = %s, "
+            "sqlstate = %s, error = %s, finished_at = now() WHERE flow_run_id = %s AND status = 'running'",
+            (*self._ending(outcome), outcome.flow_run_id),
+        )
+        self._execute(
+            "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
+            "duration_seconds = extract(epoch FROM now() - started_at), error = %s "
+            "WHERE flow_run_id = %s AND status = 'running'",
+            (outcome.status.value, _stored(outcome.error), outcome.flow_run_id),
+        )
+
+    @staticmethod
+    def _ending(outcome: RunOutcome) -> tuple[Any, ...]:
+        return (
+            outcome.status.audit_status,
+            outcome.status.value,
+            outcome.step,
+            outcome.attempts,
+            outcome.sqlstate,
+            _stored(outcome.error),
+        )
+
+    def abandon_stale_runs(self, flow_run_id: str | None) -> int:
+        """Mark other runs still 'running' as abandoned, at the step they were in; return how many.
+
+        Called once this run holds the refresh lock: no other refresh can be running then,
+        so any other 'running' row belongs to a process that died without recording it.
+        """
+        rows = self._execute(
+            "WITH stale AS ("
+            "  UPDATE etl_audit.refresh_runs AS r SET status = 'abandoned', outcome = 'abandoned',"
+            "         finished_at = now(),"
+            "         failed_step = (SELECT a.step FROM etl_audit.step_attempts AS a"
+            "                        WHERE a.flow_run_id = r.flow_run_id AND a.status = 'running'"
+            "                        ORDER BY a.attempt_id DESC LIMIT 1),"
+            "         error = 'abandoned: still running when run ' || %s || ' took the refresh lock at ' || now()"
+            "  WHERE r.status = 'running' AND r.flow_run_id <> %s RETURNING r.flow_run_id"
+            "), attempts AS ("
+            "  UPDATE etl_audit.step_attempts AS a SET status = 'abandoned', finished_at = now(),"
+            "         duration_seconds = extract(epoch FROM now() - a.started_at)"
+            "  FROM stale WHERE a.flow_run_id = stale.flow_run_id AND a.status = 'running'"
+            ") SELECT count(*) FROM stale",
+            (flow_run_id, flow_run_id),
+        )
+        return rows[0][0] if rows else 0
+
+    def load_outcome(self, flow_run_id: str, flow_name: str) -> RunOutcome | None:
+        """A run as recorded: how it ended, where, and each step's last attempt (no check details)."""
+        found = self._read(
+            "SELECT flow_run_name, deployment, steps, outcome, failed_step, attempts, sqlstate, error, "
+            "finished_at FROM etl_audit.refresh_runs WHERE flow_run_id = %s",
+            (flow_run_id,),
+        )
+        if not found:
+            return None
+        name, deployment, steps, status, step, attempts, sqlstate, error, finished_at = found[0]
+        last_attempts = {
+            row[0]: row[1:]
+            for row in self._read(
+                "SELECT DISTINCT ON (step) step, attempt, status, statements, duration_seconds, rows_affected "
+                "FROM etl_audit.step_attempts WHERE flow_run_id = %s ORDER BY step, attempt DESC",
+                (flow_run_id,),
+            )
+        }
+        return RunOutcome(
+            flow_name=flow_name,
+            flow_run_id=flow_run_id,
+            flow_run_name=name,
+            deployment=deployment,
+            database=self._target.describe(),
+            steps=[_step_as_recorded(step_name, last_attempts.get(step_name)) for step_name in steps],
+            status=RunStatus(status),
+            step=step,
+            attempts=attempts,
+            error=error,
+            sqlstate=sqlstate,
+            finished_at=finished_at,
+        )
+
+    def previous_finished_run(self, flow_run_id: str | None) -> PreviousRun | None:
+        """The run of this database that finished last before this one."""
+        rows = self._read(
+            "SELECT flow_run_name, outcome, finished_at FROM etl_audit.refresh_runs "
+            "WHERE flow_run_id IS DISTINCT FROM %s AND outcome <> 'running' AND finished_at IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT 1",
+            (flow_run_id,),
+        )
+        return PreviousRun(rows[0][0], RunStatus(rows[0][1]), rows[0][2]) if rows else None
+
+    # --- Steps, statements, checks, objects, sources ----------------------------------------
+
+    def attempt_started(self, flow_run_id: str | None, step: str, attempt: int) -> int | None:
+        if flow_run_id is None:
+            return None
+        rows = self._execute(
             "INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt) VALUES (%s, %s, %s) "
             "RETURNING attempt_id",
-            (str(flow_run_id), step, attempt),
+            (flow_run_id, step, attempt),
         )
+        return rows[0][0] if rows else None
 
     def statement_finished(self, attempt_id: int | None, result: StatementResult) -> None:
         if attempt_id is None:
@@ -126,7 +244,7 @@ class AuditLog:
     def attempt_finished(
         self,
         attempt_id: int | None,
-        status: str,
+        status: StepStatus,
         *,
         statements: int | None = None,
         rows: int | None = None,
@@ -139,65 +257,20 @@ class AuditLog:
             "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
             "duration_seconds = extract(epoch FROM now() - started_at), statements = %s, "
             "rows_affected = %s, sqlstate = %s, error = %s WHERE attempt_id = %s",
-            (status, statements, rows, sqlstate, _stored(error), attempt_id),
+            (status.value, statements, rows, sqlstate, _stored(error), attempt_id),
         )
 
-    def run_interrupted(self, flow_run_id: Any, status: str, error: str) -> None:
-        """The run was 'crashed' (killed) or 'cancelled': so are its unfinished attempts."""
-        self._execute(
-            "UPDATE etl_audit.refresh_runs SET status = %s, error = %s, finished_at = now() "
-            "WHERE flow_run_id = %s AND status = 'running'",
-            (status, _stored(error), str(flow_run_id)),
-        )
-        self._execute(
-            "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
-            "duration_seconds = extract(epoch FROM now() - started_at), error = %s "
-            "WHERE flow_run_id = %s AND status = 'running'",
-            (status, _stored(error), str(flow_run_id)),
-        )
-
-    def abandon_stale_runs(self, flow_run_id: Any) -> int:
-        """Mark other runs still 'running' as abandoned; return how many.
-
-        Called once this run holds the refresh lock: no other refresh can be running then,
-        so any other 'running' row belongs to a process that died without recording it.
-        """
-        rows = self._execute(
-            "WITH stale AS ("
-            "  UPDATE etl_audit.refresh_runs SET status = 'abandoned', finished_at = now(),"
-            "         error = 'abandoned: still running when run ' || %s || ' took the refresh lock at ' || now()"
-            "  WHERE status = 'running' AND flow_run_id <> %s RETURNING flow_run_id"
-            "), attempts AS ("
-            "  UPDATE etl_audit.step_attempts AS a SET status = 'abandoned', finished_at = now(),"
-            "         duration_seconds = extract(epoch FROM now() - a.started_at)"
-            "  FROM stale WHERE a.flow_run_id = stale.flow_run_id AND a.status = 'running'"
-            ") SELECT count(*) FROM stale",
-            (str(flow_run_id), str(flow_run_id)),
-        )
-        return rows[0][0] if rows else 0
-
-    def last_freshness_alert(self, within_hours: float) -> Any:
-        """When the freshness check last alerted within the given hours, or None."""
-        return self._value(
-            "SELECT max(sent_at) FROM etl_audit.freshness_alerts "
-            "WHERE sent_at > now() - make_interval(secs => %s)",
-            (within_hours * 3600,),
-        )
-
-    def freshness_alert_sent(self, stale_steps: list[str]) -> None:
-        self._execute("INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,))
-
-    def objects_planned(self, flow_run_id: Any, objects: dict[str, str]) -> None:
+    def objects_planned(self, flow_run_id: str | None, objects: dict[str, str]) -> None:
         """What this run's steps refresh (object -> step)."""
         self._rows_of_run(
             flow_run_id,
             "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name) VALUES (%s, %s, %s) "
             "ON CONFLICT DO NOTHING",
-            [(str(flow_run_id), step, name) for name, step in objects.items()],
+            [(flow_run_id, step, name) for name, step in objects.items()],
         )
 
     def objects_refreshed(
-        self, flow_run_id: Any, row_counts: dict[str, int], changes: dict[str, dict[str, int]]
+        self, flow_run_id: str | None, row_counts: dict[str, int], changes: dict[str, dict[str, int]]
     ) -> None:
         """Each object's rows after its step committed, and what the step inserted, updated, deleted."""
         self._rows_of_run(
@@ -210,7 +283,7 @@ class AuditLog:
                     counts["inserted"],
                     counts["updated"],
                     counts["deleted"],
-                    str(flow_run_id),
+                    flow_run_id,
                     name,
                 )
                 for name, counts in changes.items()
@@ -218,7 +291,7 @@ class AuditLog:
         )
 
     def checks_finished(
-        self, flow_run_id: Any, attempt_id: int | None, step: str, results: list[CheckResult]
+        self, flow_run_id: str | None, attempt_id: int | None, step: str, results: list[CheckResult]
     ) -> None:
         self._rows_of_run(
             flow_run_id,
@@ -227,7 +300,7 @@ class AuditLog:
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
-                    str(flow_run_id),
+                    flow_run_id,
                     attempt_id,
                     step,
                     result.name,
@@ -242,25 +315,39 @@ class AuditLog:
             ],
         )
 
-    def sources_read(self, flow_run_id: Any, states: list[SourceState]) -> None:
+    def sources_read(self, flow_run_id: str | None, states: list[SourceState]) -> None:
         self._rows_of_run(
             flow_run_id,
             "INSERT INTO etl_audit.source_counts (flow_run_id, source, row_count, newest) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, source) DO UPDATE "
             "SET row_count = excluded.row_count, newest = excluded.newest, checked_at = now()",
-            [(str(flow_run_id), state.source, state.row_count, state.newest) for state in states],
+            [(flow_run_id, state.source, state.row_count, state.newest) for state in states],
         )
 
     def last_successful_source_counts(self) -> dict[str, int]:
         """Each source's row count at the last completed run that recorded one."""
-        rows = self._execute(
+        rows = self._read(
             "SELECT source, row_count FROM etl_audit.source_counts WHERE flow_run_id = ("
             "  SELECT r.flow_run_id FROM etl_audit.refresh_runs AS r"
             "  WHERE r.status = 'completed'"
             "    AND EXISTS (SELECT FROM etl_audit.source_counts AS s WHERE s.flow_run_id = r.flow_run_id)"
             "  ORDER BY r.finished_at DESC LIMIT 1)"
         )
-        return dict(rows or [])
+        return dict(rows)
+
+    # --- The freshness check ----------------------------------------------------------------
+
+    def last_freshness_alert(self, within_hours: float) -> Any:
+        """When the freshness check last alerted within the given hours, or None."""
+        rows = self._read(
+            "SELECT max(sent_at) FROM etl_audit.freshness_alerts "
+            "WHERE sent_at > now() - make_interval(secs => %s)",
+            (within_hours * 3600,),
+        )
+        return rows[0][0] if rows else None
+
+    def freshness_alert_sent(self, stale_steps: list[str]) -> None:
+        self._execute("INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,))
 
     def close(self) -> None:
         if self._connection is not None:
@@ -268,61 +355,20 @@ class AuditLog:
             self._connection = None
 
 
-def upgrade_schema(connection: Any) -> None:
-    """Create etl_audit, or bring an existing one up to sql/schema/05_etl_audit.sql, in place.
-
-    The schema's comment holds a digest of the file it was built from; when the file
-    changes (a new table, a new view), the next run applies it again. Every statement
-    in it is idempotent (IF NOT EXISTS, OR REPLACE), so existing rows stay. An
-    advisory lock keeps two runs from upgrading at once.
-    """
-    digest = hashlib.sha256(AUDIT_SCHEMA_FILE.read_bytes()).hexdigest()[:16]
-    marker = f"hospitaldb-refresh audit trail, schema {digest}"
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT obj_description(to_regnamespace('etl_audit'), 'pg_namespace')")
-        if cursor.fetchone()[0] == marker:
-            return
-    connection.autocommit = False
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("hospitaldb-etl-audit",))
-            for statement in load_statements(AUDIT_SCHEMA_FILE):
-                cursor.execute(statement.text)
-            cursor.execute("COMMENT ON SCHEMA etl_audit IS %s", (marker,))
-        connection.commit()
-    finally:
-        if not connection.closed:
-            connection.rollback()
-        connection.autocommit = True
+def _step_as_recorded(step: str, last_attempt: tuple[Any, ...] | None) -> StepOutcome:
+    if last_attempt is None:
+        return StepOutcome(step)
+    attempt, status, statements, seconds, rows = last_attempt
+    return StepOutcome(
+        step,
+        status=StepStatus(status),
+        attempts=attempt,
+        statements=statements,
+        seconds=float(seconds) if seconds is not None else None,
+        rows=rows,
+    )
 
 
 def _stored(error: str | None) -> str | None:
     """Errors are stored as they would be shown: redacted and cut to length."""
     return safe(error, ERROR_LENGTH) if error else None
-
-
-def record_interruption(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_crashed and on_cancellation hook: mark the run and its unfinished attempts.
-
-    A cancelled run (from the UI, the CLI or an automation) becomes 'cancelled'; a killed
-    one 'crashed'. With a worker, Prefect runs the cancellation hook in the worker's own
-    process, after the run's process is gone.
-    """
-    from prefect.logging.loggers import flow_run_logger
-
-    from hospitaldb.database import resolve_database
-
-    logger = flow_run_logger(flow_run=flow_run, flow=flow)
-    try:
-        target = resolve_database((flow_run.parameters or {}).get("database_block"))
-    except Exception as error:  # no database, no audit: say so and move on
-        logger.warning("audit trail not updated for the %s run: %s", state.name.lower(), error)
-        return
-    audit = AuditLog(target, logger)
-    cancelled = state.is_cancelled() or state.is_cancelling()
-    try:
-        audit.run_interrupted(
-            flow_run.id, "cancelled" if cancelled else "crashed", state.message or state.name
-        )
-    finally:
-        audit.close()

@@ -25,6 +25,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from hospitaldb.errors import StepError, as_step_error
+from hospitaldb.outcome import CheckResult, RunStatus
 from hospitaldb.sql_script import SqlScriptError, Statement, load_statements
 from hospitaldb.steps import display_path, step_sql_dir
 
@@ -41,35 +42,14 @@ class Check:
     statement: Statement
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    source: str
-    severity: Severity
-    violating_rows: int
-    seconds: float
-    detail: str | None = None
-
-    @property
-    def outcome(self) -> Literal["passed", "warned", "failed"]:
-        if not self.violating_rows:
-            return "passed"
-        return "warned" if self.severity == "warn" else "failed"
-
-    def describe(self) -> str:
-        rows = f"{self.violating_rows:,} violating row{'s' if self.violating_rows != 1 else ''}"
-        return f"check {self.name} ({self.source}) {self.outcome}: {rows}"
-
-
 class CheckFailed(StepError):
     """An error-severity check found violations; the step was rolled back (never retried)."""
 
-    def __init__(self, step: str, failed: list[CheckResult], results: list[CheckResult]) -> None:
+    status = RunStatus.CHECK_FAILED
+
+    def __init__(self, step: str, results: list[CheckResult]) -> None:
         self.results = results
-        self.failed = failed
-        self.alert_headline = f"check {failed[0].name} failed" + (
-            f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        )
+        failed = [result for result in results if result.outcome == "failed"]
         super().__init__(step, "; ".join(result.describe() for result in failed))
 
 
@@ -138,9 +118,8 @@ def run_checks(
         else:
             logger.warning("%s %s (%.3f s)", step, result.describe(), result.seconds)
         results.append(result)
-    failed = [result for result in results if result.outcome == "failed"]
-    if failed:
-        raise CheckFailed(step, failed, results)
+    if any(result.outcome == "failed" for result in results):
+        raise CheckFailed(step, results)
     return results
 
 

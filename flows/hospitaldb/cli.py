@@ -9,30 +9,37 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from hospitaldb import settings
 from hospitaldb.artifacts import checks_summary
 from hospitaldb.database import DatabaseNotConfigured
+from hospitaldb.outcome import RunOutcome, RunStatus
+from hospitaldb.recorder import RunRecorder
 from hospitaldb.refresh import DEFAULT_RETRIES, hospitaldb_refresh
 from hospitaldb.steps import STEPS
 
 
-def print_summary(results: list[dict[str, Any]], where: str, dry_run: bool = False) -> None:
-    print(
-        "\nHospitalDB dry run: rolled back, nothing changed" if dry_run else "\nHospitalDB refresh completed"
-    )
-    print(f"{'step':<36}{'statements':>11}{'seconds':>10}{'rows':>12}  checks")
-    for result in results:
+def print_summary(outcome: RunOutcome, where: str) -> None:
+    """The run as it was recorded: each step's status, statements, time, rows and checks."""
+    if outcome.dry_run and outcome.status == RunStatus.COMPLETED:
+        print("\nHospitalDB dry run: rolled back, nothing changed")
+    else:
+        print("\n" + outcome.title("HospitalDB dry run" if outcome.dry_run else "HospitalDB refresh"))
+    print(f"{'step':<36}{'status':<11}{'statements':>11}{'seconds':>10}{'rows':>12}  checks")
+    for step in outcome.steps:
+        seconds = f"{step.seconds:.2f}" if step.seconds is not None else ""
+        rows = f"{step.rows:,}" if step.rows is not None else ""
         print(
-            f"{result['step']:<36}{len(result['statements']):>11}"
-            f"{result['seconds']:>10.2f}{result['rows']:>12,}  {checks_summary(result['checks'])}"
+            f"{step.step:<36}{step.status.value:<11}{step.statements or '':>11}{seconds:>10}{rows:>12}  "
+            f"{checks_summary(step.checks) if step.checks else ''}"
         )
-    if dry_run:
+    if outcome.dry_run:
         print(f"\n{'would change':<44}{'inserted':>10}{'updated':>10}{'deleted':>10}")
-        for result in results:
-            for name, counts in result["changes"].items():
+        for step in outcome.steps:
+            for name, counts in step.changes.items():
                 print(f"{name:<44}{counts['inserted']:>10,}{counts['updated']:>10,}{counts['deleted']:>10,}")
+    if outcome.error:
+        print(f"\nError: {outcome.error}")
     print(f"\nData: {where}")
 
 
@@ -91,19 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     except DatabaseNotConfigured as error:
         print(f"Refresh not started: {error}", file=sys.stderr)
         return 2
-    try:
-        results = hospitaldb_refresh(
-            steps=args.steps,
-            database_block=args.database_block,
-            statement_timeout_seconds=args.statement_timeout,
-            lock_timeout_seconds=args.lock_timeout,
-            retries=args.retries,
-            skip_source_checks=args.skip_source_checks,
-            allow_shrink=args.allow_shrink,
-            dry_run=args.dry_run,
-        )
-    except Exception as error:  # the run's logs have the details; say what failed, plainly
-        print(f"\nRefresh failed: {error}", file=sys.stderr)
-        return 1
-    print_summary(results, where, dry_run=args.dry_run)
-    return 0
+    state = hospitaldb_refresh(
+        steps=args.steps,
+        database_block=args.database_block,
+        statement_timeout_seconds=args.statement_timeout,
+        lock_timeout_seconds=args.lock_timeout,
+        retries=args.retries,
+        skip_source_checks=args.skip_source_checks,
+        allow_shrink=args.allow_shrink,
+        dry_run=args.dry_run,
+        return_state=True,
+    )
+    recorder = RunRecorder.of_run_id(state.state_details.flow_run_id)
+    if recorder is None:  # the run ended before its body started (parameters refused by Prefect)
+        print(f"\nRefresh not started: {state.name}; see the run's logs", file=sys.stderr)
+        return 2
+    print_summary(recorder.outcome, where)
+    return 0 if recorder.outcome.status == RunStatus.COMPLETED else 1

@@ -9,6 +9,7 @@ target never shows its password: messages name only database, host and port.
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 import threading
 import time
@@ -22,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from hospitaldb import settings
+from hospitaldb.outcome import RefreshError, RunStatus
 
 APPLICATION_NAME = "hospitaldb-refresh"
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10
@@ -59,8 +61,25 @@ HOW_TO_CONFIGURE = (
 )
 
 
-class DatabaseNotConfigured(RuntimeError):
+class DatabaseNotConfigured(RefreshError):
     """No usable database settings; the message says how to provide them."""
+
+    status = RunStatus.REFUSED
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A session's statement_timeout and lock_timeout, in seconds (0 means none)."""
+
+    statement_timeout_seconds: float = 0
+    lock_timeout_seconds: float = 0
+
+    def at_most(self, seconds: float) -> Limits:
+        """The same limits, none longer than seconds (for bookkeeping that must never stall a run)."""
+        return Limits(*(min(limit or seconds, seconds) for limit in vars(self).values()))
+
+
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -79,33 +98,33 @@ class DatabaseTarget:
     def __str__(self) -> str:
         return self.describe()
 
-    def connection_kwargs(self) -> dict[str, Any]:
+    @functools.cached_property
+    def _connection_kwargs(self) -> dict[str, Any]:
+        """libpq's keywords, read from the URL once per target, however many sessions it opens."""
         kwargs: dict[str, Any] = self.url.translate_connect_args(username="user", database="dbname")
         for key, value in self.url.query.items():
             kwargs[key] = value[-1] if isinstance(value, tuple) else value
         kwargs.update(self.connect_args)
-        return kwargs
+        return {**TCP_DEFAULTS, **kwargs}
 
     def with_database(self, database: str) -> DatabaseTarget:
         return DatabaseTarget(self.url.set(database=database), self.source, self.connect_args)
 
     def connect(
-        self,
-        *,
-        application_name: str = APPLICATION_NAME,
-        statement_timeout_seconds: float = 0,
-        lock_timeout_seconds: float = 0,
-        autocommit: bool = False,
+        self, limits: Limits = NO_LIMITS, *, purpose: str | None = None, autocommit: bool = False
     ) -> psycopg2.extensions.connection:
-        """Open a connection with application_name and timeouts set (0 means no timeout).
+        """Open a session that names itself and its purpose, with limits, keepalives and a connect deadline.
 
+        Every session of the refresh goes through here. pg_stat_activity shows it as
+        hospitaldb-refresh, or hospitaldb-refresh-PURPOSE (lock, audit, sources, monitor).
         The connect timeout (connect_timeout in the URL, default 10 s) holds even though
         the interruptible wait makes libpq connect asynchronously, where libpq itself
         ignores it: a server that accepts the TCP connection and never answers fails
         the connection instead of hanging the run.
         """
-        kwargs = {**TCP_DEFAULTS, **self.connection_kwargs()}
+        kwargs = dict(self._connection_kwargs)
         timeout = float(kwargs.pop("connect_timeout", None) or DEFAULT_CONNECT_TIMEOUT_SECONDS)
+        application_name = f"{APPLICATION_NAME}-{purpose}" if purpose else APPLICATION_NAME
         psycopg2.extensions.set_wait_callback(wait_interruptibly)
         _connecting.deadline = time.monotonic() + timeout
         _connecting.timeout = timeout
@@ -119,7 +138,7 @@ class DatabaseTarget:
             cursor.execute(
                 "SELECT set_config('statement_timeout', %s, false),"
                 "       set_config('lock_timeout', %s, false)",
-                (_milliseconds(statement_timeout_seconds), _milliseconds(lock_timeout_seconds)),
+                (_milliseconds(limits.statement_timeout_seconds), _milliseconds(limits.lock_timeout_seconds)),
             )
             for name, value in SERVER_TCP_SETTINGS.items():
                 if name != "tcp_user_timeout" or connection.server_version >= 120000:

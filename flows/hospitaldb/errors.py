@@ -1,17 +1,37 @@
-"""Which database errors are worth a retry, and the error a failed step raises.
+"""What of a database error may be shown, which errors are worth a retry, and the error a step raises.
 
-Retrying a syntax error or a missing table only delays the alert; retrying a
-dropped connection, a deadlock or a lock timeout usually succeeds. PostgreSQL's
-SQLSTATE tells them apart.
+No value from a patient's row may leave the database. PostgreSQL puts row values
+in the DETAIL of constraint violations, in the primary message of data exceptions
+(`invalid input syntax for type integer: "..."`), in the CONTEXT of errors raised in
+functions and in whatever a RAISE says. So what an error shows is decided by an
+allowlist, never by looking for values:
+
+- always: the SQLSTATE and its condition name, and where it failed (file:line of
+  the statement, which is our SQL, not data);
+- the primary message (and hint) only for classes whose messages name objects and
+  settings, never values: connection, syntax and access rules, missing objects,
+  locks, timeouts, deadlocks, resources, operator intervention; and not even those
+  when raised inside a function (its SQL may be built from data), unless the
+  message is fixed text;
+- otherwise the names PostgreSQL reports on its own (schema, table, column,
+  constraint), and a note that the message was withheld and where to read it:
+  the database server's log, for those allowed to read it;
+- never DETAIL or CONTEXT.
+
+The original driver exception is never chained (`from None`): Prefect would print
+it, DETAIL included, in the run's traceback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg2
+import psycopg2.errorcodes
 
+from hospitaldb.outcome import RefreshError
 from hospitaldb.sql_script import Statement
 from hospitaldb.text import safe
 
@@ -45,8 +65,68 @@ TRANSIENT_CONNECT_MESSAGES = (
     "ssl syscall error: eof detected",
 )
 
+# Classes whose messages name objects and settings, never row values (PostgreSQL's
+# appendix A): connection exception, feature not supported, invalid transaction state,
+# invalid authorization, invalid catalog or schema name, transaction rollback, syntax error
+# or access rule violation, insufficient resources, program limit exceeded, object not in
+# prerequisite state, operator intervention, system error. Not 21, 22, 23 (they quote the
+# row or the value), P0 (RAISE says anything), XX and the rest.
+MESSAGE_SAFE_CLASSES = frozenset(
+    {"08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58"}
+)
+# Fixed texts, safe even when raised inside a function (timeouts, locks, deadlocks, shutdowns).
+FIXED_MESSAGE_SQLSTATES = frozenset(
+    {"57014", "55P03", "40001", "40P01", "57P01", "57P02", "57P03", "53300", "53200", "25P02"}
+)
 MESSAGE_LENGTH = 500
-ROW_DETAIL_PREFIXES = ("Failing row contains", "Key (")
+WITHHELD = (
+    "PostgreSQL's message was withheld: it can hold values from a row. The database's log has it, "
+    "for those allowed to read it"
+)
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """What of a database error may be shown: safe in any log, alert, artifact or audit row."""
+
+    text: str
+    sqlstate: str | None = None
+
+
+def report(error: BaseException) -> ErrorReport:
+    """The allowlisted part of a database error (see the module's docstring)."""
+    if not isinstance(error, psycopg2.Error):
+        return ErrorReport(safe(f"{type(error).__name__}: {error}", MESSAGE_LENGTH))
+    code = error.pgcode
+    if code is None:
+        # No SQLSTATE: libpq's own words about the connection, which hold no row data.
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return ErrorReport(safe(str(error) or type(error).__name__, MESSAGE_LENGTH))
+        return ErrorReport(f"{type(error).__name__} in the driver; its message was withheld")
+    diag = error.diag
+    shown = code in FIXED_MESSAGE_SQLSTATES or (code[:2] in MESSAGE_SAFE_CLASSES and not diag.context)
+    if shown and diag.message_primary:
+        hint = f" ({diag.message_hint})" if diag.message_hint else ""
+        return ErrorReport(safe(diag.message_primary + hint, MESSAGE_LENGTH), code)
+    return ErrorReport(f"{_condition(code)}{_names(diag)}. {WITHHELD}", code)
+
+
+def _condition(code: str) -> str:
+    try:
+        return psycopg2.errorcodes.lookup(code).lower()
+    except KeyError:
+        return "error"
+
+
+def _names(diag: psycopg2.extensions.Diagnostics) -> str:
+    """The names PostgreSQL reports beside the message: identifiers, never values."""
+    table = ".".join(part for part in (diag.schema_name, diag.table_name) if part)
+    where = f" on {table}" if table else ""
+    if diag.column_name:
+        where += f", column {diag.column_name}"
+    if diag.constraint_name:
+        where += f", constraint {diag.constraint_name}"
+    return where
 
 
 def is_transient(error: BaseException) -> bool:
@@ -63,20 +143,16 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-def postgres_message(error: BaseException) -> str:
-    """The server's message for a psycopg2 error, on one line, cut to a readable length."""
-    diag = getattr(error, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    detail = getattr(diag, "message_detail", None)
-    text = primary or str(error) or type(error).__name__
-    # Row-level details ("Failing row contains (...)", "Key (...)=(...)") can carry patient
-    # data; they stay in the database log and never reach Prefect logs or alerts.
-    if detail and not detail.startswith(ROW_DETAIL_PREFIXES):
-        text = f"{text} ({detail})"
-    return safe(text, MESSAGE_LENGTH)
+class DatabaseError(RefreshError):
+    """A database error outside any step, as far as it may be shown (hospitaldb.errors.report)."""
+
+    def __init__(self, error: BaseException) -> None:
+        shown = report(error)
+        self.sqlstate = shown.sqlstate
+        super().__init__(shown.text + (f" [SQLSTATE {shown.sqlstate}]" if shown.sqlstate else ""))
 
 
-class StepError(RuntimeError):
+class StepError(RefreshError):
     """A refresh step failed; its transaction was rolled back, the previous data stands."""
 
     def __init__(
@@ -89,11 +165,8 @@ class StepError(RuntimeError):
         transient: bool = False,
     ) -> None:
         self.step = step
-        self.attempt: int | None = None  # set by the task: which attempt failed
-        self.statement = statement
         self.sqlstate = sqlstate
         self.transient = transient
-        self.postgres_message = message
         where = f" at {statement.location} ({statement.summary})" if statement else ""
         code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
         kind = "transient error, will retry if attempts remain" if transient else "not retried"
@@ -103,20 +176,20 @@ class StepError(RuntimeError):
         )
 
     @classmethod
-    def from_database_error(cls, step: str, error: psycopg2.Error, statement: Statement | None) -> StepError:
+    def from_database_error(cls, step: str, error: BaseException, statement: Statement | None) -> StepError:
+        shown = report(error)
         return cls(
-            step,
-            postgres_message(error),
-            statement=statement,
-            sqlstate=error.pgcode,
-            transient=is_transient(error),
+            step, shown.text, statement=statement, sqlstate=shown.sqlstate, transient=is_transient(error)
         )
 
 
 @contextmanager
 def as_step_error(step: str, statement: Statement | None = None) -> Iterator[None]:
-    """Raise any database error inside the block as the StepError of step (at statement)."""
+    """Raise any database error inside the block as the StepError of step (at statement).
+
+    `from None`: the driver's exception, with its DETAIL, must not ride along in the traceback.
+    """
     try:
         yield
     except psycopg2.Error as error:
-        raise StepError.from_database_error(step, error, statement) from error
+        raise StepError.from_database_error(step, error, statement) from None

@@ -16,18 +16,19 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, runtime
 from pydantic import Field
 
+from hospitaldb.alerts import Alert
 from hospitaldb.audit import AuditLog
 from hospitaldb.database import resolve_database
+from hospitaldb.hooks import report_failure, report_interruption
 from hospitaldb.monitoring import run_monitoring_query
-from hospitaldb.notifications import (
-    DEFAULT_EMAIL_BLOCK,
-    DEFAULT_SLACK_BLOCK,
-    Alert,
-    AlertSettings,
-    deliver,
-    send_failure_alert,
-)
+from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
+from hospitaldb.outcome import RefreshError
+from hospitaldb.recorder import RunRecorder
 from hospitaldb.text import in_utc
+
+
+class FreshnessUnknown(RefreshError):
+    """The audit trail cannot be read, so nobody can tell whether the data is fresh."""
 
 
 def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Alert:
@@ -56,7 +57,7 @@ def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Ale
     return Alert(subject=f"[HospitalDB] Data is stale: {headline}", body="\n".join(lines))
 
 
-@flow(name="hospitaldb-freshness-check", on_failure=[send_failure_alert], on_crashed=[send_failure_alert])
+@flow(name="hospitaldb-freshness-check", on_failure=[report_failure], on_crashed=[report_interruption])
 def hospitaldb_freshness_check(
     max_age_hours: Annotated[float, Field(gt=0)] = 26,
     realert_hours: Annotated[float, Field(ge=0)] = 12,
@@ -75,11 +76,19 @@ def hospitaldb_freshness_check(
         alert_emails, email_block, slack_block: as in hospitaldb-refresh.
     """
     logger = get_run_logger()
+    # The record of this check (no etl_audit row: that trail is the refresh's), for its failure alert.
+    with RunRecorder.for_this_run().recording(artifacts=False):
+        return _check(database_block, max_age_hours, realert_hours, logger)
+
+
+def _check(
+    database_block: str | None, max_age_hours: float, realert_hours: float, logger: Any
+) -> dict[str, Any]:
     target = resolve_database(database_block)
     audit = AuditLog(target, logger)
     try:
-        if not audit.ensure_schema():
-            raise RuntimeError(
+        if not audit.available:
+            raise FreshnessUnknown(
                 f"cannot read or create the audit trail (schema etl_audit) in {target.describe()}"
             )
         steps = run_monitoring_query(target, "last_successful_refresh")

@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg2.extras
 
-from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
+from hospitaldb.database import DatabaseTarget, Limits
 from hospitaldb.sql_script import load_statements
 from hospitaldb.steps import SQL_DIR
 
@@ -22,7 +22,7 @@ def run_monitoring_query(target: DatabaseTarget, name: str) -> list[dict[str, An
     if name not in monitoring_queries():
         raise ValueError(f"no monitoring query '{name}'; choose from {monitoring_queries()}")
     (statement,) = load_statements(MONITORING_DIR / f"{name}.sql", f"sql/monitoring/{name}.sql")
-    connection = target.connect(application_name=f"{APPLICATION_NAME}-monitor", statement_timeout_seconds=60)
+    connection = target.connect(Limits(statement_timeout_seconds=60), purpose="monitor")
     try:
         connection.set_session(readonly=True)
         with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:

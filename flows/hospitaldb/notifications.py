@@ -1,11 +1,10 @@
-"""Failure alerts and recovery notices, by email (default) and Slack (optional).
+"""Delivery of alerts and notices, by email (default) and Slack (optional).
 
-The flow's state hooks call `send_failure_alert` (on_failure and on_crashed) and
-`send_recovery_notice` (on_completion): one message per run, never one per
-attempt or per task. Delivery goes through the prefect-email
-`EmailServerCredentials` and prefect-slack `SlackWebhook` blocks, each channel
-in its own thread with a time limit, so a dead SMTP server or a hanging webhook
-costs a logged error, never the run's own state.
+The state hooks (hospitaldb.hooks) send one message per run, never one per attempt
+or per task. Delivery goes through the prefect-email `EmailServerCredentials` and
+prefect-slack `SlackWebhook` blocks, each channel in its own thread with a time
+limit, so a dead SMTP server or a hanging webhook costs a logged error, never the
+run's own state.
 
 prefect-email's and prefect-slack's message *tasks* are async: called from a sync
 hook they return an un-awaited coroutine and send nothing. We await the email
@@ -21,11 +20,11 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from hospitaldb.alerts import Alert
 from hospitaldb.settings import ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
-from hospitaldb.text import in_utc, redact, safe
+from hospitaldb.text import safe
 
 DEFAULT_EMAIL_BLOCK = "hospitaldb-email"
 DEFAULT_SLACK_BLOCK = "hospitaldb-slack"
@@ -35,12 +34,6 @@ ERROR_LENGTH = 700
 
 class AlertNotSent(RuntimeError):
     """A channel could not deliver; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Alert:
-    subject: str
-    body: str
 
 
 @dataclass(frozen=True)
@@ -69,139 +62,6 @@ class AlertSettings:
             sender=ALERT_FROM.read(),
             timeout_seconds=float(ALERT_TIMEOUT_SECONDS.read() or DEFAULT_TIMEOUT_SECONDS),
         )
-
-
-# --- What an alert says ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StepAttempt:
-    step: str
-    attempts: int
-
-
-def _last_unfinished_step(flow_run_id: Any) -> StepAttempt | None:
-    """The step the run was in when it failed or crashed, and how many attempts it had."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    unfinished = [run for run in runs if not (run.state and run.state.is_completed())]
-    if not unfinished:
-        return None
-    latest = max(
-        unfinished, key=lambda run: run.start_time or run.created or datetime.min.replace(tzinfo=UTC)
-    )
-    return StepAttempt(step=latest.name.rsplit("-", 1)[0], attempts=max(latest.run_count, 1))
-
-
-def _exception_of(state: Any) -> BaseException | None:
-    try:
-        error = state.result(raise_on_failure=False)
-    except Exception:  # the result may be unavailable (crash, no persisted result)
-        return None
-    return error if isinstance(error, BaseException) else None
-
-
-def _error_of(state: Any) -> str:
-    error = _exception_of(state)
-    text = str(error) if error is not None and str(error) else (state.message or state.name)
-    return safe(text, ERROR_LENGTH)
-
-
-def _run_link(flow_run: Any) -> str | None:
-    from prefect.utilities.urls import url_for
-
-    try:
-        return url_for(flow_run)
-    except Exception:
-        return None
-
-
-def _field_lines(fields: list[tuple[str, str | None]]) -> str:
-    return "\n".join(f"{label + ':':<13}{value}" for label, value in fields if value)
-
-
-def describe_failure(flow: Any, flow_run: Any, state: Any) -> Alert:
-    """The alert for a failed or crashed run: what, where, when, how many attempts, where to look."""
-    crashed = state.is_crashed()
-    cancelled = state.is_cancelled() or state.is_cancelling()
-    try:
-        step = _last_unfinished_step(flow_run.id)
-    except Exception:
-        step = None
-    where = f" at {step.step}" if step else ""
-    verb = "CANCELLED" if cancelled else "CRASHED" if crashed else "FAILED"
-    when = (getattr(state, "timestamp", None) or datetime.now(UTC)).astimezone(UTC)
-    error = _exception_of(state)
-    if cancelled:
-        consequence = (
-            "The run was cancelled (from the Prefect UI, the CLI or an automation). The step in "
-            "progress was rolled back: its tables keep the previous refresh's data, and later steps "
-            "did not run. Re-run the deployment when ready."
-        )
-    elif crashed:
-        consequence = (
-            "The run was killed. The step in progress was rolled back by PostgreSQL; tables keep the "
-            "previous refresh's data. Check the worker and host (memory, restarts), then re-run."
-        )
-    elif getattr(error, "problems", None):
-        consequence = (
-            "Nothing was refreshed: every table keeps the previous refresh's data. Fix the upstream "
-            "load and re-run; for a deliberate reload, run with skip_source_checks."
-        )
-    else:
-        consequence = (
-            "The failed step was rolled back: its tables keep the previous refresh's data, and later "
-            "steps did not run. Fix the cause, then re-run the deployment."
-        )
-    what = "Refresh" if flow.name == "hospitaldb-refresh" else flow.name
-    body = "\n".join(
-        [
-            f"HospitalDB {what.lower()} {verb.lower()}{where}.",
-            "",
-            _field_lines(
-                [
-                    ("Flow", flow.name),
-                    ("Run", f"{flow_run.name} ({flow_run.id})"),
-                    ("Failed step", step.step if step else "none (before the first step)"),
-                    ("Attempts", str(step.attempts) if step else None),
-                    ("When", in_utc(when, seconds=True)),
-                    ("State", state.name),
-                    ("Error", _error_of(state)),
-                    ("Run page", _run_link(flow_run)),
-                    ("Logs", f"prefect flow-run logs {flow_run.id}  (or the run page's Logs tab)"),
-                ]
-            ),
-            "",
-            consequence,
-        ]
-    )
-    # A failed check or source check says what failed in the subject, for the phone's lock screen.
-    headline = getattr(error, "alert_headline", None)
-    subject = f"[HospitalDB] {what} {verb}{where}" + (f": {headline}" if headline else "")
-    return Alert(subject=safe(subject, 200), body=redact(body))
-
-
-def describe_recovery(flow: Any, flow_run: Any, previous: Any) -> Alert:
-    previous_when = previous.end_time or previous.start_time
-    body = _field_lines(
-        [
-            ("Flow", flow.name),
-            ("Run", f"{flow_run.name} ({flow_run.id}) completed"),
-            (
-                "Previous run",
-                f"{previous.name} ended {previous.state.name if previous.state else 'failed'}"
-                + (f" at {in_utc(previous_when)}" if previous_when else ""),
-            ),
-            ("Run page", _run_link(flow_run)),
-        ]
-    )
-    return Alert(
-        subject="[HospitalDB] Refresh recovered",
-        body=redact(f"HospitalDB refresh is healthy again: all selected steps completed.\n\n{body}"),
-    )
 
 
 # --- Delivery ----------------------------------------------------------------------------
@@ -293,73 +153,3 @@ def deliver(
         else:
             logger.error("%s alert not sent: %s: %s", name, type(error).__name__, safe(str(error), 300))
     return delivered
-
-
-# --- Hooks -------------------------------------------------------------------------------
-
-
-def _logger(flow: Any, flow_run: Any) -> logging.LoggerAdapter:
-    from prefect.logging.loggers import flow_run_logger
-
-    return flow_run_logger(flow_run=flow_run, flow=flow)
-
-
-def send_failure_alert(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure, on_crashed and on_cancellation hook: one alert (or notice) for the run."""
-    logger = _logger(flow, flow_run)
-    deliver(describe_failure(flow, flow_run, state), AlertSettings.for_run(flow_run), logger)
-
-
-def _previous_finished_run(flow_run: Any) -> Any | None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowFilter,
-        FlowFilterId,
-        FlowRunFilter,
-        FlowRunFilterId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    deployment_filter = (
-        DeploymentFilter(id=DeploymentFilterId(any_=[flow_run.deployment_id]))
-        if flow_run.deployment_id
-        else None
-    )
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(id=FlowFilterId(any_=[flow_run.flow_id])),
-            deployment_filter=deployment_filter,
-            flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(not_any_=[flow_run.id]),
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(
-                        any_=[StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
-                    )
-                ),
-            ),
-            sort=FlowRunSort.START_TIME_DESC,
-            limit=1,
-        )
-    return runs[0] if runs else None
-
-
-def send_recovery_notice(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_completion hook: a short notice when the previous finished run had failed or crashed."""
-    logger = _logger(flow, flow_run)
-    try:
-        previous = _previous_finished_run(flow_run)
-    except Exception as error:
-        logger.warning("could not read the previous run to check for a recovery: %s", error)
-        return
-    if (
-        previous is None
-        or not previous.state
-        or not (previous.state.is_failed() or previous.state.is_crashed())
-    ):
-        return
-    deliver(describe_recovery(flow, flow_run, previous), AlertSettings.for_run(flow_run), logger)

@@ -15,8 +15,9 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
-from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
-from hospitaldb.errors import StepError, is_transient, postgres_message
+from hospitaldb.database import DatabaseTarget, Limits
+from hospitaldb.errors import StepError, is_transient, report
+from hospitaldb.outcome import RefreshError
 from hospitaldb.text import in_utc
 
 LOCK_NAME = "hospitaldb-refresh"
@@ -31,11 +32,11 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
 """
 
 
-class RefreshAlreadyRunning(RuntimeError):
+class RefreshAlreadyRunning(RefreshError):
     """Another refresh holds the lock; this run changed nothing."""
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(RefreshError):
     """The database could not be reached, even after retrying."""
 
 
@@ -70,7 +71,7 @@ class HeldLock:
                     return
                 why = "its session no longer holds it"
         except psycopg2.Error as error:
-            why = f"its session ended: {postgres_message(error)}"
+            why = f"its session ended: {report(error).text}"
         raise RefreshLockLost(
             step,
             f"the overlap lock was lost ({why}); another refresh may be running, so this one stops "
@@ -78,19 +79,15 @@ class HeldLock:
         )
 
 
-def _connect(target: DatabaseTarget, wait_seconds: float, retry_delays: Sequence[float]) -> Any:
+def _connect(target: DatabaseTarget, limits: Limits, retry_delays: Sequence[float]) -> Any:
     """The lock session; transient connection failures are retried like a step's."""
     for delay in [*retry_delays, None]:
         try:
-            return target.connect(
-                application_name=f"{APPLICATION_NAME}-lock",
-                lock_timeout_seconds=wait_seconds,
-                autocommit=True,
-            )
+            return target.connect(limits, purpose="lock", autocommit=True)
         except psycopg2.Error as error:
             if delay is None or not is_transient(error):
                 raise DatabaseUnavailable(
-                    f"Cannot connect to {target.describe()}: {postgres_message(error)}. Nothing was "
+                    f"Cannot connect to {target.describe()}: {report(error).text}. Nothing was "
                     "refreshed. Check that the server is up and reachable from this worker, and the "
                     "connection settings (README 'Configuration')."
                 ) from None
@@ -98,37 +95,55 @@ def _connect(target: DatabaseTarget, wait_seconds: float, retry_delays: Sequence
     raise AssertionError("unreachable")
 
 
+def _take(connection: Any, wait_seconds: float) -> tuple[Any, ...] | None:
+    """Take the lock; None when taken, else who holds it (an empty tuple if they just let go)."""
+    with connection.cursor() as cursor:
+        if wait_seconds > 0:
+            try:
+                cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (LOCK_NAME,))
+                return None
+            except psycopg2.errors.LockNotAvailable:
+                pass
+        else:
+            cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK_NAME,))
+            if cursor.fetchone()[0]:
+                return None
+        cursor.execute(HOLDER_QUERY, (LOCK_NAME,))
+        return cursor.fetchone() or ()
+
+
 @contextmanager
 def refresh_lock(
-    target: DatabaseTarget, wait_seconds: float = 0, retry_delays: Sequence[float] = ()
+    target: DatabaseTarget,
+    wait_seconds: float = 0,
+    retry_delays: Sequence[float] = (),
+    statement_timeout_seconds: float = 0,
 ) -> Iterator[HeldLock]:
-    """Hold the refresh lock on target; wait up to wait_seconds for it, else raise."""
-    connection = _connect(target, wait_seconds, retry_delays)
+    """Hold the refresh lock on target; wait up to wait_seconds for it, else raise.
+
+    The wait is the lock session's lock_timeout; its statements have the run's statement_timeout.
+    """
+    connection = _connect(target, Limits(statement_timeout_seconds, wait_seconds), retry_delays)
     try:
-        with connection.cursor() as cursor:
-            if wait_seconds > 0:
-                try:
-                    cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (LOCK_NAME,))
-                    acquired = True
-                except psycopg2.errors.LockNotAvailable:
-                    acquired = False
-            else:
-                cursor.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (LOCK_NAME,))
-                acquired = cursor.fetchone()[0]
-            if not acquired:
-                cursor.execute(HOLDER_QUERY, (LOCK_NAME,))
-                holder = cursor.fetchone()
-                who = (
-                    f" (PostgreSQL pid {holder[0]}, application '{holder[1]}', connected since "
-                    f"{in_utc(holder[2], seconds=True)})"
-                    if holder
-                    else ""
-                )
-                raise RefreshAlreadyRunning(
-                    f"Another HospitalDB refresh is running on {target.describe()}{who}; "
-                    f"waited {wait_seconds:g} s. This run refreshed nothing. Let the other run "
-                    "finish, or pass overlap_wait_seconds to wait for it."
-                )
+        try:
+            holder = _take(connection, wait_seconds)
+        except psycopg2.Error as error:
+            raise DatabaseUnavailable(
+                f"Could not take the overlap lock on {target.describe()}: {report(error).text}. Nothing "
+                "was refreshed."
+            ) from None
+        if holder is not None:
+            who = (
+                f" (PostgreSQL pid {holder[0]}, application '{holder[1]}', connected since "
+                f"{in_utc(holder[2], seconds=True)})"
+                if holder
+                else ""
+            )
+            raise RefreshAlreadyRunning(
+                f"Another HospitalDB refresh is running on {target.describe()}{who}; "
+                f"waited {wait_seconds:g} s. This run refreshed nothing. Let the other run "
+                "finish, or pass overlap_wait_seconds to wait for it."
+            )
         yield HeldLock(connection)
     finally:
         # Closing the session releases the advisory lock.

@@ -18,14 +18,11 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from hospitaldb.checks import CheckResult
-from hospitaldb.database import APPLICATION_NAME, DatabaseTarget
+from hospitaldb.database import DatabaseTarget, Limits
 from hospitaldb.errors import StepError, as_step_error
+from hospitaldb.outcome import SOURCE_CHECKS, CheckResult, RunStatus, SourceProblem
 from hospitaldb.sql_script import load_statements
 from hospitaldb.steps import display_path, step_sql_dir
-from hospitaldb.text import in_utc
-
-SOURCE_CHECKS = "check_sources"
 
 
 @dataclass(frozen=True)
@@ -37,37 +34,48 @@ class SourceState:
     max_drop: Decimal | None
     checked_at: datetime
 
-    def problem(self, previous_count: int | None) -> str | None:
-        """'source stale: ...' or 'source incomplete: ...', or None when the table is fine."""
+    def problem(self, previous_count: int | None) -> SourceProblem | None:
+        """Why the table is incomplete or stale, or None when it is fine.
+
+        Counts and ages only: the newest date itself is a value from a row.
+        """
         if self.row_count == 0:
-            return f"source incomplete: {self.source} has no rows"
+            return SourceProblem(self.source, "incomplete", f"source incomplete: {self.source} has no rows")
         if previous_count and self.max_drop is not None:
             floor = previous_count * (1 - float(self.max_drop))
             if self.row_count < floor:
                 drop = 1 - self.row_count / previous_count
-                return (
+                return SourceProblem(
+                    self.source,
+                    "incomplete",
                     f"source incomplete: {self.source} has {self.row_count:,} rows, {drop:.0%} fewer than "
-                    f"the {previous_count:,} of the last successful run (limit {float(self.max_drop):.0%})"
+                    f"the {previous_count:,} of the last successful run (limit {float(self.max_drop):.0%})",
                 )
         if self.max_age is not None:
-            if self.newest is None or self.checked_at - self.newest > self.max_age:
-                newest = in_utc(self.newest) if self.newest else "none"
-                return (
-                    f"source stale: {self.source}'s newest data ({newest}) is older than "
-                    f"{_hours(self.max_age)}"
-                )
+            if self.newest is None:
+                age = "none at all"
+            elif self.checked_at - self.newest > self.max_age:
+                age = f"{_duration(self.checked_at - self.newest)} old"
+            else:
+                return None
+            return SourceProblem(
+                self.source,
+                "stale",
+                f"source stale: {self.source}'s newest data is {age} (limit {_duration(self.max_age)})",
+            )
         return None
 
 
 class SourceCheckFailed(StepError):
     """A source is stale or incomplete; nothing was refreshed."""
 
-    def __init__(self, problems: list[str]) -> None:
+    status = RunStatus.SOURCES_REFUSED
+
+    def __init__(self, problems: list[SourceProblem]) -> None:
         self.problems = problems
-        self.alert_headline = problems[0].split(" has ")[0].split("'s newest")[0]
         super().__init__(
             SOURCE_CHECKS,
-            "; ".join(problems)
+            "; ".join(problem.text for problem in problems)
             + ". Nothing was refreshed. Fix the upstream load, or pass skip_source_checks for a "
             "deliberate reload",
         )
@@ -77,17 +85,19 @@ def sources_file() -> Path:
     return step_sql_dir() / "checks" / "sources.sql"
 
 
-def read_sources(target: DatabaseTarget, statement_timeout_seconds: float) -> tuple[list[SourceState], float]:
-    """Each source's row count and newest data, read on one snapshot; and the seconds it took."""
+def read_sources(target: DatabaseTarget, limits: Limits) -> tuple[list[SourceState], float]:
+    """Each source's row count and newest data, read on one snapshot; and the seconds it took.
+
+    With the run's limits: a staging table locked by its loader fails at the run's
+    lock_timeout (and is retried), instead of holding the run for as long as the load.
+    """
     path = sources_file()
     if not path.exists():
         return [], 0.0
     (statement,) = load_statements(path, display_path(path))
     started = time.perf_counter()
     with as_step_error(SOURCE_CHECKS, statement):
-        connection = target.connect(
-            application_name=f"{APPLICATION_NAME}-sources", statement_timeout_seconds=600
-        )
+        connection = target.connect(limits, purpose="sources")
         try:
             connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
@@ -118,23 +128,30 @@ def evaluate(
     previous_counts: dict[str, int],
     seconds: float,
     logger: logging.Logger | logging.LoggerAdapter,
-) -> tuple[list[CheckResult], list[str]]:
+) -> tuple[list[CheckResult], list[SourceProblem]]:
     """One check result per source (for the audit trail and artifact), and the problems found."""
     source = display_path(sources_file())
     results, problems = [], []
     for state in states:
         problem = state.problem(previous_counts.get(state.source))
         results.append(
-            CheckResult(f"source {state.source}", source, "error", int(problem is not None), seconds, problem)
+            CheckResult(
+                f"source {state.source}",
+                source,
+                "error",
+                int(problem is not None),
+                seconds,
+                problem.text if problem else None,
+            )
         )
         if problem:
             problems.append(problem)
-            logger.warning("%s", problem)
+            logger.warning("%s", problem.text)
         else:
-            logger.info("source %s: %s rows, newest %s", state.source, f"{state.row_count:,}", state.newest)
+            logger.info("source %s: %s rows", state.source, f"{state.row_count:,}")
     return results, problems
 
 
-def _hours(interval: timedelta) -> str:
+def _duration(interval: timedelta) -> str:
     hours = interval.total_seconds() / 3600
-    return f"{hours / 24:g} days" if hours >= 48 else f"{hours:g} h"
+    return f"{hours / 24:.3g} days" if hours >= 48 else f"{hours:.3g} h"

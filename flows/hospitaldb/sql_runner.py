@@ -1,4 +1,4 @@
-"""Run a SQL file as one transaction, statement by statement, logging each one, then its checks.
+"""Run a step's statements as one transaction, one by one, logging each, then its checks.
 
 Statements go to the DBAPI cursor as they are, never through SQLAlchemy's
 text(), so a ` :name` inside a string literal stays a literal. The transaction
@@ -14,17 +14,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
-from hospitaldb.checks import Check, CheckResult, finish_row_counts, run_checks, start_row_counts
-from hospitaldb.database import DatabaseTarget
-from hospitaldb.errors import StepError, as_step_error
-from hospitaldb.sql_script import SqlScriptError, Statement, load_statements
-from hospitaldb.steps import display_path
+from hospitaldb.checks import finish_row_counts, run_checks, start_row_counts
+from hospitaldb.database import DatabaseTarget, Limits
+from hospitaldb.errors import as_step_error
+from hospitaldb.outcome import CheckResult
+from hospitaldb.plans import StepPlan
+from hospitaldb.sql_script import Statement
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,6 @@ class StatementResult:
     summary: str
     seconds: float
     rows: int | None
-
-
-@dataclass(frozen=True)
-class StepGuard:
-    """What a step must pass before it commits: its checks, with the shrink guard's settings."""
-
-    checks: list[Check]
-    objects: list[str]
-    allow_shrink: bool = False
-    max_shrink_share: float = 0.5
-    temp_tables: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -107,43 +96,33 @@ def execute_statements(
 
 def run_step_sql(
     connection: psycopg2.extensions.connection,
-    sql_file: Path,
+    plan: StepPlan,
     *,
-    step: str,
     logger: logging.Logger | logging.LoggerAdapter,
     on_statement: Callable[[StatementResult], None] | None = None,
-    guard: StepGuard | None = None,
 ) -> StepResult:
-    """Run every statement of sql_file, then the guard's checks, on the open transaction.
+    """Run every statement of the plan, then its checks, on the open transaction.
 
     Nothing is committed here. What the step changed in each of its objects (rows
     inserted, updated, deleted) is read from PostgreSQL's counters for this transaction.
     """
-    try:
-        statements = load_statements(sql_file, source=display_path(sql_file))
-    except SqlScriptError as error:
-        raise StepError(step, str(error)) from error
+    step = plan.step
     started = time.perf_counter()
-    objects = guard.objects if guard else []
     counting = time.perf_counter()
     with as_step_error(step):
-        changes_before = table_changes(connection, objects)
-        if guard:
-            start_row_counts(
-                connection, objects, allow_shrink=guard.allow_shrink, max_shrink_share=guard.max_shrink_share
-            )
+        changes_before = table_changes(connection, plan.objects)
+        start_row_counts(
+            connection, plan.objects, allow_shrink=plan.allow_shrink, max_shrink_share=plan.max_shrink_share
+        )
     row_count_seconds = time.perf_counter() - counting
-    results = execute_statements(connection, statements, logger, step, on_statement)
-    row_counts: dict[str, int] = {}
-    checks: list[CheckResult] = []
-    if guard:
-        counting = time.perf_counter()
-        with as_step_error(step):
-            row_counts = finish_row_counts(connection)
-        row_count_seconds += time.perf_counter() - counting
-        checks = run_checks(connection, guard.checks, step, logger)
+    results = execute_statements(connection, plan.statements, logger, step, on_statement)
+    counting = time.perf_counter()
     with as_step_error(step):
-        changes = table_changes(connection, objects)
+        row_counts = finish_row_counts(connection)
+    row_count_seconds += time.perf_counter() - counting
+    checks = run_checks(connection, plan.checks, step, logger)
+    with as_step_error(step):
+        changes = table_changes(connection, plan.objects)
     return StepResult(
         step=step,
         seconds=round(time.perf_counter() - started, 3),
@@ -158,36 +137,28 @@ def run_step_sql(
     )
 
 
-def run_sql_file(
+def run_step_transaction(
     target: DatabaseTarget,
-    sql_file: Path,
+    plan: StepPlan,
+    limits: Limits,
     *,
-    step: str,
     logger: logging.Logger | logging.LoggerAdapter,
-    statement_timeout_seconds: float,
-    lock_timeout_seconds: float,
     on_statement: Callable[[StatementResult], None] | None = None,
-    guard: StepGuard | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> StepResult:
-    """Run every statement of sql_file, then the guard's checks, in one transaction, and commit.
+    """Run the plan's statements, then its checks, in one REPEATABLE READ transaction, and commit.
 
     All of it commits, or none: a failing statement or error check (CheckFailed) rolls
     the whole step back.
     """
-    with as_step_error(step):
-        connection = target.connect(
-            statement_timeout_seconds=statement_timeout_seconds,
-            lock_timeout_seconds=lock_timeout_seconds,
-        )
+    with as_step_error(plan.step):
+        connection = target.connect(limits)
     try:
         connection.set_session(isolation_level="REPEATABLE READ")
-        result = run_step_sql(
-            connection, sql_file, step=step, logger=logger, on_statement=on_statement, guard=guard
-        )
+        result = run_step_sql(connection, plan, logger=logger, on_statement=on_statement)
         if before_commit:
             before_commit()
-        with as_step_error(step):
+        with as_step_error(plan.step):
             connection.commit()
     finally:
         # Closing without commit rolls back: a failed step leaves the previous data.

@@ -13,13 +13,16 @@ from pathlib import Path
 import pglast
 from pglast.parser import ParseError
 
+from hospitaldb.outcome import RefreshError, RunStatus
 from hospitaldb.text import shorten
 
 SUMMARY_LENGTH = 100
 
 
-class SqlScriptError(ValueError):
-    """A SQL file that cannot be read or parsed; the message names file and line."""
+class SqlScriptError(RefreshError, ValueError):
+    """A SQL file that cannot be read or parsed; the message names file and line. Nothing ran."""
+
+    status = RunStatus.REFUSED
 
 
 @dataclass(frozen=True)

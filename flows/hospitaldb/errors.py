@@ -104,11 +104,18 @@ def report(error: BaseException) -> ErrorReport:
             return ErrorReport(safe(str(error) or type(error).__name__, MESSAGE_LENGTH))
         return ErrorReport(f"{type(error).__name__} in the driver; its message was withheld")
     diag = error.diag
-    shown = code in FIXED_MESSAGE_SQLSTATES or (code[:2] in MESSAGE_SAFE_CLASSES and not diag.context)
-    if shown and diag.message_primary:
+    message_safe = code in FIXED_MESSAGE_SQLSTATES or (code[:2] in MESSAGE_SAFE_CLASSES and not diag.context)
+    if message_safe and diag.message_primary:
         hint = f" ({diag.message_hint})" if diag.message_hint else ""
         return ErrorReport(safe(diag.message_primary + hint, MESSAGE_LENGTH), code)
     return ErrorReport(f"{_condition(code)}{_names(diag)}. {WITHHELD}", code)
+
+
+def shown(error: BaseException) -> ErrorReport:
+    """Any error as it may be shown: ours as raised (safe by construction), others by the allowlist."""
+    if isinstance(error, RefreshError):
+        return ErrorReport(str(error), error.sqlstate)
+    return report(error)
 
 
 def _condition(code: str) -> str:
@@ -147,9 +154,9 @@ class DatabaseError(RefreshError):
     """A database error outside any step, as far as it may be shown (hospitaldb.errors.report)."""
 
     def __init__(self, error: BaseException) -> None:
-        shown = report(error)
-        self.sqlstate = shown.sqlstate
-        super().__init__(shown.text + (f" [SQLSTATE {shown.sqlstate}]" if shown.sqlstate else ""))
+        visible = report(error)
+        self.sqlstate = visible.sqlstate
+        super().__init__(visible.text + (f" [SQLSTATE {visible.sqlstate}]" if visible.sqlstate else ""))
 
 
 class StepError(RefreshError):
@@ -177,9 +184,9 @@ class StepError(RefreshError):
 
     @classmethod
     def from_database_error(cls, step: str, error: BaseException, statement: Statement | None) -> StepError:
-        shown = report(error)
+        visible = report(error)
         return cls(
-            step, shown.text, statement=statement, sqlstate=shown.sqlstate, transient=is_transient(error)
+            step, visible.text, statement=statement, sqlstate=visible.sqlstate, transient=is_transient(error)
         )
 
 

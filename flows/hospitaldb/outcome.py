@@ -68,6 +68,7 @@ class RefreshError(Exception):
     """
 
     status: ClassVar[RunStatus] = RunStatus.FAILED
+    sqlstate: str | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from hospitaldb.artifacts import publish_run_artifacts
 from hospitaldb.audit import AuditLog
 from hospitaldb.checks import CheckFailed
 from hospitaldb.database import NO_LIMITS, DatabaseTarget, Limits
-from hospitaldb.errors import DatabaseError, StepError, report
+from hospitaldb.errors import DatabaseError, StepError, shown
 from hospitaldb.outcome import (
     SOURCE_CHECKS,
     CheckResult,
@@ -194,11 +194,9 @@ class RunRecorder:
                 if self.audit:
                     self.audit.checks_finished(self.outcome.flow_run_id, attempt_id, step, error.results)
             if self.audit:
+                failure = shown(error)
                 self.audit.attempt_finished(
-                    attempt_id,
-                    StepStatus.FAILED,
-                    sqlstate=error.sqlstate if isinstance(error, StepError) else None,
-                    error=str(error) if isinstance(error, RefreshError) else report(error).text,
+                    attempt_id, StepStatus.FAILED, sqlstate=failure.sqlstate, error=failure.text
                 )
             raise
         # A BaseException (cancel, SIGTERM) leaves the attempt 'running': `interrupted` records it.
@@ -220,8 +218,8 @@ class RunRecorder:
             outcome.status = error.status if isinstance(error, RefreshError) else RunStatus.FAILED
             outcome.step = error.step if isinstance(error, StepError) else None
             outcome.attempts = self._attempts.get(outcome.step) if outcome.step else None
-            outcome.sqlstate = error.sqlstate if isinstance(error, StepError) else None
-            outcome.error = str(error) if isinstance(error, RefreshError) else report(error).text
+            failure = shown(error)
+            outcome.error, outcome.sqlstate = failure.text, failure.sqlstate
         outcome.finished_at = datetime.now(UTC)
         if self.audit:
             self.audit.run_finished(outcome)

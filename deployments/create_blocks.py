@@ -3,8 +3,10 @@
     python deployments/create_blocks.py
 
 Idempotent: run it again after changing a variable. Secrets (passwords, the webhook
-URL) are stored as secret fields. Blocks whose variables are missing are skipped
-and named in the output; the others are still created.
+URL) are stored as secret fields, and only on a server that asks for credentials or
+that nothing beyond this machine's loopback can reach (hospitaldb.server_guard):
+anyone who can call a server's API can read its blocks' secrets. Blocks whose
+variables are missing are skipped and named in the output; the others are still created.
 
 Database, SqlAlchemyConnector 'hospitaldb-postgres':
     HOSPITALDB_DATABASE_URL (postgresql://USER:PASSWORD@HOST:PORT/DBNAME), or
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from hospitaldb import settings
 from hospitaldb.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
 from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.server_guard import check
 from hospitaldb.settings import Setting
 
 
@@ -102,7 +105,24 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 
 
+def server_refuses_secrets() -> str | None:
+    """Why the Prefect server must not be given secrets (hospitaldb.server_guard), or None."""
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        return "PREFECT_API_URL is not set: the blocks would go to a temporary server and be lost."
+    try:
+        return check(api_url)
+    except OSError as error:
+        return f"Cannot reach the Prefect server at {api_url}: {error}. Nothing was stored."
+
+
 def main() -> int:
+    refused = server_refuses_secrets()
+    if refused:
+        print(f"error    {refused}", file=sys.stderr)
+        return 1
     failed = False
     for kind, create in BLOCKS.items():
         try:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from alert_servers import SmtpServer, WebhookServer, save_email_block
-from helpers import execute_outside_transaction, private_temp_dir, url_of_database
+from helpers import execute, execute_outside_transaction, private_temp_dir, url_of_database
 from prefect.testing.utilities import prefect_test_harness
 from prefect_slack import SlackWebhook
 from psycopg2 import sql
@@ -18,6 +21,7 @@ from psycopg2 import sql
 from hospitaldb import settings
 from hospitaldb.database import DATABASE_URL_ENV
 from hospitaldb.demo import build_demo_database, start_embedded_postgres
+from hospitaldb.steps import PROJECT_ROOT
 
 # Tests talk to loopback only: the test Prefect server must not phone home.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -88,6 +92,55 @@ def other_demo_database(postgres_admin_url: str, template_database: str) -> Iter
     """A second copy of the demo HospitalDB, not set anywhere: for runs against another database."""
     with _demo_copy(postgres_admin_url, template_database) as url:
         yield url
+
+
+@dataclass(frozen=True)
+class LeastPrivilege:
+    refresher_url: str
+    reader_url: str
+    password: str
+
+
+@pytest.fixture
+def least_privilege(demo_database: str) -> Iterator[LeastPrivilege]:
+    """deployments/create_roles.py, run for real on the demo database: the refresher and the reader.
+
+    Role names are this test's own (roles belong to the whole server). Before the roles, a staging
+    table that no SQL names appears: the refresher must not be able to read it.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    owner, refresher, reader = (f"hdb_{kind}_{suffix}" for kind in ("owner", "refresher", "reader"))
+    execute(demo_database, "CREATE TABLE staging.patient_contacts (patient_id int, phone text)")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "deployments/create_roles.py",
+            "--owner",
+            owner,
+            "--refresher",
+            refresher,
+            "--reader",
+            reader,
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, settings.ADMIN_DATABASE_URL.name: demo_database},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    password = f"Refresher-{suffix}-pw"
+    execute(
+        demo_database,
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(refresher), sql.Literal(password)),
+    )
+    yield LeastPrivilege(
+        url_of_database(demo_database, None, user=refresher, password=password),
+        url_of_database(demo_database, None, user=reader),
+        password,
+    )
+    roles = sql.SQL(", ").join(sql.Identifier(role) for role in (owner, refresher, reader))
+    execute(demo_database, sql.SQL("DROP OWNED BY {} CASCADE").format(roles))
+    execute_outside_transaction(demo_database, sql.SQL("DROP ROLE {}").format(roles))
 
 
 @pytest.fixture(scope="session")

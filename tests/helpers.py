@@ -25,10 +25,16 @@ STEP3_TABLES = ("dashboards.daily_revenue", "dashboards.branch_performance", "da
 REFRESHED_OBJECTS = STEP1_VIEWS + STEP2_TABLES + STEP3_TABLES
 
 
-def url_of_database(admin_url: str, database: str) -> str:
-    """The URL of another database on the same server, as the same user."""
-    target = target_from_url(admin_url, "test database URL").with_database(database)
-    return target.url.render_as_string(hide_password=False)
+def url_of_database(
+    admin_url: str, database: str | None, *, user: str | None = None, password: str | None = None
+) -> str:
+    """The URL of another database on the same server (None: the same one), as the same or another user."""
+    url = target_from_url(admin_url, "test database URL").url
+    if database:
+        url = url.set(database=database)
+    if user:
+        url = url.set(username=user, password=password)
+    return url.render_as_string(hide_password=False)
 
 
 def query(url: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:

@@ -15,16 +15,14 @@ import subprocess
 import sys
 import tarfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deployment import deployed_environment, wait_for_final_state
 from expected import assert_matches_source
 from flow_runs import TableLock, wait_for_blocked_refresh
-from helpers import add_source_rows, execute, execute_outside_transaction
-from psycopg2 import sql
-from test_deployment_e2e import deployed_environment, wait_for_final_state
+from helpers import add_source_rows, execute
 
 from hospitaldb import settings
 from hospitaldb.local_prefect import prefect_cli, prefect_server, prefect_worker
@@ -37,7 +35,6 @@ pytestmark = pytest.mark.container
 
 TAG = "localhost/hospitaldb-refresh:test"
 CONTAINERS_CONF = PROJECT_ROOT / "deployments" / "container" / "containers.conf"
-DB_PASSWORD = "Db-pw-never-in-an-image-7Q"
 
 
 @pytest.fixture(scope="module")
@@ -80,22 +77,6 @@ def docker_host(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     service.wait(timeout=30)
 
 
-@pytest.fixture
-def refresher_url(demo_database: str) -> Iterator[str]:
-    """The demo database through a role with a password: a secret that must stay out of the image."""
-    role = f"refresher_{uuid.uuid4().hex[:8]}"
-    execute_outside_transaction(
-        demo_database,
-        sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(DB_PASSWORD)
-        ),
-    )
-    host_url = demo_database.replace("postgresql://postgres@", f"postgresql://{role}:{DB_PASSWORD}@", 1)
-    assert DB_PASSWORD in host_url, "the server URL is expected as postgresql://postgres@HOST..."
-    yield host_url
-    execute_outside_transaction(demo_database, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
 def image_text(engine: str, image: str, tmp_path: Path) -> bytes:
     """Every byte a user of the image can read: history, configuration and file system."""
     history = subprocess.run(
@@ -132,13 +113,21 @@ def running_container_env(engine: str) -> list[str]:
 
 
 def test_the_image_runs_the_refresh_on_a_docker_work_pool_and_alerts_from_inside(
-    engine, image, docker_host, refresher_url, demo_database, tmp_path, smtp_server, webhook_server
+    engine, image, docker_host, least_privilege, demo_database, tmp_path, smtp_server, webhook_server
 ):
     with prefect_server(tmp_path / "prefect-home") as server_env:
         env = deployed_environment(
-            server_env, refresher_url, smtp_server, webhook_server, deploy_args=("--image", image)
+            server_env,
+            least_privilege.refresher_url,
+            smtp_server,
+            webhook_server,
+            deploy_args=("--image", image),
         )
-        secrets = [DB_PASSWORD, env["HOSPITALDB_SMTP_PASSWORD"], webhook_server.url.rsplit("/", 1)[-1]]
+        secrets = [
+            least_privilege.password,
+            env["HOSPITALDB_SMTP_PASSWORD"],
+            webhook_server.url.rsplit("/", 1)[-1],
+        ]
         worker_env = {**env, "DOCKER_HOST": docker_host}
         worker_log = tmp_path / "worker.log"
         add_source_rows(demo_database)
@@ -153,7 +142,7 @@ def test_the_image_runs_the_refresh_on_a_docker_work_pool_and_alerts_from_inside
                 container_env = running_container_env(engine)
             finally:
                 blocker.release()
-            good_state = wait_for_final_state(env["PREFECT_API_URL"], good, timeout=300)
+            good_state = wait_for_final_state(env, good, timeout=300)
             assert good_state.is_completed(), good_state.message + worker_log.read_text()[-3000:]
             assert_matches_source(demo_database)
 

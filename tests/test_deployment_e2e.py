@@ -1,7 +1,9 @@
 """The deployment path for real: prefect server, deploy.sh, a process worker, `prefect deployment run`.
 
-Runs once with the server on SQLite and, when the PostgreSQL server at 127.0.0.1:5432
-answers, once with the Prefect server itself on PostgreSQL (asyncpg).
+The server asks for credentials (PREFECT_SERVER_API_AUTH_STRING) and the refresh logs in as
+the least-privilege role of deployments/create_roles.py, never as a superuser. Runs once with
+the server on SQLite and, when the PostgreSQL server at 127.0.0.1:5432 answers, once with the
+Prefect server itself on PostgreSQL (asyncpg).
 """
 
 from __future__ import annotations
@@ -11,26 +13,30 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
+import psycopg2
 import pytest
-from alert_servers import SMTP_PASSWORD, SMTP_USER
+from deployment import (
+    AUTH_STRING,
+    anonymous_block_listing,
+    client_of,
+    deployed_environment,
+    flow_run_state,
+    start_run,
+    wait_for_final_state,
+)
 from expected import assert_matches_source
 from flow_runs import TableLock, wait_for_blocked_refresh
-from helpers import add_source_rows, execute_outside_transaction, scalar
-from prefect.client.orchestration import get_client
+from helpers import add_source_rows, execute, execute_outside_transaction, query, scalar
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from psycopg2 import sql
 
 from hospitaldb.database import target_from_url
 from hospitaldb.local_prefect import prefect_cli, prefect_server, prefect_worker
-from hospitaldb.monitoring import run_monitoring_query
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.monitoring import monitoring_queries, run_monitoring_query
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -59,65 +65,21 @@ def prefect_database(request) -> str | None:
     )
 
 
-def flow_run_state(api_url: str, flow_run_id: str):
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        return client.read_flow_run(flow_run_id).state
-
-
-def wait_for_final_state(api_url: str, flow_run_id: str, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = flow_run_state(api_url, flow_run_id)
-        if state and state.is_final():
-            return state
-        time.sleep(1)
-    raise AssertionError(f"flow run {flow_run_id} did not finish; last state {state}")
-
-
-def start_run(env: dict[str, str], deployment: str) -> str:
-    done = prefect_cli(env, "deployment", "run", deployment)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return next(line.split()[-1] for line in done.stdout.splitlines() if "UUID" in line)
-
-
-def deployed_environment(
-    server_env, database_url, smtp_server, webhook_server, deploy_args: tuple[str, ...] = ()
-) -> dict[str, str]:
-    """Run deploy.sh (twice: it is idempotent) against a server; return the workers' environment."""
-    env = {
-        **server_env,
-        "HOSPITALDB_DATABASE_URL": database_url,
-        # deploy.sh creates the alert blocks from these; the worker reads the recipients.
-        "HOSPITALDB_SMTP_HOST": "127.0.0.1",
-        "HOSPITALDB_SMTP_PORT": str(smtp_server.port),
-        "HOSPITALDB_SMTP_TYPE": "INSECURE",
-        "HOSPITALDB_SMTP_USERNAME": SMTP_USER,
-        "HOSPITALDB_SMTP_PASSWORD": SMTP_PASSWORD,
-        "HOSPITALDB_SLACK_WEBHOOK_URL": webhook_server.url,
-        "HOSPITALDB_ALERT_EMAILS": "oncall@hospital.example",
-        "PATH": f"{Path(sys.executable).parent}:{server_env['PATH']}",
-    }
-    for attempt in ("first", "again"):
-        deployed = subprocess.run(
-            ["bash", "deployments/deploy.sh", *deploy_args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert deployed.returncode == 0, f"deploy.sh ({attempt}):\n" + deployed.stdout + deployed.stderr
-    return env
+OVERPAYMENT = (
+    "UPDATE staging.payments SET amount = amount + 100000 "
+    "WHERE payment_id = (SELECT min(payment_id) FROM staging.payments)"
+)
 
 
 def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
-    demo_database, prefect_database, tmp_path, smtp_server, webhook_server
+    demo_database, least_privilege, prefect_database, tmp_path, smtp_server, webhook_server
 ):
-    with prefect_server(tmp_path / "prefect-home", prefect_database) as server_env:
-        env = deployed_environment(server_env, demo_database, smtp_server, webhook_server)
-        with (
-            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
-            get_client(sync_client=True) as client,
-        ):
+    with prefect_server(tmp_path / "prefect-home", prefect_database, auth_string=AUTH_STRING) as server_env:
+        env = deployed_environment(server_env, least_privilege.refresher_url, smtp_server, webhook_server)
+        status, body = anonymous_block_listing(env["PREFECT_API_URL"])
+        assert status == 401, body
+        assert least_privilege.password not in body and "XoXoSECRETtoken" not in body
+        with client_of(env) as client:
             nightly = client.read_deployment_by_name("hospitaldb-refresh/nightly")
         schedule = nightly.schedules[0].schedule
         assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "UTC")
@@ -149,10 +111,10 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
                 first = start_run(env, "hospitaldb-refresh/nightly")
                 wait_for_blocked_refresh(demo_database, timeout=120)
                 second = start_run(env, "hospitaldb-refresh/nightly")
-                second_state = wait_for_final_state(env["PREFECT_API_URL"], second)
+                second_state = wait_for_final_state(env, second)
             finally:
                 blocker.release()
-            first_state = wait_for_final_state(env["PREFECT_API_URL"], first)
+            first_state = wait_for_final_state(env, first)
 
             # Cancel from the CLI while step 2 waits on a held lock: Cancelled, rolled back,
             # the lock free, the audit trail and the artifact say cancelled, one notice.
@@ -163,7 +125,7 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
                 statement = wait_for_blocked_refresh(demo_database, timeout=120)
                 cancel = prefect_cli(env, "flow-run", "cancel", third)
                 assert cancel.returncode == 0, cancel.stdout + cancel.stderr
-                third_state = wait_for_final_state(env["PREFECT_API_URL"], third)
+                third_state = wait_for_final_state(env, third)
                 running = scalar(
                     demo_database, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (statement,)
                 )
@@ -173,6 +135,26 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
             while len(webhook_server.posts) < 1 or len(smtp_server.received) < 1:
                 assert time.monotonic() < notice_deadline, (tmp_path / "worker.log").read_text()[-3000:]
                 time.sleep(0.5)
+            (mail,), slack_posts = smtp_server.received, len(webhook_server.posts)
+
+            # Still as the least-privilege role: a run a data check refuses, then the freshness check.
+            execute(demo_database, OVERPAYMENT)
+            refused = prefect_cli(
+                env, "deployment", "run", "hospitaldb-refresh/on-demand", "--watch", "--watch-timeout", "240"
+            )
+            assert refused.returncode == 1 and "Failed" in refused.stdout, refused.stdout + refused.stderr
+            fresh = prefect_cli(
+                env,
+                "deployment",
+                "run",
+                "hospitaldb-freshness-check/freshness-check",
+                "--watch",
+                "--watch-timeout",
+                "240",
+            )
+            assert fresh.returncode == 0, (
+                fresh.stdout + fresh.stderr + (tmp_path / "worker.log").read_text()[-3000:]
+            )
         assert third_state.type == StateType.CANCELLED, third_state
         assert running == 0, "the blocked statement's session was ended with the run"
         assert scalar(demo_database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
@@ -190,10 +172,7 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
             )
             == "cancelled"
         )
-        with (
-            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
-            get_client(sync_client=True) as client,
-        ):
+        with client_of(env) as client:
             (summary,) = client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["hospitaldb-refresh-summary"])),
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[third])),
@@ -208,18 +187,41 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
             ("refresh_phase3_reporting_tables", "cancelled"),
             ("refresh_dashboards", "not run"),
         ]
-        failed = {
-            row["flow_run_id"]: row
-            for row in run_monitoring_query(target_from_url(demo_database, "t"), "failed_runs")
-        }
+        # Every monitoring query answers the refresher; failed_runs has the cancel and the refusal.
+        refresher = target_from_url(least_privilege.refresher_url, "refresher")
+        answers = {name: run_monitoring_query(refresher, name) for name in monitoring_queries()}
+        failed = {row["flow_run_id"]: row for row in answers["failed_runs"]}
         assert (failed[third]["outcome"], failed[third]["failed_at"]) == (
             "cancelled",
             "refresh_phase3_reporting_tables",
         )
-        (mail,) = smtp_server.received
+        (refusal,) = [row for row in failed.values() if row["outcome"] == "check_failed"]
+        assert "no_negative_outstanding" in refusal["failed_checks"]
+        assert {
+            row["step"] for row in answers["last_successful_refresh"] if row["hours_ago"] is not None
+        } == {
+            "refresh_phase2_materialized_views",
+            "refresh_phase3_reporting_tables",
+            "refresh_dashboards",
+        }
+        # The reader sees data_status and nothing else; the refresher reads only what it was granted
+        # and cannot redefine data_status.
+        checks = dict(
+            query(least_privilege.reader_url, "SELECT step, last_run_checks FROM etl_audit.data_status")
+        )
+        assert checks["refresh_phase3_reporting_tables"] == "failed"
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(least_privilege.reader_url, "SELECT * FROM etl_audit.refresh_runs")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            query(least_privilege.refresher_url, "SELECT * FROM staging.patient_contacts")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            execute(
+                least_privilege.refresher_url, "CREATE OR REPLACE VIEW etl_audit.data_status AS SELECT 1 AS x"
+            )
         assert mail.message["Subject"] == "[HospitalDB] Refresh CANCELLED at refresh_phase3_reporting_tables"
         assert "rolled back" in mail.text
-        assert len(webhook_server.posts) == 1
+        assert slack_posts == 1
+        assert "check no_negative_outstanding failed" in smtp_server.received[1].message["Subject"]
         assert second_state.type == StateType.CANCELLED, second_state
         assert first_state.type == StateType.COMPLETED, first_state
 
@@ -245,7 +247,7 @@ def kill_while_blocked(database_url: str, env: dict[str, str], kill) -> tuple[st
         flow_run_id = start_run(env, "hospitaldb-refresh/on-demand")
         statement = wait_for_blocked_refresh(database_url, timeout=120)
         kill(flow_run_id)
-        final = wait_for_final_state(env["PREFECT_API_URL"], flow_run_id, timeout=300)
+        final = wait_for_final_state(env, flow_run_id, timeout=300)
     finally:
         blocker.release()
     assert final.type == StateType.CRASHED, final
@@ -258,10 +260,10 @@ def backend_alive(database_url: str, pid: int) -> bool:
 
 @pytest.mark.parametrize("prefect_database", ["sqlite"], indirect=True)
 def test_a_killed_run_is_marked_crashed_and_reported_even_when_its_worker_dies_too(
-    demo_database, prefect_database, tmp_path, smtp_server, webhook_server
+    demo_database, least_privilege, prefect_database, tmp_path, smtp_server, webhook_server
 ):
-    with prefect_server(tmp_path / "prefect-home", prefect_database) as server_env:
-        env = deployed_environment(server_env, demo_database, smtp_server, webhook_server)
+    with prefect_server(tmp_path / "prefect-home", prefect_database, auth_string=AUTH_STRING) as server_env:
+        env = deployed_environment(server_env, least_privilege.refresher_url, smtp_server, webhook_server)
         worker_log = tmp_path / "worker.log"
         with prefect_worker(env, "hospitaldb-pool", worker_log) as worker:
             # The run's process alone is killed (the OOM killer's usual pick): the worker
@@ -291,7 +293,7 @@ def test_a_killed_run_is_marked_crashed_and_reported_even_when_its_worker_dies_t
                 process.kill()
 
             together, together_statement = kill_while_blocked(demo_database, env, kill_worker_and_run)
-        state = flow_run_state(env["PREFECT_API_URL"], together)
+        state = flow_run_state(env, together)
         assert "No heartbeat for 90 s" in state.message
         notice_deadline = time.monotonic() + 60
         while len(webhook_server.posts) < 2:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 import psycopg2.extras
 
-from hospitaldb.audit_schema import upgrade_schema
+from hospitaldb.audit_schema import AuditSchemaNotUpgradable, upgrade_schema
 from hospitaldb.database import DatabaseTarget, Limits
 from hospitaldb.errors import report
 from hospitaldb.outcome import PreviousRun, RunOutcome, RunStatus, StepOutcome, StepStatus
@@ -77,9 +77,10 @@ class AuditLog:
                 else:
                     cursor.execute(statement, params)
                 return cursor.fetchall() if cursor.description else None
-        except psycopg2.Error as error:
+        except (psycopg2.Error, AuditSchemaNotUpgradable) as error:
             self._logger.warning(
-                "audit trail not written (%s); the refresh goes on without it", report(error).text
+                "audit trail not written (%s); the refresh goes on without it",
+                str(error) if isinstance(error, AuditSchemaNotUpgradable) else report(error).text,
             )
             self._off = True
             self.close()

@@ -12,10 +12,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import psycopg2.errors
+
 from hospitaldb.sql_script import load_statements
 from hospitaldb.steps import SQL_DIR
 
 AUDIT_SCHEMA_FILE = SQL_DIR / "schema" / "05_etl_audit.sql"
+
+
+class AuditSchemaNotUpgradable(RuntimeError):
+    """etl_audit is at another version and this role may not change it (the least-privilege roles)."""
 
 
 def upgrade_schema(connection: Any) -> None:
@@ -34,6 +40,12 @@ def upgrade_schema(connection: Any) -> None:
                 cursor.execute(statement.text)
             cursor.execute("COMMENT ON SCHEMA etl_audit IS %s", (marker,))
         connection.commit()
+    except psycopg2.errors.InsufficientPrivilege:
+        raise AuditSchemaNotUpgradable(
+            "etl_audit is missing or older than this version's sql/schema/05_etl_audit.sql, and this role "
+            "may not create or change it: run `python deployments/create_roles.py` as an administrator "
+            "(README, 'Least privilege')"
+        ) from None
     finally:
         if not connection.closed:
             connection.rollback()

@@ -37,24 +37,33 @@ def _stop(process: subprocess.Popen, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, database_url: str | None = None) -> Iterator[dict[str, str]]:
-    """Start a Prefect server; yield the environment that CLI calls and workers need."""
+def prefect_server(
+    home: Path, database_url: str | None = None, *, host: str = "127.0.0.1", auth_string: str | None = None
+) -> Iterator[dict[str, str]]:
+    """Start a Prefect server; yield the environment that CLI calls and workers need.
+
+    With auth_string the server refuses any request without it (PREFECT_SERVER_API_AUTH_STRING),
+    and the environment carries it for the clients (PREFECT_API_AUTH_STRING).
+    """
     port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_URL": f"http://{host}:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "false",
     }
     server_env = dict(env)
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    if auth_string:
+        server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+        env["PREFECT_API_AUTH_STRING"] = auth_string
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
     with log.open("w") as output:
         process = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [PREFECT, "server", "start", "--host", host, "--port", str(port)],
             env=server_env,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -64,7 +73,7 @@ def prefect_server(home: Path, database_url: str | None = None) -> Iterator[dict
         deadline = time.monotonic() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as response:
+                with urllib.request.urlopen(f"http://{host}:{port}/api/health", timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:

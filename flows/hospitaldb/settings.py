@@ -79,6 +79,14 @@ SLACK_WEBHOOK_URL = Setting(
     secret=True,
 )
 
+# Least privilege, read once by deployments/create_roles.py.
+ADMIN_DATABASE_URL = Setting(
+    "HOSPITALDB_ADMIN_DATABASE_URL",
+    "`create_roles.py`",
+    "an administrator's URL of the HospitalDB, to create the least-privilege roles and their grants",
+    secret=True,
+)
+
 # Development and deployment.
 TEST_DATABASE_URL = Setting(
     "HOSPITALDB_TEST_DATABASE_URL",

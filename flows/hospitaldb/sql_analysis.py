@@ -132,6 +132,25 @@ def refreshed_objects(steps: list[StepName] | tuple[StepName, ...] = STEPS) -> d
     return {name: step for step, parsed in analyse_steps(steps).items() for name in parsed.objects}
 
 
+def relations_named(statements: list[Statement]) -> set[str]:
+    """Every permanent relation the statements name, read or written, as they name it.
+
+    Temporary tables and CTE names are left out. What a name resolves to (and a view's own
+    dependencies) is the database's business: hospitaldb.roles asks it.
+    """
+    temp = _temp_tables(statements)
+    names = set()
+    for statement in statements:
+        tree = _parse(statement)
+        ctes = {node.ctename for node in _walk(tree) if isinstance(node, ast.CommonTableExpr)}
+        for node in _walk(tree):
+            if isinstance(node, ast.RangeVar) and node.relpersistence != "t":
+                name = _name(node)
+                if name not in temp and name not in ctes and node.schemaname != "pg_temp":
+                    names.add(name)
+    return names
+
+
 # --- Reading the parse tree --------------------------------------------------------------
 
 

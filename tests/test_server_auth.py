@@ -1,0 +1,138 @@
+"""Only those who should: secrets go only to a Prefect server that asks for credentials, unless nothing
+beyond this machine's loopback can reach it; and such a server answers nobody without them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from deployment import AUTH_STRING, anonymous_block_listing, client_of, deploy, deploy_environment
+from prefect_slack import SlackWebhook
+
+from hospitaldb.local_prefect import prefect_server
+from hospitaldb.server_guard import (
+    accepts_anonymous_requests,
+    is_loopback,
+    listening_beyond_loopback,
+    refusal,
+)
+from hospitaldb.steps import PROJECT_ROOT
+
+DATABASE_URL = "postgresql://refresher:Pw-Not-For-Strangers-71@db.hospital.example:5432/hospitaldb"
+WEBHOOK = "https://hooks.slack.com/services/T000/B000/Webhook-Not-For-Strangers"
+
+
+@pytest.mark.parametrize(
+    ("host", "anonymous", "also_listening_on", "refused"),
+    [
+        ("127.0.0.1", True, [], False),
+        ("localhost", True, [], False),
+        ("::1", True, [], False),
+        ("127.0.0.1", True, ["0.0.0.0"], True),  # the URL says loopback, the server listens everywhere
+        ("10.20.30.40", True, [], True),
+        ("prefect.hospital.example", True, [], True),  # a name is not trusted to stay loopback
+        ("10.20.30.40", False, [], False),
+        ("prefect.hospital.example", False, [], False),
+    ],
+)
+def test_secrets_go_only_behind_credentials_or_to_loopback_alone(host, anonymous, also_listening_on, refused):
+    why = refusal(host, anonymous, also_listening_on)
+    assert (why is not None) == refused
+    if why:
+        assert "without credentials" in why and "PREFECT_SERVER_API_AUTH_STRING" in why
+        assert all(address in why for address in also_listening_on)
+
+
+def test_loopback_is_an_address_not_a_name():
+    assert [
+        is_loopback(host) for host in ("127.0.0.2", "::1", "localhost", "0.0.0.0", "10.0.0.1", "loopback")
+    ] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_a_server_with_the_auth_string_answers_nobody_without_it(tmp_path):
+    with prefect_server(tmp_path / "prefect-home", auth_string=AUTH_STRING) as env:
+        with client_of(env):
+            SlackWebhook(url=WEBHOOK).save("hospitaldb-slack")
+        status, body = anonymous_block_listing(env["PREFECT_API_URL"])
+        assert status == 401, body
+        assert "Webhook-Not-For-Strangers" not in body
+        assert accepts_anonymous_requests(env["PREFECT_API_URL"]) is False
+        with client_of(env) as client:  # with the auth string the same server answers
+            assert [document.name for document in client.read_block_documents()] == ["hospitaldb-slack"]
+
+
+@contextlib.contextmanager
+def address_beyond_loopback() -> Iterator[str]:
+    """An address of this machine that is not loopback: one end of a veth pair into a network
+    namespace this test makes itself, so nothing outside the machine is involved."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 to make a network namespace")
+    name = f"hdb{uuid.uuid4().hex[:6]}"
+    address = f"10.231.{random.randrange(256)}.{random.randrange(64) * 4 + 1}"
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", f"{name}a", "type", "veth", "peer", "name", f"{name}b", "netns", name],
+        ["ip", "addr", "add", f"{address}/30", "dev", f"{name}a"],
+        ["ip", "link", "set", f"{name}a", "up"],
+        ["ip", "-n", name, "link", "set", f"{name}b", "up"],
+    ]
+    try:
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True)
+            if done.returncode:
+                pytest.skip(f"cannot make a network namespace here: {done.stderr.strip()}")
+        yield address
+    finally:
+        subprocess.run(["ip", "link", "del", f"{name}a"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_deploy_stores_no_secret_on_an_open_server_beyond_loopback_and_does_behind_credentials(
+    tmp_path, smtp_server, webhook_server
+):
+    with address_beyond_loopback() as address:
+        with prefect_server(tmp_path / "open", host=address) as env:
+            refused = deploy(deploy_environment(env, DATABASE_URL, smtp_server, webhook_server))
+            port = int(env["PREFECT_API_URL"].rsplit(":", 1)[1].split("/")[0])
+            assert listening_beyond_loopback(port) == [address]
+            with client_of(env) as client:
+                stored = client.read_block_documents()
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0, output
+        assert f"The Prefect server at {address} answers requests without credentials" in output
+        assert "PREFECT_SERVER_API_AUTH_STRING" in output and "PREFECT_API_AUTH_STRING" in output
+        assert "Not-For-Strangers" not in output
+        assert stored == [], "nothing was stored"
+
+        with prefect_server(tmp_path / "closed", host=address, auth_string=AUTH_STRING) as env:
+            created = subprocess.run(
+                [sys.executable, "deployments/create_blocks.py"],
+                cwd=PROJECT_ROOT,
+                env=deploy_environment(env, DATABASE_URL, smtp_server, webhook_server),
+                capture_output=True,
+                text=True,
+            )
+            status, _ = anonymous_block_listing(env["PREFECT_API_URL"])
+        assert created.returncode == 0, created.stdout + created.stderr
+        assert created.stdout.count("saved") == 3
+        assert status == 401
+
+
+def test_a_port_of_this_machine_listening_beyond_loopback_is_found():
+    with address_beyond_loopback() as address, socket.create_server((address, 0)) as listener:
+        assert listening_beyond_loopback(listener.getsockname()[1]) == [address]

@@ -35,10 +35,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hospitaldb.database import DATABASE_URL_ENV, target_from_url
-from hospitaldb.sql_analysis import refreshed_objects
-from hospitaldb.steps import PROJECT_ROOT as ROOT
-from hospitaldb.steps import STEPS, sql_file
+from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.engine.sql_analysis import refreshed_objects
+from hospitaldb.engine.steps import STEPS, sql_file
+from hospitaldb.paths import PROJECT_ROOT as ROOT
 
 TRIVIAL_FLOW = """
 from prefect import flow, task
@@ -302,7 +302,7 @@ def prefect_api(url: str | None, home: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from hospitaldb.local_prefect import prefect_server
+    from hospitaldb.tools.local_prefect import prefect_server
 
     with prefect_server(home) as env:
         yield env["PREFECT_API_URL"]
@@ -313,13 +313,13 @@ def postgres_admin(url: str | None, data_dir: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    from hospitaldb.demo import start_embedded_postgres
+    from hospitaldb.local.demo import start_embedded_postgres
 
     yield start_embedded_postgres(data_dir / "pgdata")
 
 
 def build_database(admin_url: str, name: str, visits: int) -> str:
-    from hospitaldb.demo import build_demo_database
+    from hospitaldb.local.demo import build_demo_database
 
     url = (
         target_from_url(admin_url, "admin URL").with_database(name).url.render_as_string(hide_password=False)

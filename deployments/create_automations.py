@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from hospitaldb.notifications import DEFAULT_SLACK_BLOCK
-from hospitaldb.prefect_yaml_check import check_prefect_yaml, heartbeat_seconds
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.record.notifications import DEFAULT_SLACK_BLOCK
+from hospitaldb.tools.prefect_yaml_check import check_prefect_yaml, heartbeat_seconds
 
 CRASH_AUTOMATION = "hospitaldb-crash-unresponsive-runs"
 NOTICE_AUTOMATION = "hospitaldb-notify-unresponsive-runs"
@@ -70,71 +70,79 @@ def heartbeat_periods(prefect_yaml: Path = PROJECT_ROOT / "prefect.yaml") -> dic
 
 def build_automations(periods: dict[str, int], slack_block_id: Any | None) -> list[Any]:
     """The crash automation, and the notice automation when there is a Slack block."""
-    from prefect.automations import Automation
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState, SendNotification
-    from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
     silent_for = MISSED_HEARTBEATS * max(periods.values())
-    crash_message = CRASH_MESSAGE.format(seconds=silent_for)
     our_flows = ResourceSpecification(
         {"prefect.resource.role": "flow", "prefect.resource.name": sorted(periods)}
     )
-    automations = [
-        Automation(
-            name=CRASH_AUTOMATION,
-            description=f"Marks a {', '.join(sorted(periods))} run Crashed after {silent_for} s without a heartbeat.",
-            trigger=EventTrigger(
-                posture=Posture.Proactive,
-                after={"prefect.flow-run.heartbeat"},
-                expect={
-                    "prefect.flow-run.heartbeat",
-                    *(f"prefect.flow-run.{state}" for state in FINAL_STATES),
-                },
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
-                match_related=our_flows,
-                for_each={"prefect.resource.id"},
-                threshold=1,
-                within=timedelta(seconds=silent_for),
-            ),
-            actions=[
-                ChangeFlowRunState(
-                    state=StateType.CRASHED,
-                    message=f"{crash_message}: the flow-run process and its worker are gone.",
-                )
-            ],
-        )
-    ]
+    automations = [crash_automation(sorted(periods), our_flows, silent_for)]
     if slack_block_id is not None:
-        # A separate, reactive automation: a proactive trigger can fire more than once for
-        # one silent run, but a run enters Crashed only once.
-        automations.append(
-            Automation(
-                name=NOTICE_AUTOMATION,
-                description=f"Posts to Slack when {CRASH_AUTOMATION} marks a run Crashed.",
-                trigger=EventTrigger(
-                    posture=Posture.Reactive,
-                    expect={"prefect.flow-run.Crashed"},
-                    match=ResourceSpecification(
-                        {
-                            "prefect.resource.id": "prefect.flow-run.*",
-                            "prefect.state-message": f"{crash_message}*",
-                        }
-                    ),
-                    match_related=our_flows,
-                    threshold=1,
-                ),
-                actions=[
-                    SendNotification(
-                        block_document_id=slack_block_id,
-                        subject=NOTICE_SUBJECT,
-                        body=NOTICE_BODY.replace("{seconds}", str(silent_for)),
-                    )
-                ],
-            )
-        )
+        automations.append(notice_automation(our_flows, silent_for, slack_block_id))
     return automations
+
+
+def crash_automation(flows: list[str], our_flows: Any, silent_for: int) -> Any:
+    """Proactive: a run of our flows with no heartbeat and no final state for silent_for s is Crashed."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=CRASH_AUTOMATION,
+        description=f"Marks a {', '.join(flows)} run Crashed after {silent_for} s without a heartbeat.",
+        trigger=EventTrigger(
+            posture=Posture.Proactive,
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{state}" for state in FINAL_STATES)},
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            match_related=our_flows,
+            for_each={"prefect.resource.id"},
+            threshold=1,
+            within=timedelta(seconds=silent_for),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"{CRASH_MESSAGE.format(seconds=silent_for)}: the flow-run process and its worker are gone.",
+            )
+        ],
+    )
+
+
+def notice_automation(our_flows: Any, silent_for: int, slack_block_id: Any) -> Any:
+    """Reactive, and separate: a proactive trigger can fire more than once for one silent run,
+    but a run enters Crashed only once."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=NOTICE_AUTOMATION,
+        description=f"Posts to Slack when {CRASH_AUTOMATION} marks a run Crashed.",
+        trigger=EventTrigger(
+            posture=Posture.Reactive,
+            expect={"prefect.flow-run.Crashed"},
+            match=ResourceSpecification(
+                {
+                    "prefect.resource.id": "prefect.flow-run.*",
+                    "prefect.state-message": f"{CRASH_MESSAGE.format(seconds=silent_for)}*",
+                }
+            ),
+            match_related=our_flows,
+            threshold=1,
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=slack_block_id,
+                subject=NOTICE_SUBJECT,
+                body=NOTICE_BODY.replace("{seconds}", str(silent_for)),
+            )
+        ],
+    )
 
 
 def _slack_block_id() -> Any | None:

@@ -4,7 +4,7 @@
 
 Idempotent: run it again after changing a variable. Secrets (passwords, the webhook
 URL) are stored as secret fields, and only on a server that asks for credentials or
-that nothing beyond this machine's loopback can reach (hospitaldb.server_guard):
+that nothing beyond this machine's loopback can reach (hospitaldb.tools.server_guard):
 anyone who can call a server's API can read its blocks' secrets. Blocks whose
 variables are missing are skipped and named in the output; the others are still created.
 
@@ -26,10 +26,10 @@ import sys
 from collections.abc import Callable
 
 from hospitaldb import settings
-from hospitaldb.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
-from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
-from hospitaldb.server_guard import check
+from hospitaldb.engine.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
+from hospitaldb.record.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 from hospitaldb.settings import Setting
+from hospitaldb.tools.server_guard import check
 
 
 class Skipped(Exception):
@@ -106,7 +106,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
 
 
 def server_refuses_secrets() -> str | None:
-    """Why the Prefect server must not be given secrets (hospitaldb.server_guard), or None."""
+    """Why the Prefect server must not be given secrets (hospitaldb.tools.server_guard), or None."""
     from prefect.settings import PREFECT_API_URL
 
     api_url = PREFECT_API_URL.value()

@@ -8,7 +8,7 @@ create roles), once, and again after an upgrade of this project: the refresher m
 change etl_audit's definitions, so upgrades of it are applied here. It prints every
 statement it ran. The login roles get no password here: set one with `\\password ROLE` in
 psql (or your usual way), then use the refresher in HOSPITALDB_DATABASE_URL or the
-database block, and the reader in the BI tool. See hospitaldb.roles for what is granted.
+database block, and the reader in the BI tool. See hospitaldb.tools.roles for what is granted.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import argparse
 import sys
 
 from hospitaldb import settings
-from hospitaldb.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.roles import RoleNames, create_roles
+from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
+from hospitaldb.tools.roles import RoleNames, create_roles
 
 
 def main(argv: list[str] | None = None) -> int:

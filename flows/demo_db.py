@@ -2,7 +2,7 @@
 
     python flows/demo_db.py --database-url URL [--visits N] [--seed S] [--force]
 
-The work is done by hospitaldb.demo; this is its command line.
+The work is done by hospitaldb.local.demo; this is its command line.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 
 import psycopg2
 
-from hospitaldb.database import target_from_url
-from hospitaldb.demo import NotADemoDatabase, build_demo_database
-from hospitaldb.errors import StepError
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.errors import StepError
+from hospitaldb.local.demo import NotADemoDatabase, build_demo_database
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The nightly HospitalDB refresh: phase 2 views, then phase 3 reporting tables, then dashboards.
 
-    python flows/refresh.py --help      # run it once, here (hospitaldb.cli)
+    python flows/refresh.py --help      # run it once, here (hospitaldb.local.cli)
 
 prefect.yaml deploys `flows/refresh.py:hospitaldb_refresh`; the flow itself is
 hospitaldb.refresh. The package is installed (pip install -e .), so this file
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hospitaldb.cli import main
+from hospitaldb.local.cli import main
 from hospitaldb.refresh import hospitaldb_refresh
 
 __all__ = ["hospitaldb_refresh"]

@@ -12,16 +12,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from alert_servers import SmtpServer, WebhookServer, save_email_block
-from helpers import execute, execute_outside_transaction, private_temp_dir, url_of_database
 from prefect.testing.utilities import prefect_test_harness
 from prefect_slack import SlackWebhook
 from psycopg2 import sql
+from support.db import execute, execute_outside_transaction, private_temp_dir, url_of_database
+from support.receivers import SmtpServer, WebhookServer, save_email_block
 
 from hospitaldb import settings
-from hospitaldb.database import DATABASE_URL_ENV
-from hospitaldb.demo import build_demo_database, start_embedded_postgres
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
+from hospitaldb.paths import PROJECT_ROOT
 
 # Tests talk to loopback only: the test Prefect server must not phone home.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

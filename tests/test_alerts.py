@@ -7,15 +7,14 @@ import signal
 import subprocess
 import sys
 
-from alert_servers import SMTP_PASSWORD, SilentServer, free_port, save_email_block
-from flow_runs import TableLock, run_flow, run_logs, wait_for_blocked_refresh
-from helpers import add_source_rows, execute
 from prefect.settings import PREFECT_UI_URL, temporary_settings
+from support.db import add_source_rows, execute
+from support.receivers import SMTP_PASSWORD, SilentServer, free_port, save_email_block
+from support.runs import TableLock, run_flow, run_logs, wait_for_blocked_refresh
 
-from hospitaldb.database import DATABASE_URL_ENV, target_from_url
-from hospitaldb.monitoring import run_monitoring_query
-from hospitaldb.steps import PROJECT_ROOT
-from hospitaldb.text import redact
+from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.record.monitoring import run_monitoring_query
 
 NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
 
@@ -218,11 +217,3 @@ def test_recipients_come_from_the_environment_when_not_a_parameter(
     break_step_2(demo_database)
     run_flow(retries=0, email_block=alert_blocks["email_block"], slack_block=alert_blocks["slack_block"])
     assert smtp_server.received[0].recipients == ["dba@hospital.example", "analyst@hospital.example"]
-
-
-def test_redact_removes_credentials_and_webhook_paths():
-    text = redact(
-        "postgresql://refresher:hunter2@db:5432/h failed; https://hooks.slack.com/services/T/B/abc; password=xyz"
-    )
-    assert "hunter2" not in text and "abc" not in text and "xyz" not in text
-    assert "postgresql://refresher:***@db:5432/h" in text

@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import query
+from support.db import query
 
-from hospitaldb.database import DATABASE_URL_ENV
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.paths import PROJECT_ROOT
 
 
 def main(argv: list[str]) -> dict:

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from flow_runs import InBackground, error_text, run_flow, run_logs, task_runs
-from helpers import REFRESHED_OBJECTS, checksum_query, checksums, execute, query, scalar
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -22,9 +20,11 @@ from prefect.client.schemas.filters import (
 )
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
+from support.db import REFRESHED_OBJECTS, checksum_query, checksums, execute, query, scalar
+from support.runs import InBackground, error_text, run_flow, run_logs, task_runs
 
+from hospitaldb.paths import PROJECT_SQL_DIR
 from hospitaldb.settings import SQL_DIR
-from hospitaldb.steps import SQL_DIR as PROJECT_SQL_DIR
 
 SECRET_AMOUNT = "98765.43"
 SECRET_CODE = "ZZ-PATIENT-SECRET"

@@ -8,15 +8,15 @@ import time
 
 import psycopg2
 import pytest
-from flow_runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
-from helpers import REFRESHED_OBJECTS, add_source_rows, snapshot
 from psycopg2 import sql
+from support.db import REFRESHED_OBJECTS, add_source_rows, snapshot
+from support.runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
 
-from hospitaldb.database import target_from_url
-from hospitaldb.refresh_lock import refresh_lock
-from hospitaldb.sql_runner import execute_statements
-from hospitaldb.sql_script import load_statements
-from hospitaldb.steps import STEPS, sql_file
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.refresh_lock import refresh_lock
+from hospitaldb.engine.sql_runner import execute_statements
+from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.steps import STEPS, sql_file
 
 
 def read_everything(connection) -> dict[str, int]:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from flow_runs import error_text, run_flow
-from helpers import scalar
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from sqlalchemy.engine import make_url
+from support.db import scalar
+from support.runs import error_text, run_flow
 
-from hospitaldb.database import DATABASE_URL_ENV, DatabaseNotConfigured, resolve_database, target_from_url
+from hospitaldb.engine.database import (
+    DATABASE_URL_ENV,
+    DatabaseNotConfigured,
+    resolve_database,
+    target_from_url,
+)
 
 SECRET = "s3cret-Pa55word"
 

@@ -12,26 +12,23 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deployment import deployed_environment, wait_for_final_state
-from expected import assert_matches_source
-from flow_runs import TableLock, wait_for_blocked_refresh
-from helpers import add_source_rows, execute
+from support.db import add_source_rows, execute
+from support.deployment import deployed_environment, wait_for_final_state
+from support.expected import assert_matches_source
+from support.runs import TableLock, wait_for_blocked_refresh
 
 from hospitaldb import settings
-from hospitaldb.local_prefect import prefect_cli, prefect_server, prefect_worker
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.tools.container_image import build_image, container_engine
+from hospitaldb.tools.local_prefect import prefect_cli, prefect_server, prefect_worker
 
-sys.path.insert(0, str(PROJECT_ROOT / "deployments" / "container"))
-import build_image
-
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.e2e, pytest.mark.container]
 
 TAG = "localhost/hospitaldb-refresh:test"
 CONTAINERS_CONF = PROJECT_ROOT / "deployments" / "container" / "containers.conf"
@@ -40,7 +37,7 @@ CONTAINERS_CONF = PROJECT_ROOT / "deployments" / "container" / "containers.conf"
 @pytest.fixture(scope="module")
 def engine() -> str:
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
-    found = build_image.container_engine("podman")
+    found = container_engine("podman")
     if found is None:
         pytest.skip("podman is not installed or does not run here (see README: Containers)")
     if not settings.TEST_DATABASE_URL.read():
@@ -54,7 +51,7 @@ def engine() -> str:
 def image(engine: str) -> str:
     # No registry here: the base comes from debootstrap (as root) when it can.
     bootstrap = shutil.which("debootstrap") is not None and os.geteuid() == 0
-    build_image.build_image(TAG, None, bootstrap, engine)
+    build_image(TAG, None, bootstrap, engine)
     return TAG
 
 

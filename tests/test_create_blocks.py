@@ -13,7 +13,7 @@ from prefect_email import EmailServerCredentials
 from prefect_slack import SlackWebhook
 from prefect_sqlalchemy import SqlAlchemyConnector
 
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.paths import PROJECT_ROOT
 
 BLOCKS = [
     ("hospitaldb-postgres", SqlAlchemyConnector),

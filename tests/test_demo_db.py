@@ -7,11 +7,11 @@ import sys
 
 import pglast
 import pytest
-from helpers import execute, execute_outside_transaction, query, scalar
 from psycopg2 import sql
+from support.db import execute, execute_outside_transaction, query, scalar
 
-from hospitaldb.demo import NotADemoDatabase, build_demo_database, is_demo_database
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.local.demo import NotADemoDatabase, build_demo_database, is_demo_database
+from hospitaldb.paths import PROJECT_ROOT
 
 FINGERPRINT = """
 SELECT md5(string_agg(v::text || b.amount::text || b.status, ',' ORDER BY b.billing_id))
@@ -79,7 +79,7 @@ def test_refuses_hospitaldb_schemas_that_it_did_not_create(new_database):
 def test_command_line_creates_the_database_and_refuses_with_exit_code_2(postgres_admin_url, new_database):
     import uuid
 
-    from hospitaldb.database import target_from_url
+    from hospitaldb.engine.database import target_from_url
 
     missing = target_from_url(postgres_admin_url, "t").with_database(f"hospitaldb_new_{uuid.uuid4().hex[:6]}")
     missing_url = missing.url.render_as_string(hide_password=False)

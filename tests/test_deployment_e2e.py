@@ -18,7 +18,11 @@ import uuid
 
 import psycopg2
 import pytest
-from deployment import (
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import StateType
+from psycopg2 import sql
+from support.db import add_source_rows, execute, execute_outside_transaction, query, scalar
+from support.deployment import (
     AUTH_STRING,
     anonymous_block_listing,
     client_of,
@@ -27,16 +31,14 @@ from deployment import (
     start_run,
     wait_for_final_state,
 )
-from expected import assert_matches_source
-from flow_runs import TableLock, wait_for_blocked_refresh
-from helpers import add_source_rows, execute, execute_outside_transaction, query, scalar
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import StateType
-from psycopg2 import sql
+from support.expected import assert_matches_source
+from support.runs import TableLock, wait_for_blocked_refresh
 
-from hospitaldb.database import target_from_url
-from hospitaldb.local_prefect import prefect_cli, prefect_server, prefect_worker
-from hospitaldb.monitoring import monitoring_queries, run_monitoring_query
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
+from hospitaldb.tools.local_prefect import prefect_cli, prefect_server, prefect_worker
+
+pytestmark = pytest.mark.e2e
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from expected import assert_matches_source
-from flow_runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
-from helpers import (
+from support.db import (
     REFRESHED_OBJECTS,
     STEP2_TABLES,
     STEP3_TABLES,
@@ -17,6 +15,8 @@ from helpers import (
     scalar,
     snapshot,
 )
+from support.expected import assert_matches_source
+from support.runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
 
 from hospitaldb.settings import SQL_DIR
 

@@ -1,4 +1,5 @@
-"""Faults in production, round two: each case reproduced on real parts, then fixed."""
+"""Faults in production, grouped by what fails: the database, the lock, the process, alerts, input.
+Each case was reproduced on real parts, then fixed."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import time
 
 import psycopg2
 import pytest
-from alert_servers import SilentServer
-from flow_runs import (
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+from support.db import STEP2_TABLES, add_source_rows, checksums, execute, query
+from support.receivers import SilentServer
+from support.runs import (
     InBackground,
     TableLock,
     error_text,
@@ -22,69 +26,15 @@ from flow_runs import (
     task_runs,
     wait_for_blocked_refresh,
 )
-from helpers import STEP2_TABLES, add_source_rows, checksums, execute, query
-from psycopg2 import sql
-from sqlalchemy.engine import make_url
 
-from hospitaldb.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.errors import is_transient
-from hospitaldb.steps import PROJECT_ROOT
-from hospitaldb.text import redact
+from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
+from hospitaldb.engine.errors import is_transient
+from hospitaldb.paths import PROJECT_ROOT
 
 LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"
 
 
-# --- 5. A password with an unencoded '@', and secrets redact() missed -------------------
-
-
-def test_a_url_whose_password_breaks_parsing_is_refused_without_repeating_it():
-    with pytest.raises(DatabaseNotConfigured) as refused:
-        target_from_url(LEAKY_URL, "environment variable HOSPITALDB_DATABASE_URL")
-    message = str(refused.value)
-    assert "percent-encode" in message and "%40" in message
-    assert "Winter" not in message and "2024secret" not in message
-
-
-def test_create_blocks_refuses_it_too_and_saves_no_block(prefect):
-    env = {**os.environ, "PREFECT_API_URL": prefect, "HOSPITALDB_DATABASE_URL": LEAKY_URL}
-    done = subprocess.run(
-        [sys.executable, "deployments/create_blocks.py"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 1
-    output = done.stdout + done.stderr
-    assert "%40" in output
-    assert "Winter" not in output and "2024secret" not in output
-
-
-def test_a_run_with_that_url_fails_at_once_and_leaks_it_nowhere(prefect, monkeypatch):
-    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", LEAKY_URL)
-    state = run_flow()
-    assert state.is_failed()
-    assert "%40" in error_text(state)
-    text = error_text(state) + run_logs(state)
-    assert "Winter" not in text and "2024secret" not in text
-
-
-@pytest.mark.parametrize(
-    ("leak", "secret"),
-    [
-        (LEAKY_URL, "2024secret"),
-        ("could not connect: password='with space' host=db", "space"),
-        ('dsn: password="double quoted" user=x', "quoted"),
-        ("POST https://outlook.office.com/webhook/abc-123/IncomingWebhook/def/ghi failed", "abc-123"),
-        ("POST https://discord.com/api/webhooks/4242/tok-en failed", "tok-en"),
-        ("https://hooks.slack.com/services/T000/B000/XXXX returned 500", "XXXX"),
-    ],
-)
-def test_redact_covers_every_secret_form(leak, secret):
-    assert secret not in redact(leak)
-
-
-# --- 6. Retries only for what a retry can fix ---------------------------------------------
+# --- The database: connections that fail, hang or go idle ---------------------------------
 
 
 class PoolerRefusingOptions(threading.Thread):
@@ -168,30 +118,6 @@ def test_a_refused_connection_is_transient():
     assert is_transient(refused)
 
 
-# --- 7. Times in alerts are UTC, whatever the database's TimeZone -------------------------
-
-
-def test_times_in_alerts_are_utc_whatever_the_database_timezone(demo_database, alert_blocks, smtp_server):
-    from hospitaldb.freshness import hospitaldb_freshness_check
-
-    database = make_url(demo_database).database
-    execute(
-        demo_database,
-        sql.SQL("ALTER DATABASE {} SET timezone = 'America/New_York'").format(sql.Identifier(database)),
-    )
-    assert run_flow().is_completed()
-    execute(demo_database, "UPDATE etl_audit.step_attempts SET finished_at = '2026-01-15 12:00:00+00'")
-
-    hospitaldb_freshness_check(**alert_blocks)
-
-    (mail,) = smtp_server.received
-    assert "last success: 2026-01-15 12:00 UTC" in mail.text
-    assert "07:00 UTC" not in mail.text
-
-
-# --- 2. A database that accepts the connection and never answers --------------------------
-
-
 def silent_url(server: SilentServer, **query: str) -> str:
     """A database URL pointing at a server that accepts the connection and never says a word."""
     extra = "".join(f"&{key}={value}" for key, value in query.items())
@@ -228,9 +154,6 @@ def test_a_run_against_a_server_that_never_answers_fails_in_time_and_alerts(
     assert "FAILED" in mail.message["Subject"]
 
 
-# --- 3. Idle sessions: keepalives, tcp_user_timeout, and the server checks for the client ---
-
-
 def test_every_session_has_keepalives_a_user_timeout_and_a_client_check(demo_database):
     connection = target_from_url(demo_database, "test").connect()
     try:
@@ -253,7 +176,7 @@ def test_every_session_has_keepalives_a_user_timeout_and_a_client_check(demo_dat
         connection.close()
 
 
-# --- 4. The overlap lock lost in the middle of a run --------------------------------------
+# --- The lock: the overlap lock lost mid-run ----------------------------------------------
 
 
 def test_a_lost_overlap_lock_stops_the_run_instead_of_refreshing_unguarded(demo_database, prefect):
@@ -282,43 +205,7 @@ def test_a_lost_overlap_lock_stops_the_run_instead_of_refreshing_unguarded(demo_
     assert checksums(demo_database, STEP2_TABLES) == before, "rolled back before COMMIT"
 
 
-# --- 9. Rates that cannot overflow --------------------------------------------------------
-
-# A denied line of 1.00 that was paid 500.00 anyway, alone on its day: the day's collection rate is 500.
-PAID_500_TIMES = """
-INSERT INTO staging.visits VALUES (9200001, 1, 1, 1, '2001-01-01', 'outpatient');
-INSERT INTO staging.billing VALUES (92000011, 9200001, 'LAB', 1.00, 'denied', '2001-01-01');
-INSERT INTO staging.payments VALUES (920000111, 92000011, 500.00, '2001-01-05', 'card');
-"""
-
-
-def test_a_day_paid_500_times_its_billing_refreshes(demo_database, prefect):
-    execute(demo_database, PAID_500_TIMES)
-    state = run_flow()
-    assert state.is_completed(), error_text(state)
-    assert query(
-        demo_database,
-        "SELECT collection_rate FROM dashboards.daily_revenue WHERE revenue_date = '2001-01-01'",
-    ) == [(500,)]
-
-
-def test_the_migration_fixes_an_install_created_before(demo_database, prefect):
-    migration = PROJECT_ROOT / "sql" / "migrations" / "2026-11-27_unbounded_collection_rates.sql"
-    execute(
-        demo_database,
-        "ALTER TABLE dashboards.daily_revenue ALTER COLUMN collection_rate TYPE numeric(6,4);"
-        "ALTER TABLE dashboards.branch_performance ALTER COLUMN collection_rate TYPE numeric(6,4);",
-    )
-    execute(demo_database, PAID_500_TIMES)
-    failed = run_flow()
-    assert "numeric_value_out_of_range" in error_text(failed) and "SQLSTATE 22003" in error_text(failed)
-
-    execute(demo_database, migration.read_text())
-
-    assert run_flow().is_completed()
-
-
-# --- 8. A run killed with SIGKILL is found and marked abandoned by the next run -----------
+# --- The process: killed without a word ---------------------------------------------------
 
 
 def test_a_run_killed_with_sigkill_is_marked_abandoned_by_the_next_run(demo_database, prefect):
@@ -356,3 +243,93 @@ def test_a_run_killed_with_sigkill_is_marked_abandoned_by_the_next_run(demo_data
         ("refresh_phase3_reporting_tables", "abandoned"),
     ]
     assert "marked abandoned" in run_logs(state)
+
+
+# --- Alerts: times in UTC, whatever the database's TimeZone -------------------------------
+
+
+def test_times_in_alerts_are_utc_whatever_the_database_timezone(demo_database, alert_blocks, smtp_server):
+    from hospitaldb.freshness import hospitaldb_freshness_check
+
+    database = make_url(demo_database).database
+    execute(
+        demo_database,
+        sql.SQL("ALTER DATABASE {} SET timezone = 'America/New_York'").format(sql.Identifier(database)),
+    )
+    assert run_flow().is_completed()
+    execute(demo_database, "UPDATE etl_audit.step_attempts SET finished_at = '2026-01-15 12:00:00+00'")
+
+    hospitaldb_freshness_check(**alert_blocks)
+
+    (mail,) = smtp_server.received
+    assert "last success: 2026-01-15 12:00 UTC" in mail.text
+    assert "07:00 UTC" not in mail.text
+
+
+# --- Input: a password that breaks URL parsing, rates that overflowed ---------------------
+
+
+def test_a_url_whose_password_breaks_parsing_is_refused_without_repeating_it():
+    with pytest.raises(DatabaseNotConfigured) as refused:
+        target_from_url(LEAKY_URL, "environment variable HOSPITALDB_DATABASE_URL")
+    message = str(refused.value)
+    assert "percent-encode" in message and "%40" in message
+    assert "Winter" not in message and "2024secret" not in message
+
+
+def test_create_blocks_refuses_it_too_and_saves_no_block(prefect):
+    env = {**os.environ, "PREFECT_API_URL": prefect, "HOSPITALDB_DATABASE_URL": LEAKY_URL}
+    done = subprocess.run(
+        [sys.executable, "deployments/create_blocks.py"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "%40" in output
+    assert "Winter" not in output and "2024secret" not in output
+
+
+def test_a_run_with_that_url_fails_at_once_and_leaks_it_nowhere(prefect, monkeypatch):
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", LEAKY_URL)
+    state = run_flow()
+    assert state.is_failed()
+    assert "%40" in error_text(state)
+    text = error_text(state) + run_logs(state)
+    assert "Winter" not in text and "2024secret" not in text
+
+
+# A denied line of 1.00 that was paid 500.00 anyway, alone on its day: the day's collection rate is 500.
+PAID_500_TIMES = """
+INSERT INTO staging.visits VALUES (9200001, 1, 1, 1, '2001-01-01', 'outpatient');
+INSERT INTO staging.billing VALUES (92000011, 9200001, 'LAB', 1.00, 'denied', '2001-01-01');
+INSERT INTO staging.payments VALUES (920000111, 92000011, 500.00, '2001-01-05', 'card');
+"""
+
+
+def test_a_day_paid_500_times_its_billing_refreshes(demo_database, prefect):
+    execute(demo_database, PAID_500_TIMES)
+    state = run_flow()
+    assert state.is_completed(), error_text(state)
+    assert query(
+        demo_database,
+        "SELECT collection_rate FROM dashboards.daily_revenue WHERE revenue_date = '2001-01-01'",
+    ) == [(500,)]
+
+
+def test_the_migration_fixes_an_install_created_before(demo_database, prefect):
+    migration = PROJECT_ROOT / "sql" / "migrations" / "2026-11-27_unbounded_collection_rates.sql"
+    execute(
+        demo_database,
+        "ALTER TABLE dashboards.daily_revenue ALTER COLUMN collection_rate TYPE numeric(6,4);"
+        "ALTER TABLE dashboards.branch_performance ALTER COLUMN collection_rate TYPE numeric(6,4);",
+    )
+    execute(demo_database, PAID_500_TIMES)
+    failed = run_flow()
+    assert "numeric_value_out_of_range" in error_text(failed) and "SQLSTATE 22003" in error_text(failed)
+
+    execute(demo_database, migration.read_text())
+
+    assert run_flow().is_completed()

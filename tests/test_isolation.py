@@ -6,8 +6,8 @@ import subprocess
 import sys
 import uuid
 
-from helpers import execute_outside_transaction, scalar, url_of_database
 from psycopg2 import sql
+from support.db import execute_outside_transaction, scalar, url_of_database
 
 PROBE = "def test_uses_tmp_path(tmp_path):\n    (tmp_path / 'note.txt').write_text('x')\n"
 

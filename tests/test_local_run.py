@@ -6,10 +6,10 @@ import os
 import subprocess
 import sys
 
-from helpers import private_temp_dir, scalar
+from support.db import private_temp_dir, scalar
 
-from hospitaldb.demo import start_embedded_postgres
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.local.demo import start_embedded_postgres
+from hospitaldb.paths import PROJECT_ROOT
 
 
 def run_local(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

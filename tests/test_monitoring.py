@@ -7,14 +7,14 @@ import json
 from decimal import Decimal
 
 import pytest
-from flow_runs import InBackground, TableLock, run_flow, wait_for_blocked_refresh
-from helpers import REFRESHED_OBJECTS, add_source_rows, execute, query
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from support.db import REFRESHED_OBJECTS, add_source_rows, execute, query
+from support.runs import InBackground, TableLock, run_flow, wait_for_blocked_refresh
 
-from hospitaldb.database import target_from_url
+from hospitaldb.engine.database import target_from_url
 from hospitaldb.freshness import hospitaldb_freshness_check
-from hospitaldb.monitoring import monitoring_queries, run_monitoring_query
+from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
 
 STEP1, STEP2, STEP3 = (
     "refresh_phase2_materialized_views",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from expected import assert_matches_source
-from flow_runs import run_flow
-from helpers import REFRESHED_OBJECTS, add_source_rows, query, scalar
+from support.db import REFRESHED_OBJECTS, add_source_rows, query, scalar
+from support.expected import assert_matches_source
+from support.runs import run_flow
 
 
 def test_refresh_matches_independent_calculation(demo_database, prefect):

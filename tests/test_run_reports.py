@@ -13,9 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alert_servers import SmtpServer, WebhookServer, save_email_block
-from flow_runs import InBackground, TableLock, error_text, run_flow, task_runs
-from helpers import checksums, execute, query, scalar
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -27,12 +24,14 @@ from prefect.client.schemas.filters import (
 )
 from prefect_email import EmailServerCredentials
 from prefect_slack import SlackWebhook
+from support.db import checksums, execute, query, scalar
+from support.receivers import SmtpServer, WebhookServer, save_email_block
+from support.runs import InBackground, TableLock, error_text, run_flow, task_runs
 
-from hospitaldb.database import target_from_url
-from hospitaldb.monitoring import run_monitoring_query
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import SQL_DIR
-from hospitaldb.steps import PROJECT_ROOT
-from hospitaldb.steps import SQL_DIR as PROJECT_SQL_DIR
 
 # --- No row value leaves the database -----------------------------------------------------
 

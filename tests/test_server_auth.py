@@ -14,54 +14,20 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from deployment import AUTH_STRING, anonymous_block_listing, client_of, deploy, deploy_environment
 from prefect_slack import SlackWebhook
+from support.deployment import AUTH_STRING, anonymous_block_listing, client_of, deploy, deploy_environment
 
-from hospitaldb.local_prefect import prefect_server
-from hospitaldb.server_guard import (
+from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.tools.local_prefect import prefect_server
+from hospitaldb.tools.server_guard import (
     accepts_anonymous_requests,
-    is_loopback,
     listening_beyond_loopback,
-    refusal,
 )
-from hospitaldb.steps import PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
 
 DATABASE_URL = "postgresql://refresher:Pw-Not-For-Strangers-71@db.hospital.example:5432/hospitaldb"
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/Webhook-Not-For-Strangers"
-
-
-@pytest.mark.parametrize(
-    ("host", "anonymous", "also_listening_on", "refused"),
-    [
-        ("127.0.0.1", True, [], False),
-        ("localhost", True, [], False),
-        ("::1", True, [], False),
-        ("127.0.0.1", True, ["0.0.0.0"], True),  # the URL says loopback, the server listens everywhere
-        ("10.20.30.40", True, [], True),
-        ("prefect.hospital.example", True, [], True),  # a name is not trusted to stay loopback
-        ("10.20.30.40", False, [], False),
-        ("prefect.hospital.example", False, [], False),
-    ],
-)
-def test_secrets_go_only_behind_credentials_or_to_loopback_alone(host, anonymous, also_listening_on, refused):
-    why = refusal(host, anonymous, also_listening_on)
-    assert (why is not None) == refused
-    if why:
-        assert "without credentials" in why and "PREFECT_SERVER_API_AUTH_STRING" in why
-        assert all(address in why for address in also_listening_on)
-
-
-def test_loopback_is_an_address_not_a_name():
-    assert [
-        is_loopback(host) for host in ("127.0.0.2", "::1", "localhost", "0.0.0.0", "10.0.0.1", "loopback")
-    ] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
 
 
 def test_a_server_with_the_auth_string_answers_nobody_without_it(tmp_path):

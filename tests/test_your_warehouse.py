@@ -10,16 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from flow_runs import error_text, run_flow, run_logs
-from helpers import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query, scalar
+from support.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query, scalar
+from support.runs import error_text, run_flow, run_logs
 
-from hospitaldb.database import target_from_url
-from hospitaldb.monitoring import run_monitoring_query
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.sql_analysis import refreshed_objects
+from hospitaldb.engine.steps import STEPS
+from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import SQL_DIR
-from hospitaldb.sql_analysis import refreshed_objects
-from hospitaldb.steps import PROJECT_ROOT, STEPS
-from hospitaldb.steps import SQL_DIR as PROJECT_SQL_DIR
-from hospitaldb.validation import check_sql_files
+from hospitaldb.tools.validation import check_sql_files
 
 CLINIC_SCHEMA = """
 CREATE SCHEMA clinic_raw;

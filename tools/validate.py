@@ -2,7 +2,7 @@
 
     python tools/validate.py
 
-The checks are hospitaldb.validation; each problem is printed as FILE:LINE: MESSAGE.
+The checks are hospitaldb.tools.validation; each problem is printed as FILE:LINE: MESSAGE.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hospitaldb.validation import main
+from hospitaldb.tools.validation import main
 
 if __name__ == "__main__":
     # The project to validate is the one this script belongs to, wherever it is run from.

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from hospitaldb import settings
-from hospitaldb.steps import PROJECT_ROOT
+from hospitaldb.paths import PROJECT_ROOT
 
 POOL_FILE = Path(__file__).with_name("docker-pool.yaml")
 PASSED_TO_CONTAINERS = (settings.ALERT_EMAILS, settings.ALERT_FROM, settings.ALERT_TIMEOUT_SECONDS)

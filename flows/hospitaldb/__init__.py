@@ -1,1 +1,1 @@
-"""Building blocks of the HospitalDB refresh: SQL scripts, connections, locking, the demo database."""
+"""HospitalDB refresh: the flows (refresh, freshness) over an engine, a record, local commands and offline tools."""

@@ -16,14 +16,15 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, runtime
 from pydantic import Field
 
-from hospitaldb.alerts import Alert
-from hospitaldb.audit import AuditLog
-from hospitaldb.database import resolve_database
-from hospitaldb.hooks import report_failure, report_interruption
-from hospitaldb.monitoring import run_monitoring_query
-from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
-from hospitaldb.outcome import RefreshError
-from hospitaldb.recorder import RunRecorder
+from hospitaldb.engine.database import resolve_database
+from hospitaldb.engine.errors import RefreshError
+from hospitaldb.record.alerts import Alert
+from hospitaldb.record.audit import AuditLog
+from hospitaldb.record.audit_history import last_freshness_alert
+from hospitaldb.record.hooks import report_failure, report_interruption
+from hospitaldb.record.monitoring import run_monitoring_query
+from hospitaldb.record.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
+from hospitaldb.record.recorder import RunRecorder
 from hospitaldb.text import in_utc
 
 
@@ -97,7 +98,7 @@ def _check(
             logger.info("fresh: every step succeeded within %g h", max_age_hours)
             return {"stale_steps": [], "alerted": False}
         stale_steps = [row["step"] for row in stale]
-        last_alert = audit.last_freshness_alert(within_hours=realert_hours)
+        last_alert = last_freshness_alert(audit, within_hours=realert_hours)
         if last_alert:
             logger.warning(
                 "still stale (%s); alerted at %s, next alert after %g h",

@@ -3,9 +3,9 @@
 Each step is a Prefect task that runs its parsed statements and then its data checks
 in one transaction, and retries only on transient database errors. Before the first
 step, the source checks make sure the staging data is whole and new. What happens is
-recorded once, as it happens (hospitaldb.recorder), and every report reads that
+recorded once, as it happens (hospitaldb.record.recorder), and every report reads that
 record. flows/refresh.py is the entry point Prefect deploys and `python
-flows/refresh.py` runs (hospitaldb.cli).
+flows/refresh.py` runs (hospitaldb.local.cli).
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from prefect.tasks import Task, exponential_backoff
 from psycopg2 import sql
 from pydantic import Field
 
-from hospitaldb.artifacts import checks_summary
-from hospitaldb.database import Limits, resolve_database
-from hospitaldb.errors import StepError, as_step_error
-from hospitaldb.hooks import report_failure, report_interruption, report_recovery
-from hospitaldb.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
-from hospitaldb.outcome import SOURCE_CHECKS
-from hospitaldb.plans import StepPlan, plan_steps
-from hospitaldb.recorder import RunRecorder
-from hospitaldb.refresh_lock import HeldLock, refresh_lock
-from hospitaldb.source_checks import SourceCheckFailed, evaluate, read_sources
-from hospitaldb.sql_runner import run_step_sql, run_step_transaction
-from hospitaldb.steps import STEPS, StepName, in_pipeline_order
+from hospitaldb.engine.database import Limits, resolve_database
+from hospitaldb.engine.errors import StepError, as_step_error
+from hospitaldb.engine.plans import StepPlan, plan_steps
+from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
+from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
+from hospitaldb.engine.sql_runner import run_step_sql, run_step_transaction
+from hospitaldb.engine.steps import STEPS, StepName, in_pipeline_order
+from hospitaldb.record.artifacts import checks_summary
+from hospitaldb.record.audit_history import last_successful_source_counts
+from hospitaldb.record.hooks import report_failure, report_interruption, report_recovery
+from hospitaldb.record.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.record.recorder import RunRecorder
 
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_SECONDS = 10.0
@@ -108,7 +108,7 @@ def check_sources(recorder: RunRecorder, enforce: bool = True) -> None:
     logger = get_run_logger()
     recorder.sources_attempt(runtime.task_run.run_count or 1)
     states, seconds = read_sources(recorder.target, recorder.limits)
-    previous = recorder.audit.last_successful_source_counts() if recorder.audit else {}
+    previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
     results, problems = evaluate(states, previous, seconds, logger)
     recorder.sources_checked(enforce, states, results, problems, seconds)
     if problems and enforce:

@@ -46,3 +46,8 @@ def in_utc(moment: datetime, seconds: bool = False) -> str:
     as 08:00).
     """
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M{':%S' if seconds else ''}} UTC"
+
+
+def count_of(count: int, noun: str = "row") -> str:
+    """'1 row', '3,000 rows'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"

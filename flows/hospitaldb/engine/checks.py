@@ -1,0 +1,197 @@
+"""Data checks: SQL that must find nothing before a step may publish.
+
+A check is one SELECT in sql/checks/<step>/NAME.sql (or sql/checks/all_steps/ for
+every step) that returns the rows violating it: zero rows pass. A line
+`-- severity: warn` makes it a warning; the default is error. The step runs its
+checks after its last statement, in its own transaction and snapshot, before
+COMMIT: a failed error check rolls the step back, so readers keep the previous,
+complete data and nothing half-checked is ever visible.
+
+Only the number of violating rows leaves the database, never their values: rows
+can hold patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from hospitaldb.engine.errors import RunStatus, StepError, as_step_error
+from hospitaldb.engine.sql_script import SqlScriptError, Statement, load_statements
+from hospitaldb.paths import display_path, step_sql_dir
+from hospitaldb.text import count_of
+
+Severity = Literal["error", "warn"]
+EVERY_STEP = "all_steps"
+SEVERITY_LINE = re.compile(r"^\s*--\s*severity\s*:\s*(\S+)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    source: str
+    severity: Literal["error", "warn"]
+    violating_rows: int
+    seconds: float
+    detail: str | None = None
+
+    @property
+    def outcome(self) -> Literal["passed", "warned", "failed"]:
+        if not self.violating_rows:
+            return "passed"
+        return "warned" if self.severity == "warn" else "failed"
+
+    def describe(self) -> str:
+        return f"check {self.name} ({self.source}) {self.outcome}: {count_of(self.violating_rows, 'violating row')}"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    source: str
+    severity: Severity
+    statement: Statement
+
+
+class CheckFailed(StepError):
+    """An error-severity check found violations; the step was rolled back (never retried)."""
+
+    status = RunStatus.CHECK_FAILED
+
+    def __init__(self, step: str, results: list[CheckResult]) -> None:
+        self.results = results
+        failed = [result for result in results if result.outcome == "failed"]
+        super().__init__(step, "; ".join(result.describe() for result in failed))
+
+
+def parse_check(path: Path) -> Check:
+    """Read one check file; SqlScriptError (with file and line) unless it is one SELECT."""
+    source = display_path(path)
+    text = path.read_text(encoding="utf-8")
+    statements = load_statements(path, source)
+    if len(statements) != 1 or not _is_select(statements[0].text):
+        line = statements[1].line if len(statements) > 1 else statements[0].line
+        raise SqlScriptError(
+            f"{source}:{line}: a check is exactly one SELECT that returns the violating rows "
+            "(zero rows = pass); split other statements out"
+        )
+    severity = "error"
+    for match in SEVERITY_LINE.finditer(text):
+        severity = match[1].lower()
+        if severity not in ("error", "warn"):
+            line = text.count("\n", 0, match.start()) + 1
+            raise SqlScriptError(f"{source}:{line}: severity must be 'error' or 'warn', not '{match[1]}'")
+    return Check(name=path.stem, source=source, severity=severity, statement=statements[0])
+
+
+def _is_select(text: str) -> bool:
+    import pglast
+
+    (raw,) = pglast.parse_sql(text)
+    return type(raw.stmt).__name__ == "SelectStmt"
+
+
+def check_files(step: str) -> list[Path]:
+    """The check files that guard step: every-step checks first, then the step's own."""
+    folder = step_sql_dir() / "checks"
+    return [*sorted((folder / EVERY_STEP).glob("*.sql")), *sorted((folder / step).glob("*.sql"))]
+
+
+def load_checks(step: str) -> list[Check]:
+    return [parse_check(path) for path in check_files(step)]
+
+
+def run_checks(
+    connection: psycopg2.extensions.connection,
+    checks: list[Check],
+    step: str,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> list[CheckResult]:
+    """Run every check on the open transaction; raise CheckFailed if an error check fails.
+
+    Every check runs, even after a failure, so the alert and the audit trail list all
+    that is wrong at once.
+    """
+    results = []
+    for check in checks:
+        started = time.perf_counter()
+        with as_step_error(step, check.statement), connection.cursor() as cursor:
+            # The check is wrapped whole as a subquery: only its row count comes back.
+            cursor.execute(
+                sql.SQL("SELECT count(*) FROM ({}) AS violations").format(sql.SQL(check.statement.text))
+            )
+            violating_rows = cursor.fetchone()[0]
+        result = CheckResult(
+            check.name, check.source, check.severity, violating_rows, round(time.perf_counter() - started, 3)
+        )
+        if result.outcome == "passed":
+            logger.info("%s check %s passed (%.3f s)", step, check.name, result.seconds)
+        else:
+            logger.warning("%s %s (%.3f s)", step, result.describe(), result.seconds)
+        results.append(result)
+    if any(result.outcome == "failed" for result in results):
+        raise CheckFailed(step, results)
+    return results
+
+
+# --- Row counts for the shrink guard -----------------------------------------------------
+
+
+def start_row_counts(
+    connection: psycopg2.extensions.connection,
+    objects: list[str],
+    *,
+    allow_shrink: bool,
+    max_shrink_share: float,
+) -> None:
+    """Record each refreshed object's rows at the start of the step, in its transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('hospitaldb.allow_shrink', %s, true),"
+            "       set_config('hospitaldb.max_shrink_share', %s, true)",
+            (str(allow_shrink).lower(), str(max_shrink_share)),
+        )
+        # A dry run runs every step in one transaction: the previous step's table is still there.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.refresh_row_counts")
+        cursor.execute(
+            "CREATE TEMP TABLE refresh_row_counts (object_name text PRIMARY KEY, rows_before bigint, "
+            "rows_after bigint) ON COMMIT DROP"
+        )
+        for name in _existing(cursor, objects):
+            cursor.execute(
+                sql.SQL("INSERT INTO pg_temp.refresh_row_counts SELECT %s, count(*) FROM {}").format(
+                    sql.Identifier(*name.split("."))
+                ),
+                (name,),
+            )
+
+
+def finish_row_counts(connection: psycopg2.extensions.connection) -> dict[str, Any]:
+    """Count each object's rows again, now that the step has written them."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT object_name FROM pg_temp.refresh_row_counts ORDER BY 1")
+        for (name,) in cursor.fetchall():
+            cursor.execute(
+                sql.SQL(
+                    "UPDATE pg_temp.refresh_row_counts SET rows_after = (SELECT count(*) FROM {}) "
+                    "WHERE object_name = %s"
+                ).format(sql.Identifier(*name.split("."))),
+                (name,),
+            )
+        cursor.execute("SELECT object_name, rows_after FROM pg_temp.refresh_row_counts ORDER BY 1")
+        return dict(cursor.fetchall())
+
+
+def _existing(cursor: Any, objects: list[str]) -> list[str]:
+    cursor.execute(
+        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL", (objects,)
+    )
+    return [row[0] for row in cursor.fetchall()]

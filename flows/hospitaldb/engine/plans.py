@@ -1,0 +1,64 @@
+"""What a run will do, decided before it writes anything: each step's statements, objects and checks.
+
+Every selected step file and check file is parsed and linted first, so a syntax
+error in step 3, a broken check or a statement that would block readers refuses
+the run with every table unchanged. The plans carry the parsed statements on to
+the runner: what was checked is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hospitaldb.engine.checks import Check, load_checks
+from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
+from hospitaldb.engine.sql_script import SqlScriptError, Statement
+from hospitaldb.engine.steps import StepName
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One step, parsed and linted: the statements it runs, what it refreshes, what it must pass."""
+
+    step: str
+    statements: list[Statement]
+    objects: list[str]
+    temp_tables: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    allow_shrink: bool = False
+    max_shrink_share: float = 0.5
+
+
+def plan_steps(
+    selected: list[StepName],
+    allow_shrink: bool,
+    max_shrink_share: float,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> dict[StepName, StepPlan]:
+    """Parse and lint every selected step and its checks; SqlScriptError (file and line) if one is unfit.
+
+    Opted-out blocking statements are listed in the log.
+    """
+    try:
+        parsed = analyse_steps(selected)
+        blocking = [finding for step_sql in parsed.values() for finding in step_sql.blocking]
+        if blocking:
+            raise BlockingSql(blocking)
+        for step_sql in parsed.values():
+            for finding in step_sql.allowed:
+                logger.warning("blocking statement allowed: %s", finding.describe())
+        return {
+            step: StepPlan(
+                step=step,
+                statements=step_sql.statements,
+                objects=step_sql.objects,
+                temp_tables=step_sql.temp_tables,
+                checks=load_checks(step),
+                allow_shrink=allow_shrink,
+                max_shrink_share=max_shrink_share,
+            )
+            for step, step_sql in parsed.items()
+        }
+    except SqlScriptError as error:
+        raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None

@@ -1,0 +1,173 @@
+"""Source checks: before the refresh writes anything, is the staging data it reads whole and new?
+
+Like dbt's source freshness, but blocking: sql/checks/sources.sql returns one row
+per source table with its row count, its newest data and the thresholds (all in
+SQL, none here). A table with no rows, fewer rows than (1 - max_drop) times its
+count at the last successful run, or newest data older than max_age fails the run
+before step 1 starts, so every refreshed object keeps its previous data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import psycopg2.extras
+
+from hospitaldb.engine.checks import CheckResult
+from hospitaldb.engine.database import DatabaseTarget, Limits
+from hospitaldb.engine.errors import RunStatus, StepError, as_step_error
+from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.paths import display_path, step_sql_dir
+
+SOURCE_CHECKS = "check_sources"  # the name the source checks go by: a task, a place a run can fail
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """A staging table that is empty, shrank too much, or is too old."""
+
+    source: str
+    kind: Literal["incomplete", "stale"]
+    text: str  # the whole sentence, e.g. "source incomplete: staging.visits has no rows"
+
+    @property
+    def headline(self) -> str:
+        return f"source {self.kind}: {self.source}"
+
+
+@dataclass(frozen=True)
+class SourceState:
+    source: str
+    row_count: int
+    newest: datetime | None
+    max_age: timedelta | None
+    max_drop: Decimal | None
+    checked_at: datetime
+
+    def problem(self, previous_count: int | None) -> SourceProblem | None:
+        """Why the table is incomplete or stale, or None when it is fine.
+
+        Counts and ages only: the newest date itself is a value from a row.
+        """
+        if self.row_count == 0:
+            return SourceProblem(self.source, "incomplete", f"source incomplete: {self.source} has no rows")
+        if previous_count and self.max_drop is not None:
+            floor = previous_count * (1 - float(self.max_drop))
+            if self.row_count < floor:
+                drop = 1 - self.row_count / previous_count
+                return SourceProblem(
+                    self.source,
+                    "incomplete",
+                    f"source incomplete: {self.source} has {self.row_count:,} rows, {drop:.0%} fewer than "
+                    f"the {previous_count:,} of the last successful run (limit {float(self.max_drop):.0%})",
+                )
+        if self.max_age is not None:
+            if self.newest is None:
+                age = "none at all"
+            elif self.checked_at - self.newest > self.max_age:
+                age = f"{_duration(self.checked_at - self.newest)} old"
+            else:
+                return None
+            return SourceProblem(
+                self.source,
+                "stale",
+                f"source stale: {self.source}'s newest data is {age} (limit {_duration(self.max_age)})",
+            )
+        return None
+
+
+class SourceCheckFailed(StepError):
+    """A source is stale or incomplete; nothing was refreshed."""
+
+    status = RunStatus.SOURCES_REFUSED
+
+    def __init__(self, problems: list[SourceProblem]) -> None:
+        self.problems = problems
+        super().__init__(
+            SOURCE_CHECKS,
+            "; ".join(problem.text for problem in problems)
+            + ". Nothing was refreshed. Fix the upstream load, or pass skip_source_checks for a "
+            "deliberate reload",
+        )
+
+
+def sources_file() -> Path:
+    return step_sql_dir() / "checks" / "sources.sql"
+
+
+def read_sources(target: DatabaseTarget, limits: Limits) -> tuple[list[SourceState], float]:
+    """Each source's row count and newest data, read on one snapshot; and the seconds it took.
+
+    With the run's limits: a staging table locked by its loader fails at the run's
+    lock_timeout (and is retried), instead of holding the run for as long as the load.
+    """
+    path = sources_file()
+    if not path.exists():
+        return [], 0.0
+    (statement,) = load_statements(path, display_path(path))
+    started = time.perf_counter()
+    with as_step_error(SOURCE_CHECKS, statement):
+        connection = target.connect(limits, purpose="sources")
+        try:
+            connection.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
+                # Times are compared in UTC, whatever the server's TimeZone.
+                cursor.execute("SET LOCAL TimeZone = 'UTC'")
+                cursor.execute("SELECT now() AS checked_at")
+                checked_at = cursor.fetchone()["checked_at"]
+                cursor.execute(statement.text)
+                rows = cursor.fetchall()
+        finally:
+            connection.close()
+    states = [
+        SourceState(
+            source=row["source"],
+            row_count=int(row["row_count"]),
+            newest=row["newest"],
+            max_age=row["max_age"],
+            max_drop=row["max_drop"],
+            checked_at=checked_at,
+        )
+        for row in rows
+    ]
+    return states, round(time.perf_counter() - started, 3)
+
+
+def evaluate(
+    states: list[SourceState],
+    previous_counts: dict[str, int],
+    seconds: float,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> tuple[list[CheckResult], list[SourceProblem]]:
+    """One check result per source (for the audit trail and artifact), and the problems found."""
+    source = display_path(sources_file())
+    results, problems = [], []
+    for state in states:
+        problem = state.problem(previous_counts.get(state.source))
+        results.append(
+            CheckResult(
+                f"source {state.source}",
+                source,
+                "error",
+                int(problem is not None),
+                seconds,
+                problem.text if problem else None,
+            )
+        )
+        if problem:
+            problems.append(problem)
+            logger.warning("%s", problem.text)
+        else:
+            logger.info("source %s: %s rows", state.source, f"{state.row_count:,}")
+    return results, problems
+
+
+def _duration(interval: timedelta) -> str:
+    hours = interval.total_seconds() / 3600
+    return f"{hours / 24:.3g} days" if hours >= 48 else f"{hours:.3g} h"

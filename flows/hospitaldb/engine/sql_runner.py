@@ -1,0 +1,189 @@
+"""Run a step's statements as one transaction, one by one, logging each, then its checks.
+
+Statements go to the DBAPI cursor as they are, never through SQLAlchemy's
+text(), so a ` :name` inside a string literal stays a literal. The transaction
+is REPEATABLE READ: every statement of a step reads the same snapshot of the
+source, so the tables a step writes agree with each other even while the
+source is being loaded. The step's data checks (hospitaldb.engine.checks) run last, in
+the same transaction, before COMMIT.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from hospitaldb.engine.checks import CheckResult, finish_row_counts, run_checks, start_row_counts
+from hospitaldb.engine.database import DatabaseTarget, Limits
+from hospitaldb.engine.errors import as_step_error
+from hospitaldb.engine.plans import StepPlan
+from hospitaldb.engine.sql_script import Statement
+
+
+@dataclass(frozen=True)
+class StatementResult:
+    number: int
+    location: str
+    summary: str
+    seconds: float
+    rows: int | None
+
+
+@dataclass
+class StepResult:
+    step: str
+    seconds: float = 0.0
+    statements: list[StatementResult] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)
+    row_count_seconds: float = 0.0  # the shrink guard's counting, before and after the statements
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
+
+    @property
+    def rows(self) -> int:
+        return sum(result.rows or 0 for result in self.statements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "rows": self.rows,
+            "checks": [{**asdict(check), "outcome": check.outcome} for check in self.checks],
+        }
+
+
+def execute_statements(
+    connection: psycopg2.extensions.connection,
+    statements: list[Statement],
+    logger: logging.Logger | logging.LoggerAdapter,
+    step: str,
+    on_statement: Callable[[StatementResult], None] | None = None,
+) -> list[StatementResult]:
+    """Execute statements on an open transaction, without committing it."""
+    results = []
+    for statement in statements:
+        started = time.perf_counter()
+        with as_step_error(step, statement), connection.cursor() as cursor:
+            cursor.execute(statement.text)
+            rows = cursor.rowcount if cursor.rowcount >= 0 else None
+        result = StatementResult(
+            number=statement.number,
+            location=statement.location,
+            summary=statement.summary,
+            seconds=round(time.perf_counter() - started, 3),
+            rows=rows,
+        )
+        logger.info(
+            "%s [%d/%d] %s: %.3f s, %s rows",
+            step,
+            statement.number,
+            len(statements),
+            statement.summary,
+            result.seconds,
+            "-" if rows is None else rows,
+        )
+        if on_statement:
+            on_statement(result)
+        results.append(result)
+    return results
+
+
+def run_step_sql(
+    connection: psycopg2.extensions.connection,
+    plan: StepPlan,
+    *,
+    logger: logging.Logger | logging.LoggerAdapter,
+    on_statement: Callable[[StatementResult], None] | None = None,
+) -> StepResult:
+    """Run every statement of the plan, then its checks, on the open transaction.
+
+    Nothing is committed here. What the step changed in each of its objects (rows
+    inserted, updated, deleted) is read from PostgreSQL's counters for this transaction.
+    """
+    step = plan.step
+    started = time.perf_counter()
+    counting = time.perf_counter()
+    with as_step_error(step):
+        changes_before = table_changes(connection, plan.objects)
+        start_row_counts(
+            connection, plan.objects, allow_shrink=plan.allow_shrink, max_shrink_share=plan.max_shrink_share
+        )
+    row_count_seconds = time.perf_counter() - counting
+    results = execute_statements(connection, plan.statements, logger, step, on_statement)
+    counting = time.perf_counter()
+    with as_step_error(step):
+        row_counts = finish_row_counts(connection)
+    row_count_seconds += time.perf_counter() - counting
+    checks = run_checks(connection, plan.checks, step, logger)
+    with as_step_error(step):
+        changes = table_changes(connection, plan.objects)
+    return StepResult(
+        step=step,
+        seconds=round(time.perf_counter() - started, 3),
+        statements=results,
+        checks=checks,
+        row_counts=row_counts,
+        row_count_seconds=round(row_count_seconds, 3),
+        changes={
+            name: {kind: count - changes_before.get(name, {}).get(kind, 0) for kind, count in counts.items()}
+            for name, counts in changes.items()
+        },
+    )
+
+
+def run_step_transaction(
+    target: DatabaseTarget,
+    plan: StepPlan,
+    limits: Limits,
+    *,
+    logger: logging.Logger | logging.LoggerAdapter,
+    on_statement: Callable[[StatementResult], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> StepResult:
+    """Run the plan's statements, then its checks, in one REPEATABLE READ transaction, and commit.
+
+    All of it commits, or none: a failing statement or error check (CheckFailed) rolls
+    the whole step back.
+    """
+    with as_step_error(plan.step):
+        connection = target.connect(limits)
+    try:
+        connection.set_session(isolation_level="REPEATABLE READ")
+        result = run_step_sql(connection, plan, logger=logger, on_statement=on_statement)
+        if before_commit:
+            before_commit()
+        with as_step_error(plan.step):
+            connection.commit()
+    finally:
+        # Closing without commit rolls back: a failed step leaves the previous data.
+        connection.close()
+    return result
+
+
+def table_changes(
+    connection: psycopg2.extensions.connection, objects: list[str]
+) -> dict[str, dict[str, int]]:
+    """Rows inserted, updated and deleted in each object, by this backend, not yet flushed.
+
+    PostgreSQL flushes these counters only between transactions, so the difference of two
+    readings inside one transaction is exactly what that transaction did (REFRESH ...
+    CONCURRENTLY shows as the inserts and deletes of its diff).
+    """
+    if not objects:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS o (name, position) "
+            "LEFT JOIN pg_stat_xact_user_tables AS s ON s.relid = to_regclass(name) ORDER BY position",
+            (objects,),
+        )
+        return {
+            name: {"inserted": inserted, "updated": updated, "deleted": deleted}
+            for name, inserted, updated, deleted in cursor.fetchall()
+        }

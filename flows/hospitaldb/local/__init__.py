@@ -1,0 +1,1 @@
+"""Local commands: `python flows/refresh.py` and the embedded demo database."""

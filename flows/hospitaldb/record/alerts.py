@@ -1,0 +1,111 @@
+"""What an alert says: rendered from the run's recorded outcome, for a person on call, on a phone.
+
+The subject says what ended how and where; the body adds when, after how many
+attempts, the error as the run recorded it (which passed the allowlist of
+hospitaldb.engine.errors: never a row value), what that means for the data, and where
+to look next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from hospitaldb.engine.errors import RunStatus
+from hospitaldb.record.outcome import RunOutcome
+from hospitaldb.text import in_utc, redact, safe
+
+REFRESH_FLOW = "hospitaldb-refresh"
+
+CONSEQUENCES = {
+    RunStatus.CANCELLED: (
+        "The run was cancelled (from the Prefect UI, the CLI or an automation). The step in progress was "
+        "rolled back: its tables keep the previous refresh's data, and later steps did not run. Re-run the "
+        "deployment when ready."
+    ),
+    RunStatus.CRASHED: (
+        "The run was killed. The step in progress was rolled back by PostgreSQL; tables keep the previous "
+        "refresh's data. Check the worker and host (memory, restarts), then re-run."
+    ),
+    RunStatus.SOURCES_REFUSED: (
+        "Nothing was refreshed: every table keeps the previous refresh's data. Fix the upstream load and "
+        "re-run; for a deliberate reload, run with skip_source_checks."
+    ),
+    RunStatus.REFUSED: (
+        "Nothing was refreshed: every table keeps the previous refresh's data. Fix what the error names "
+        "(`python tools/validate.py` checks the SQL offline), then re-run."
+    ),
+    RunStatus.CHECK_FAILED: (
+        "The step was rolled back before it published anything: its tables keep the previous refresh's "
+        "data, and later steps did not run. Run the check's file to see the rows it finds, fix the data "
+        "upstream, then re-run."
+    ),
+}
+FAILED_STEP = (
+    "The failed step was rolled back: its tables keep the previous refresh's data, and later steps did not "
+    "run. Fix the cause, then re-run the deployment."
+)
+
+
+@dataclass(frozen=True)
+class Alert:
+    subject: str
+    body: str
+
+
+def _field_lines(fields: list[tuple[str, str | None]]) -> str:
+    return "\n".join(f"{(label + ':').ljust(12)} {value}" for label, value in fields if value)
+
+
+def describe_failure(outcome: RunOutcome, state_name: str, run_link: str | None) -> Alert:
+    """The alert for a run that failed, was refused, crashed or was cancelled."""
+    what = "Refresh" if outcome.flow_name == REFRESH_FLOW else outcome.flow_name
+    if outcome.status in (RunStatus.RUNNING, RunStatus.COMPLETED):  # a failed state the run did not record
+        outcome = replace(outcome, status=RunStatus.FAILED)
+    when = (outcome.finished_at or datetime.now(UTC)).astimezone(UTC)
+    failed_checks = ", ".join(f"{check.name} ({check.source})" for check in outcome.failed_checks)
+    body = "\n".join(
+        [
+            f"HospitalDB {outcome.title(what.lower())}.",
+            "",
+            _field_lines(
+                [
+                    ("Flow", outcome.flow_name),
+                    ("Run", f"{outcome.flow_run_name} ({outcome.flow_run_id})"),
+                    ("Database", outcome.database),
+                    ("Failed step", outcome.step or "none (before the first step)"),
+                    ("Attempts", str(outcome.attempts) if outcome.attempts else None),
+                    ("When", in_utc(when, seconds=True)),
+                    ("State", state_name),
+                    ("Error", outcome.error or "not recorded: see the run's logs"),
+                    ("Checks", failed_checks or None),
+                    ("Run page", run_link),
+                    ("Logs", f"prefect flow-run logs {outcome.flow_run_id}  (or the run page's Logs tab)"),
+                ]
+            ),
+            "",
+            CONSEQUENCES.get(outcome.status, FAILED_STEP),
+        ]
+    )
+    return Alert(subject=safe(f"[HospitalDB] {outcome.title(what, shout=True)}", 200), body=redact(body))
+
+
+def describe_recovery(outcome: RunOutcome, run_link: str | None) -> Alert:
+    """The notice for the first good run after a failed one of the same database (outcome.previous)."""
+    previous = outcome.previous
+    ended = f"{previous.name} ended {previous.status.value}" if previous else "unknown"
+    if previous and previous.finished_at:
+        ended += f" at {in_utc(previous.finished_at)}"
+    body = _field_lines(
+        [
+            ("Flow", outcome.flow_name),
+            ("Run", f"{outcome.flow_run_name} ({outcome.flow_run_id}) completed"),
+            ("Database", outcome.database),
+            ("Previous run", ended),
+            ("Run page", run_link),
+        ]
+    )
+    return Alert(
+        subject="[HospitalDB] Refresh recovered",
+        body=redact(f"HospitalDB refresh is healthy again: all selected steps completed.\n\n{body}"),
+    )

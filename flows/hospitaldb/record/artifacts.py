@@ -1,0 +1,112 @@
+"""Prefect artifacts for every refresh run: a table of steps and a short markdown summary.
+
+Both render the run's recorded outcome (hospitaldb.outcome): the status is the
+one the run recorded, never read from an error's words. Keys are stable
+(artifact keys allow only [a-z0-9-]), so the Artifacts page shows the history of
+each across runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hospitaldb.engine.checks import CheckResult
+from hospitaldb.record.outcome import RunOutcome, SourcesOutcome, StepStatus
+from hospitaldb.text import count_of as rows
+
+STEPS_ARTIFACT_KEY = "hospitaldb-refresh-steps"
+SUMMARY_ARTIFACT_KEY = "hospitaldb-refresh-summary"
+
+
+def checks_summary(checks: list[CheckResult]) -> str:
+    """'8 passed, 1 warned: unbilled_visits (1 row)': the outcome of a step's checks."""
+    counts = {
+        outcome: sum(check.outcome == outcome for check in checks)
+        for outcome in ("passed", "warned", "failed")
+    }
+    text = ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
+    flagged = [
+        f"{check.name} ({rows(check.violating_rows)})" for check in checks if check.outcome != "passed"
+    ]
+    return text + (": " + ", ".join(flagged) if flagged else "") if text else "none"
+
+
+def changes_summary(changes: dict[str, dict[str, int]]) -> str:
+    """'reporting.patient_summary +1 ~4 -0': rows inserted, updated, deleted per changed object."""
+    changed = [
+        f"{name} +{c['inserted']:,} ~{c['updated']:,} -{c['deleted']:,}"
+        for name, c in changes.items()
+        if c["inserted"] or c["updated"] or c["deleted"]
+    ]
+    return "; ".join(changed) or "no change"
+
+
+def step_rows(outcome: RunOutcome) -> list[dict[str, Any]]:
+    """One row per selected step: what it did and what its checks found, or that it did not run."""
+    return [
+        {
+            "step": step.step,
+            "status": step.status.value,
+            "statements": step.statements,
+            "seconds": step.seconds,
+            "rows": step.rows,
+            "attempts": step.attempts or None,
+            "checks": checks_summary(step.checks) if step.checks else None,
+            "changes": changes_summary(step.changes) if step.status == StepStatus.COMPLETED else None,
+        }
+        for step in outcome.steps
+    ]
+
+
+def sources_line(sources: SourcesOutcome | None) -> str:
+    if sources is None:
+        return "Source checks: not run"
+    problems = "; ".join(problem.text for problem in sources.problems)
+    if not sources.enforced:
+        return f"Source checks: skipped (skip_source_checks); {problems or 'nothing would have failed'}"
+    if problems:
+        return f"Source checks: failed: {problems}"
+    return f"Source checks: {sources.sources} sources passed"
+
+
+def summary_markdown(outcome: RunOutcome) -> str:
+    what = "HospitalDB dry run (rolled back: nothing changed)" if outcome.dry_run else "HospitalDB refresh"
+    lines = [
+        f"# {outcome.title(what)}",
+        "",
+        f"Database: {outcome.database or 'not resolved'}",
+        "",
+        sources_line(outcome.sources),
+        "",
+        "| step | status | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for row in step_rows(outcome):
+        cells = [row["step"], row["status"]] + [
+            "" if row[key] is None else f"{row[key]:,}" if key == "rows" else str(row[key])
+            for key in ("statements", "seconds", "rows", "attempts", "checks", "changes")
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if outcome.error:
+        lines += ["", f"**Error:** {outcome.error}"]
+    return "\n".join(lines)
+
+
+def publish_run_artifacts(outcome: RunOutcome, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Create both artifacts; a failure here is logged, never raised."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    try:
+        create_table_artifact(
+            table=step_rows(outcome),
+            key=STEPS_ARTIFACT_KEY,
+            description="HospitalDB refresh: steps of this run",
+        )
+        create_markdown_artifact(
+            markdown=summary_markdown(outcome),
+            key=SUMMARY_ARTIFACT_KEY,
+            description="HospitalDB refresh: summary of this run",
+        )
+    except Exception as artifact_error:  # artifacts are a report, not part of the refresh
+        logger.warning("run artifacts not created: %s", artifact_error)

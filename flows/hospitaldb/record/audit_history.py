@@ -1,0 +1,96 @@
+"""What earlier runs recorded in etl_audit, read back: for hooks, recovery notices and baselines.
+
+A worker's hook reads a cancelled or killed run back (its own process is gone); a run
+that completes reads the run of its database that finished before it (was that a
+failure?); the source checks read the last successful run's counts; the freshness check
+when it last alerted. Every read goes through the run's AuditLog session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hospitaldb.engine.errors import RunStatus
+from hospitaldb.record.audit import AuditLog
+from hospitaldb.record.outcome import PreviousRun, RunOutcome, StepOutcome, StepStatus
+
+
+def load_outcome(audit: AuditLog, flow_run_id: str, flow_name: str) -> RunOutcome | None:
+    """A run as recorded: how it ended, where, and each step's last attempt (no check details)."""
+    found = audit.read(
+        "SELECT flow_run_name, deployment, steps, outcome, failed_step, attempts, sqlstate, error, "
+        "finished_at FROM etl_audit.refresh_runs WHERE flow_run_id = %s",
+        (flow_run_id,),
+    )
+    if not found:
+        return None
+    name, deployment, steps, status, step, attempts, sqlstate, error, finished_at = found[0]
+    last_attempts = {
+        row[0]: row[1:]
+        for row in audit.read(
+            "SELECT DISTINCT ON (step) step, attempt, status, statements, duration_seconds, rows_affected "
+            "FROM etl_audit.step_attempts WHERE flow_run_id = %s ORDER BY step, attempt DESC",
+            (flow_run_id,),
+        )
+    }
+    return RunOutcome(
+        flow_name=flow_name,
+        flow_run_id=flow_run_id,
+        flow_run_name=name,
+        deployment=deployment,
+        database=audit.database,
+        steps=[_step_as_recorded(step_name, last_attempts.get(step_name)) for step_name in steps],
+        status=RunStatus(status),
+        step=step,
+        attempts=attempts,
+        error=error,
+        sqlstate=sqlstate,
+        finished_at=finished_at,
+    )
+
+
+def previous_finished_run(audit: AuditLog, flow_run_id: str | None) -> PreviousRun | None:
+    """The run of this database that finished last before this one."""
+    rows = audit.read(
+        "SELECT flow_run_name, outcome, finished_at FROM etl_audit.refresh_runs "
+        "WHERE flow_run_id IS DISTINCT FROM %s AND outcome <> 'running' AND finished_at IS NOT NULL "
+        "ORDER BY finished_at DESC LIMIT 1",
+        (flow_run_id,),
+    )
+    return PreviousRun(rows[0][0], RunStatus(rows[0][1]), rows[0][2]) if rows else None
+
+
+def last_successful_source_counts(audit: AuditLog) -> dict[str, int]:
+    """Each source's row count at the last completed run that recorded one."""
+    rows = audit.read(
+        "SELECT source, row_count FROM etl_audit.source_counts WHERE flow_run_id = ("
+        "  SELECT r.flow_run_id FROM etl_audit.refresh_runs AS r"
+        "  WHERE r.status = 'completed'"
+        "    AND EXISTS (SELECT FROM etl_audit.source_counts AS s WHERE s.flow_run_id = r.flow_run_id)"
+        "  ORDER BY r.finished_at DESC LIMIT 1)"
+    )
+    return dict(rows)
+
+
+def last_freshness_alert(audit: AuditLog, within_hours: float) -> Any:
+    """When the freshness check last alerted within the given hours, or None."""
+    rows = audit.read(
+        "SELECT max(sent_at) FROM etl_audit.freshness_alerts "
+        "WHERE sent_at > now() - make_interval(secs => %s)",
+        (within_hours * 3600,),
+    )
+    return rows[0][0] if rows else None
+
+
+def _step_as_recorded(step: str, last_attempt: tuple[Any, ...] | None) -> StepOutcome:
+    if last_attempt is None:
+        return StepOutcome(step)
+    attempt, status, statements, seconds, rows = last_attempt
+    return StepOutcome(
+        step,
+        status=StepStatus(status),
+        attempts=attempt,
+        statements=statements,
+        seconds=float(seconds) if seconds is not None else None,
+        rows=rows,
+    )

@@ -1,0 +1,52 @@
+"""etl_audit created, or upgraded in place, from sql/schema/05_etl_audit.sql.
+
+Users already run this: their etl_audit holds history that must survive every new
+version. The schema's comment records a digest of the file it was built from; when
+the file changes, the next run applies it again. Every statement in it is
+idempotent (IF NOT EXISTS, OR REPLACE, backfills of NULL columns only), so existing
+rows stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg2.errors
+
+from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.paths import PROJECT_SQL_DIR
+
+AUDIT_SCHEMA_FILE = PROJECT_SQL_DIR / "schema" / "05_etl_audit.sql"
+
+
+class AuditSchemaNotUpgradable(RuntimeError):
+    """etl_audit is at another version and this role may not change it (the least-privilege roles)."""
+
+
+def upgrade_schema(connection: Any) -> None:
+    """Bring etl_audit up to the file, in one transaction; an advisory lock keeps two runs apart."""
+    digest = hashlib.sha256(AUDIT_SCHEMA_FILE.read_bytes()).hexdigest()[:16]
+    marker = f"hospitaldb-refresh audit trail, schema {digest}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(to_regnamespace('etl_audit'), 'pg_namespace')")
+        if cursor.fetchone()[0] == marker:
+            return
+    connection.autocommit = False
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("hospitaldb-etl-audit",))
+            for statement in load_statements(AUDIT_SCHEMA_FILE):
+                cursor.execute(statement.text)
+            cursor.execute("COMMENT ON SCHEMA etl_audit IS %s", (marker,))
+        connection.commit()
+    except psycopg2.errors.InsufficientPrivilege:
+        raise AuditSchemaNotUpgradable(
+            "etl_audit is missing or older than this version's sql/schema/05_etl_audit.sql, and this role "
+            "may not create or change it: run `python deployments/create_roles.py` as an administrator "
+            "(README, 'Least privilege')"
+        ) from None
+    finally:
+        if not connection.closed:
+            connection.rollback()
+        connection.autocommit = True

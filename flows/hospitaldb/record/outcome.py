@@ -1,0 +1,145 @@
+"""What a run did, as one typed record: how it ended, where, after how many attempts, and why.
+
+The flow builds a RunOutcome as things happen (hospitaldb.record.recorder) and writes it to
+etl_audit; the alert, both artifacts, the local summary and the monitoring queries
+all read it. No reporter decides a status from an error's words or a task's name.
+
+Everything here is safe to show: object, step and check names, counts, SQLSTATEs,
+file:line, and error texts that passed hospitaldb.engine.errors' allowlist. Never a value
+from a patient's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from hospitaldb.engine.checks import CheckResult
+from hospitaldb.engine.errors import RunStatus
+from hospitaldb.engine.source_checks import SourceProblem
+
+
+class StepStatus(StrEnum):
+    NOT_RUN = "not run"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+    ABANDONED = "abandoned"
+
+
+@dataclass
+class SourcesOutcome:
+    enforced: bool
+    sources: int = 0
+    problems: list[SourceProblem] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    status: StepStatus = StepStatus.NOT_RUN
+    attempts: int = 0
+    statements: int | None = None
+    seconds: float | None = None
+    rows: int | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
+    row_count_seconds: float | None = None  # the shrink guard's counting, part of what the checks cost
+
+    def to_dict(self) -> dict[str, Any]:
+        """The step as the flow returns it."""
+        return {
+            "step": self.step,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "statements": self.statements,
+            "seconds": self.seconds,
+            "rows": self.rows,
+            "checks": [{**vars(check), "outcome": check.outcome} for check in self.checks],
+            "changes": self.changes,
+            "row_count_seconds": self.row_count_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """The run of the same database that finished last before this one, as etl_audit has it."""
+
+    name: str
+    status: RunStatus
+    finished_at: datetime | None
+
+
+@dataclass
+class RunOutcome:
+    """One run of a flow: built as it happens, persisted in etl_audit, read by every reporter."""
+
+    flow_name: str
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+    deployment: str | None = None
+    database: str | None = None  # DatabaseTarget.describe(): never a password
+    dry_run: bool = False
+    steps: list[StepOutcome] = field(default_factory=list)
+    status: RunStatus = RunStatus.RUNNING
+    step: str | None = None  # where it ended, when not completed: a step, check_sources, or None (before)
+    attempts: int | None = None
+    error: str | None = None
+    sqlstate: str | None = None
+    sources: SourcesOutcome | None = None
+    finished_at: datetime | None = None
+    previous: PreviousRun | None = None  # read when a run completes: did it recover from a failure?
+
+    def step_outcome(self, step: str) -> StepOutcome:
+        return next(outcome for outcome in self.steps if outcome.step == step)
+
+    @property
+    def step_in_progress(self) -> str | None:
+        running = [outcome.step for outcome in self.steps if outcome.status == StepStatus.RUNNING]
+        return running[0] if running else None
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        if self.status == RunStatus.SOURCES_REFUSED or self.step is None:
+            return []
+        return [check for check in self.step_outcome(self.step).checks if check.outcome == "failed"]
+
+    @property
+    def where(self) -> str:
+        """' at STEP', or ' before the first step' for a refresh that ended before one; else ''."""
+        if self.step:
+            return f" at {self.step}"
+        ended_early = self.steps and self.status not in (RunStatus.RUNNING, RunStatus.COMPLETED)
+        return " before the first step" if ended_early else ""
+
+    def title(self, what: str, *, shout: bool = False) -> str:
+        """'Refresh FAILED at refresh_dashboards: check x failed': what ended how, where, and why in brief."""
+        ending = self.status.ending.upper() if shout else self.status.ending
+        return f"{what} {ending}{self.where}" + (f": {self.headline}" if self.headline else "")
+
+    @property
+    def headline(self) -> str | None:
+        """What failed, in a few words, for an alert's subject on a phone's lock screen."""
+        if self.status == RunStatus.CHECK_FAILED and self.failed_checks:
+            failed = self.failed_checks
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            return f"check {failed[0].name} failed{more}"
+        if self.status == RunStatus.SOURCES_REFUSED and self.sources and self.sources.problems:
+            return self.sources.problems[0].headline
+        return None
+
+
+def interruption_text(status: RunStatus, step: str | None) -> str:
+    """What a cancelled or crashed run says, whoever records it first: the flow or a hook."""
+    how = (
+        "cancelled from Prefect (UI, CLI or automation)"
+        if status == RunStatus.CANCELLED
+        else "crashed: the process was stopped or killed"
+    )
+    during = f" during {step}, which was rolled back" if step else ""
+    return f"{how}{during}; every table keeps its previous data"

@@ -1,0 +1,1 @@
+"""Offline tools a worker never imports: validation, the least-privilege roles, the server guard, test servers."""

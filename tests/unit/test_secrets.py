@@ -1,0 +1,67 @@
+"""Secrets: redacted from every text that leaves the process, and given only to a server that asks for credentials."""
+
+from __future__ import annotations
+
+import pytest
+
+from hospitaldb.text import redact
+from hospitaldb.tools.server_guard import is_loopback, refusal
+
+LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"
+
+
+@pytest.mark.parametrize(
+    ("leak", "secret"),
+    [
+        (LEAKY_URL, "2024secret"),
+        ("could not connect: password='with space' host=db", "space"),
+        ('dsn: password="double quoted" user=x', "quoted"),
+        ("POST https://outlook.office.com/webhook/abc-123/IncomingWebhook/def/ghi failed", "abc-123"),
+        ("POST https://discord.com/api/webhooks/4242/tok-en failed", "tok-en"),
+        ("https://hooks.slack.com/services/T000/B000/XXXX returned 500", "XXXX"),
+    ],
+)
+def test_redact_covers_every_secret_form(leak, secret):
+    assert secret not in redact(leak)
+
+
+def test_redact_removes_credentials_and_webhook_paths():
+    text = redact(
+        "postgresql://refresher:hunter2@db:5432/h failed; https://hooks.slack.com/services/T/B/abc; password=xyz"
+    )
+    assert "hunter2" not in text and "abc" not in text and "xyz" not in text
+    assert "postgresql://refresher:***@db:5432/h" in text
+
+
+@pytest.mark.parametrize(
+    ("host", "anonymous", "also_listening_on", "refused"),
+    [
+        ("127.0.0.1", True, [], False),
+        ("localhost", True, [], False),
+        ("::1", True, [], False),
+        ("127.0.0.1", True, ["0.0.0.0"], True),  # the URL says loopback, the server listens everywhere
+        ("10.20.30.40", True, [], True),
+        ("prefect.hospital.example", True, [], True),  # a name is not trusted to stay loopback
+        ("10.20.30.40", False, [], False),
+        ("prefect.hospital.example", False, [], False),
+    ],
+)
+def test_secrets_go_only_behind_credentials_or_to_loopback_alone(host, anonymous, also_listening_on, refused):
+    why = refusal(host, anonymous, also_listening_on)
+    assert (why is not None) == refused
+    if why:
+        assert "without credentials" in why and "PREFECT_SERVER_API_AUTH_STRING" in why
+        assert all(address in why for address in also_listening_on)
+
+
+def test_loopback_is_an_address_not_a_name():
+    assert [
+        is_loopback(host) for host in ("127.0.0.2", "::1", "localhost", "0.0.0.0", "10.0.0.1", "loopback")
+    ] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]

@@ -1,0 +1,61 @@
+"""Every HOSPITALDB_* variable is read through hospitaldb.settings and documented in the README."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+from hospitaldb import settings
+from hospitaldb.paths import PROJECT_ROOT
+
+NAME = re.compile(r"\bHOSPITALDB_[A-Z0-9_]*[A-Z0-9]\b")
+# dev.py reads HOSPITALDB_VENV before the package is installed (see settings.VENV).
+READ_BEFORE_INSTALL = {"dev.py"}
+
+
+def tracked_files() -> list[str]:
+    listed = subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    return [name for name in listed.stdout.split() if (PROJECT_ROOT / name).is_file()]
+
+
+def readme_table_rows() -> dict[str, str]:
+    """Variable name -> its row, for every row of the README's variable table."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    return {match[1]: match[0] for match in re.finditer(r"^\| `(HOSPITALDB_\w+)` \|.*$", readme, re.M)}
+
+
+def test_the_readme_table_lists_every_setting_and_nothing_else():
+    rows = readme_table_rows()
+    assert set(rows) == {setting.name for setting in settings.ALL}
+    for setting in settings.ALL:
+        assert setting.meaning.split(" (")[0].split(";")[0] in rows[setting.name], setting.name
+
+
+def test_every_variable_named_anywhere_is_a_documented_setting():
+    known = {setting.name for setting in settings.ALL}
+    unknown = {
+        (name, path)
+        for path in tracked_files()
+        if not path.endswith((".json", ".png"))
+        for name in NAME.findall((PROJECT_ROOT / path).read_text(errors="ignore"))
+        if name not in known
+    }
+    assert unknown == set()
+
+
+def test_python_reads_variables_only_through_settings():
+    reads = re.compile(r"os\.environ(?:\.get)?\(?\[?\s*[\"']HOSPITALDB_|getenv\(\s*[\"']HOSPITALDB_")
+    offenders = [
+        path
+        for path in tracked_files()
+        if path.endswith(".py") and path not in READ_BEFORE_INSTALL and not path.startswith("tests/")
+        if reads.search((PROJECT_ROOT / path).read_text())
+    ]
+    assert offenders == []
+
+
+def test_a_setting_is_read_at_call_time(monkeypatch):
+    monkeypatch.setenv(settings.ALERT_FROM.name, "  first@example.org ")
+    assert settings.ALERT_FROM.read() == "first@example.org"
+    monkeypatch.setenv(settings.ALERT_FROM.name, "")
+    assert settings.ALERT_FROM.read("fallback") == "fallback"

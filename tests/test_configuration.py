@@ -15,6 +15,9 @@ from hospitaldb.engine.database import (
     target_from_url,
 )
 
+# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
+pytestmark = pytest.mark.server_agnostic
+
 SECRET = "s3cret-Pa55word"
 
 

@@ -6,10 +6,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from support.db import private_temp_dir, scalar
 
 from hospitaldb.local.demo import start_embedded_postgres
 from hospitaldb.paths import PROJECT_ROOT
+
+# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
+pytestmark = pytest.mark.server_agnostic
 
 
 def run_local(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

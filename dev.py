@@ -158,47 +158,43 @@ def run_lanes(lanes: list[list[Stage]]) -> bool:
 
 
 def ci(args: list[str]) -> int:
-    """Lint and validate; then four lanes side by side: the unit tests and the suite on embedded
-    PostgreSQL; the suite on the PostgreSQL server (what depends on the server) and the container
-    test; the end-to-end tests (own Prefect servers, workers, deploy.sh); the killed-run test.
-    Each slow test once."""
+    """Lint and validate; then four lanes side by side: the suite on embedded PostgreSQL; the suite
+    on the PostgreSQL server (what depends on the server); the unit tests and the end-to-end tests
+    (own Prefect servers, workers, deploy.sh); the killed-run test and the container test. Each
+    slow test runs once."""
     started = time.monotonic()
     for step in (lint, validate):
         if step([]):
             return 1
     print("\n== CI stages side by side (logs in build/ci/) ==", flush=True)
     embedded = {key: value for key, value in os.environ.items() if key != SERVER_URL_ENV}
+    unit = Stage("unit tests", ["tests/unit", *args], embedded)
     suite = ["tests", "--ignore=tests/unit", "-m", "not e2e", *args]
-    lanes = [
-        [
-            Stage("unit tests", ["tests/unit", *args], embedded),
-            Stage("suite on embedded PostgreSQL", suite, embedded),
-        ]
-    ]
+    lanes = [[Stage("suite on embedded PostgreSQL", suite, embedded)]]
     server_url = os.environ.get(SERVER_URL_ENV) or (LOCAL_SERVER_URL if server_answers() else None)
     if server_url:
         on_server = {**os.environ, SERVER_URL_ENV: server_url}
         # What holds whatever PostgreSQL serves it ran in the embedded lane already.
         on_this_server = ["tests", "--ignore=tests/unit", "-m", "not e2e and not server_agnostic", *args]
-        lanes.append(
-            [
-                Stage("suite on the PostgreSQL server", on_this_server, on_server),
-                Stage("containers", ["tests", "-m", "container", *args], on_server),
-            ]
-        )
-        # The killed-run test waits out 90 s of missed heartbeats: a lane of its own.
+        # The killed-run test mostly waits out 90 s of missed heartbeats: the image build fits beside it.
         killed = "tests/test_killed_run_e2e.py"
-        lanes.append(
+        lanes += [
+            [Stage("suite on the PostgreSQL server", on_this_server, on_server)],
             [
+                unit,
                 Stage(
                     "end to end",
                     ["tests", "-m", "e2e and not container", f"--ignore={killed}", *args],
                     on_server,
-                )
-            ]
-        )
-        lanes.append([Stage("a killed run, end to end", [killed, *args], on_server)])
+                ),
+            ],
+            [
+                Stage("a killed run, end to end", [killed, *args], on_server),
+                Stage("containers", ["tests", "-m", "container", *args], on_server),
+            ],
+        ]
     else:
+        lanes[0].insert(0, unit)
         print(
             "   No PostgreSQL server at 127.0.0.1:5432: the server, end-to-end and container stages are skipped."
         )

@@ -192,7 +192,8 @@ def test_a_reader_is_never_blocked_while_checks_run(demo_database, prefect, tmp_
     deadline = time.monotonic() + 60
     while not query(
         demo_database,
-        "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(3)%%' AND application_name = 'hospitaldb-refresh'",
+        "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(3)%%' AND application_name = 'hospitaldb-refresh' "
+        "AND datname = current_database()",
     ):
         assert run.is_alive(), "the run ended before its slow check"
         assert time.monotonic() < deadline, "the slow check never started"

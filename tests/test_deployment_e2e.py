@@ -18,7 +18,14 @@ import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
 from psycopg2 import sql
-from support.db import add_source_rows, execute, execute_outside_transaction, query, scalar
+from support.db import (
+    add_source_rows,
+    advisory_locks_held,
+    execute,
+    execute_outside_transaction,
+    query,
+    scalar,
+)
 from support.deployment import (
     AUTH_STRING,
     anonymous_block_listing,
@@ -161,7 +168,7 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
             )
         assert third_state.type == StateType.CANCELLED, third_state
         assert running == 0, "the blocked statement's session was ended with the run"
-        assert scalar(demo_database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert advisory_locks_held(demo_database) == 0
         assert (
             scalar(
                 demo_database, "SELECT status FROM etl_audit.refresh_runs WHERE flow_run_id = %s", (third,)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from prefect.client.schemas.objects import StateType
-from support.db import scalar
+from support.db import advisory_locks_held, scalar
 from support.deployment import (
     AUTH_STRING,
     deployed_environment,
@@ -107,7 +107,7 @@ def test_a_killed_run_is_marked_crashed_and_reported_even_when_its_worker_dies_t
         # The killed clients' statements did not run on: their backends noticed the clients gone.
         assert not backend_alive(demo_database, alone_statement)
         assert not backend_alive(demo_database, together_statement)
-        assert scalar(demo_database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+        assert advisory_locks_held(demo_database) == 0
 
         # The crashed run held the on-demand deployment's concurrency slot and left 'running'
         # audit rows: the next request is not queued behind it, and marks those rows abandoned.

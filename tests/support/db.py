@@ -66,6 +66,15 @@ def scalar(url: str, sql: str, params: tuple[Any, ...] | None = None) -> Any:
     return query(url, sql, params)[0][0]
 
 
+def advisory_locks_held(url: str) -> int:
+    """Advisory locks held in this database only: the server may serve other tests' runs at once."""
+    return scalar(
+        url,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+
+
 def table_contents(url: str, table: str) -> list[tuple[Any, ...]]:
     """Every row of a table (or materialized view), in a stable order."""
     schema, name = table.split(".")

@@ -160,8 +160,8 @@ def run_lanes(lanes: list[list[Stage]]) -> bool:
 def ci(args: list[str]) -> int:
     """Lint and validate; then four lanes side by side: the suite on embedded PostgreSQL; the suite
     on the PostgreSQL server (what depends on the server); the unit tests and the end-to-end tests
-    (own Prefect servers, workers, deploy.sh); the killed-run test and the container test. Each
-    slow test runs once."""
+    (own Prefect servers, workers, deploy.sh); the killed-run and server-auth tests, then the
+    container test. Each slow test runs once."""
     started = time.monotonic()
     for step in (lint, validate):
         if step([]):
@@ -176,20 +176,21 @@ def ci(args: list[str]) -> int:
         on_server = {**os.environ, SERVER_URL_ENV: server_url}
         # What holds whatever PostgreSQL serves it ran in the embedded lane already.
         on_this_server = ["tests", "--ignore=tests/unit", "-m", "not e2e and not server_agnostic", *args]
-        # The killed-run test mostly waits out 90 s of missed heartbeats: the image build fits beside it.
-        killed = "tests/test_killed_run_e2e.py"
+        # The killed-run test mostly waits out 90 s of missed heartbeats: the server-auth tests
+        # and the image build fit beside it.
+        apart = ["tests/test_killed_run_e2e.py", "tests/test_server_auth.py"]
         lanes += [
             [Stage("suite on the PostgreSQL server", on_this_server, on_server)],
             [
                 unit,
                 Stage(
                     "end to end",
-                    ["tests", "-m", "e2e and not container", f"--ignore={killed}", *args],
+                    ["tests", "-m", "e2e and not container", *(f"--ignore={path}" for path in apart), *args],
                     on_server,
                 ),
             ],
             [
-                Stage("a killed run, end to end", [killed, *args], on_server),
+                Stage("a killed run and server auth, end to end", [*apart, *args], on_server),
                 Stage("containers", ["tests", "-m", "container", *args], on_server),
             ],
         ]

@@ -10,12 +10,14 @@ automation, evaluated by the Prefect server itself, fires when a HospitalDB run'
 heartbeats stop for three periods without a final state, and
 
   1. marks the run Crashed, which frees its deployment concurrency slot, and
-  2. posts a notice through the Slack block 'hospitaldb-slack' (when it exists).
+  2. posts a notice through every notification block among the alert channels
+     (HOSPITALDB_ALERT_BLOCKS, else the Slack block 'hospitaldb-slack'), the same list the
+     flows' own alerts use.
 
 What it cannot do: send the email alert (Prefect's server can only notify through
 notification blocks; our SMTP block is not one), or write to etl_audit (the next run
-marks the dead run's rows abandoned). The server needs prefect-slack installed to load
-the Slack block, as a worker does.
+marks the dead run's rows abandoned). The server needs the blocks' packages installed
+(prefect-slack for the Slack block), as a worker does.
 
 Idempotent: the automation is replaced by name.
 """
@@ -30,7 +32,7 @@ from typing import Any
 import yaml
 
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.record.notifications import DEFAULT_SLACK_BLOCK
+from hospitaldb.record.notifications import EMAIL_BLOCK_TYPE, AlertSettings
 from hospitaldb.tools.prefect_yaml_check import check_prefect_yaml, heartbeat_seconds
 
 CRASH_AUTOMATION = "hospitaldb-crash-unresponsive-runs"
@@ -68,8 +70,8 @@ def heartbeat_periods(prefect_yaml: Path = PROJECT_ROOT / "prefect.yaml") -> dic
     return periods
 
 
-def build_automations(periods: dict[str, int], slack_block_id: Any | None) -> list[Any]:
-    """The crash automation, and the notice automation when there is a Slack block."""
+def build_automations(periods: dict[str, int], notice_block_ids: list[Any]) -> list[Any]:
+    """The crash automation, and the notice automation when there is a notification block."""
     from prefect.events.schemas.events import ResourceSpecification
 
     silent_for = MISSED_HEARTBEATS * max(periods.values())
@@ -77,8 +79,8 @@ def build_automations(periods: dict[str, int], slack_block_id: Any | None) -> li
         {"prefect.resource.role": "flow", "prefect.resource.name": sorted(periods)}
     )
     automations = [crash_automation(sorted(periods), our_flows, silent_for)]
-    if slack_block_id is not None:
-        automations.append(notice_automation(our_flows, silent_for, slack_block_id))
+    if notice_block_ids:
+        automations.append(notice_automation(our_flows, silent_for, notice_block_ids))
     return automations
 
 
@@ -112,7 +114,7 @@ def crash_automation(flows: list[str], our_flows: Any, silent_for: int) -> Any:
     )
 
 
-def notice_automation(our_flows: Any, silent_for: int, slack_block_id: Any) -> Any:
+def notice_automation(our_flows: Any, silent_for: int, notice_block_ids: list[Any]) -> Any:
     """Reactive, and separate: a proactive trigger can fire more than once for one silent run,
     but a run enters Crashed only once."""
     from prefect.automations import Automation
@@ -122,7 +124,7 @@ def notice_automation(our_flows: Any, silent_for: int, slack_block_id: Any) -> A
 
     return Automation(
         name=NOTICE_AUTOMATION,
-        description=f"Posts to Slack when {CRASH_AUTOMATION} marks a run Crashed.",
+        description=f"Notifies the alert channels when {CRASH_AUTOMATION} marks a run Crashed.",
         trigger=EventTrigger(
             posture=Posture.Reactive,
             expect={"prefect.flow-run.Crashed"},
@@ -137,26 +139,37 @@ def notice_automation(our_flows: Any, silent_for: int, slack_block_id: Any) -> A
         ),
         actions=[
             SendNotification(
-                block_document_id=slack_block_id,
+                block_document_id=block_id,
                 subject=NOTICE_SUBJECT,
                 body=NOTICE_BODY.replace("{seconds}", str(silent_for)),
             )
+            for block_id in notice_block_ids
         ],
     )
 
 
-def _slack_block_id() -> Any | None:
+def notice_blocks(channels: tuple[str, ...]) -> tuple[list[Any], list[str]]:
+    """The ids of the channels' notification blocks, and why each other channel is left out."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
-    from prefect_slack import SlackWebhook
 
+    found, left_out = [], []
     with get_client(sync_client=True) as client:
-        try:
-            return client.read_block_document_by_name(
-                DEFAULT_SLACK_BLOCK, SlackWebhook.get_block_type_slug()
-            ).id
-        except ObjectNotFound:
-            return None
+        for channel in channels:
+            block_type, _, name = channel.partition("/")
+            if block_type == EMAIL_BLOCK_TYPE:
+                left_out.append(f"{channel}: the server cannot send email, only notification blocks")
+                continue
+            try:
+                document = client.read_block_document_by_name(name, block_type)
+            except ObjectNotFound:
+                left_out.append(f"{channel}: no such block")
+                continue
+            if "notify" not in (document.block_schema.capabilities if document.block_schema else []):
+                left_out.append(f"{channel}: not a notification block")
+                continue
+            found.append(document.id)
+    return found, left_out
 
 
 def main() -> int:
@@ -167,17 +180,19 @@ def main() -> int:
     except ValueError as error:
         print(f"error    automation: {error}", file=sys.stderr)
         return 1
-    slack_block_id = _slack_block_id()
+    notice_block_ids, left_out = notice_blocks(AlertSettings.from_parameters({}).channels)
     for name in (CRASH_AUTOMATION, NOTICE_AUTOMATION):
         try:
             Automation.read(name=name).delete()
         except ValueError:
             pass  # not created yet
-    for automation in build_automations(periods, slack_block_id):
+    for automation in build_automations(periods, notice_block_ids):
         automation.create()
         print(f"saved    automation '{automation.name}': {automation.description}")
-    if slack_block_id is None:
-        print(f"skipped  notice automation: no SlackWebhook '{DEFAULT_SLACK_BLOCK}'")
+    for why in left_out:
+        print(f"skipped  notice to {why}")
+    if not notice_block_ids:
+        print("skipped  notice automation: no notification block among the alert channels")
     return 0
 
 

@@ -16,8 +16,16 @@ Email, EmailServerCredentials 'hospitaldb-email':
     HOSPITALDB_SMTP_HOST, HOSPITALDB_SMTP_PORT (default by type), HOSPITALDB_SMTP_TYPE
     (SSL, STARTTLS or INSECURE; default STARTTLS), HOSPITALDB_SMTP_USERNAME,
     HOSPITALDB_SMTP_PASSWORD
-Slack, SlackWebhook 'hospitaldb-slack':
+Slack, SlackWebhook 'hospitaldb-slack' (slack-incoming-webhook):
     HOSPITALDB_SLACK_WEBHOOK_URL
+On-call channels, Prefect notification blocks (alerts reach them once named in
+HOSPITALDB_ALERT_BLOCKS or the alert_blocks parameter, as <block-type-slug>/<block-name>):
+    Microsoft Teams, ms-teams-webhook/hospitaldb-teams: HOSPITALDB_TEAMS_WEBHOOK_URL
+    PagerDuty, pager-duty-webhook/hospitaldb-pagerduty: HOSPITALDB_PAGERDUTY_INTEGRATION_KEY,
+        HOSPITALDB_PAGERDUTY_API_KEY
+    Opsgenie, opsgenie-webhook/hospitaldb-opsgenie: HOSPITALDB_OPSGENIE_API_KEY
+    Any webhook taking a JSON {"subject", "body"}, custom-webhook/hospitaldb-webhook:
+        HOSPITALDB_ALERT_WEBHOOK_URL
 """
 
 from __future__ import annotations
@@ -30,6 +38,11 @@ from hospitaldb.engine.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfig
 from hospitaldb.record.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 from hospitaldb.settings import Setting
 from hospitaldb.tools.server_guard import check
+
+TEAMS_BLOCK = "hospitaldb-teams"
+PAGERDUTY_BLOCK = "hospitaldb-pagerduty"
+OPSGENIE_BLOCK = "hospitaldb-opsgenie"
+WEBHOOK_BLOCK = "hospitaldb-webhook"
 
 
 class Skipped(Exception):
@@ -98,10 +111,61 @@ def slack_block() -> str:
     return f"SlackWebhook '{DEFAULT_SLACK_BLOCK}'"
 
 
+# The common on-call channels: Prefect's own notification blocks, each secret kept as a secret
+# field. Name them in HOSPITALDB_ALERT_BLOCKS (or the alert_blocks parameter) to use them.
+def teams_block() -> str:
+    from prefect.blocks.notifications import MicrosoftTeamsWebhook
+
+    require(settings.TEAMS_WEBHOOK_URL)
+    MicrosoftTeamsWebhook(url=env(settings.TEAMS_WEBHOOK_URL)).save(TEAMS_BLOCK, overwrite=True)
+    return f"MicrosoftTeamsWebhook 'ms-teams-webhook/{TEAMS_BLOCK}'"
+
+
+def pagerduty_block() -> str:
+    from prefect.blocks.notifications import PagerDutyWebHook
+
+    require(settings.PAGERDUTY_INTEGRATION_KEY, settings.PAGERDUTY_API_KEY)
+    PagerDutyWebHook(
+        integration_key=env(settings.PAGERDUTY_INTEGRATION_KEY),
+        api_key=env(settings.PAGERDUTY_API_KEY),
+        source="hospitaldb-refresh",
+        component="hospitaldb",
+    ).save(PAGERDUTY_BLOCK, overwrite=True)
+    return f"PagerDutyWebHook 'pager-duty-webhook/{PAGERDUTY_BLOCK}'"
+
+
+def opsgenie_block() -> str:
+    from prefect.blocks.notifications import OpsgenieWebhook
+
+    require(settings.OPSGENIE_API_KEY)
+    OpsgenieWebhook(apikey=env(settings.OPSGENIE_API_KEY), tags=["hospitaldb"]).save(
+        OPSGENIE_BLOCK, overwrite=True
+    )
+    return f"OpsgenieWebhook 'opsgenie-webhook/{OPSGENIE_BLOCK}'"
+
+
+def webhook_block() -> str:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    require(settings.ALERT_WEBHOOK_URL)
+    # The URL goes into the block's secrets (a template fills it in), never a plain field.
+    CustomWebhookNotificationBlock(
+        name="HospitalDB refresh",
+        url="{{webhook_url}}",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+        secrets={"webhook_url": env(settings.ALERT_WEBHOOK_URL)},
+    ).save(WEBHOOK_BLOCK, overwrite=True)
+    return f"CustomWebhookNotificationBlock 'custom-webhook/{WEBHOOK_BLOCK}'"
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "database": database_block,
     "email": email_block,
     "slack": slack_block,
+    "teams": teams_block,
+    "pagerduty": pagerduty_block,
+    "opsgenie": opsgenie_block,
+    "webhook": webhook_block,
 }
 
 

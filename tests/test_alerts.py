@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 
 import pytest
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 from support.db import add_source_rows, execute
-from support.receivers import SMTP_PASSWORD, SilentServer, free_port, save_email_block
+from support.receivers import SMTP_PASSWORD, SilentServer, WebhookServer, free_port, save_email_block
 from support.runs import TableLock, run_flow, run_logs, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
@@ -108,6 +110,73 @@ def test_failure_then_success_sends_a_recovered_notice_once(
     ]
 
 
+def custom_webhook(name: str, url: str) -> str:
+    """A CustomWebhookNotificationBlock posting {"text": subject + body}, as a pager's inbound hook takes it.
+
+    The URL (its token) is a secret of the block, not a plain field; private URLs are allowed
+    because the receiver is on loopback (Prefect refuses them by default, against SSRF).
+    """
+    CustomWebhookNotificationBlock(
+        name="HospitalDB pager",
+        url="{{pager_url}}",
+        json_data={"text": "{{subject}}\n{{body}}"},
+        secrets={"pager_url": url},
+        allow_private_urls=True,
+    ).save(name, overwrite=True)
+    return f"custom-webhook/{name}"
+
+
+def test_any_notification_block_gets_one_failure_and_one_recovered_notice(
+    demo_database, alert_blocks, smtp_server, webhook_server
+):
+    pager = WebhookServer()
+    channels = [
+        f"email-server-credentials/{alert_blocks['email_block']}",
+        f"slack-incoming-webhook/{alert_blocks['slack_block']}",
+        custom_webhook(f"pager-{uuid.uuid4().hex[:8]}", pager.url),
+    ]
+    parameters = {"alert_blocks": channels, "alert_emails": alert_blocks["alert_emails"]}
+    try:
+        break_step_2(demo_database)
+        assert run_flow(retries=0, **parameters).is_failed()
+        execute(demo_database, "DELETE FROM staging.payments WHERE payment_id = 999999991")
+        assert run_flow(**parameters).is_completed()
+    finally:
+        pager.shutdown()
+        pager.server_close()
+
+    expected = [
+        "[HospitalDB] Refresh FAILED at refresh_phase3_reporting_tables",
+        "[HospitalDB] Refresh recovered",
+    ]
+    assert [mail.message["Subject"] for mail in smtp_server.received] == expected
+    assert [text.splitlines()[0] for text in webhook_server.texts()] == expected
+    assert [text.splitlines()[0] for text in pager.texts()] == expected
+    assert "Failed step: refresh_phase3_reporting_tables" in pager.texts()[0]
+    assert {path for path, _ in pager.posts} == {"/services/T000/B000/XoXoSECRETtoken"}
+
+
+def test_a_hanging_webhook_is_given_up_within_its_limit_and_the_others_still_hear(
+    demo_database, alert_blocks, smtp_server, monkeypatch
+):
+    silent = SilentServer()
+    monkeypatch.setenv("HOSPITALDB_ALERT_TIMEOUT_SECONDS", "2")
+    hanging = custom_webhook(f"hanging-{uuid.uuid4().hex[:8]}", f"http://127.0.0.1:{silent.port}/hook")
+    break_step_2(demo_database)
+    try:
+        state = run_flow(
+            retries=0,
+            alert_blocks=[hanging, f"email-server-credentials/{alert_blocks['email_block']}"],
+            alert_emails=alert_blocks["alert_emails"],
+        )
+    finally:
+        silent.close()
+    assert state.is_failed()
+    assert "revenue_summary_paid_amount_check" in state.message, "the run's own outcome, unchanged"
+    assert f"alert not sent to {hanging}: TimeoutError: no answer within 2 s" in run_logs(state)
+    assert len(smtp_server.received) == 1, "the next channel still gets its alert"
+
+
 def test_recovered_is_decided_per_database_from_its_own_record(
     demo_database, other_demo_database, alert_blocks, smtp_server, monkeypatch
 ):
@@ -178,12 +247,17 @@ def test_smtp_down_and_webhook_500_leave_the_run_state_alone_and_log_why(
     assert state.is_failed()
     assert "revenue_summary_paid_amount_check" in state.message
     logs = run_logs(state)
-    assert "email alert not sent: ConnectionRefusedError" in logs
-    assert "slack alert not sent: NotificationError" in logs
+    assert (
+        f"alert not sent to email-server-credentials/{alert_blocks['email_block']}: ConnectionRefusedError"
+        in logs
+    )
+    assert (
+        f"alert not sent to slack-incoming-webhook/{alert_blocks['slack_block']}: NotificationError" in logs
+    )
     assert len(webhook_server.posts) == 1, "the webhook was tried once"
 
 
-def test_missing_blocks_and_recipients_are_logged_with_how_to_fix(demo_database, prefect, monkeypatch):
+def test_missing_blocks_and_recipients_are_logged_with_how_to_fix(demo_database, alert_blocks, monkeypatch):
     monkeypatch.delenv("HOSPITALDB_ALERT_EMAILS", raising=False)
     break_step_2(demo_database)
 
@@ -192,12 +266,17 @@ def test_missing_blocks_and_recipients_are_logged_with_how_to_fix(demo_database,
     )
     logs = run_logs(state)
     assert state.is_failed()
-    assert "email alert not sent: no EmailServerCredentials block named 'no-such-email'" in logs
+    assert "alert not sent to email-server-credentials/no-such-email: no block" in logs
     assert "deployments/create_blocks.py" in logs
-    assert "slack alert not sent: no SlackWebhook block named 'no-such-slack'" in logs
+    assert "alert not sent to slack-incoming-webhook/no-such-slack: no block" in logs
 
-    state = run_flow(retries=0, email_block="no-such-email", slack_block="no-such-slack")
-    assert "email alert not sent: no recipients: set HOSPITALDB_ALERT_EMAILS" in run_logs(state)
+    state = run_flow(retries=0, email_block=alert_blocks["email_block"], slack_block="no-such-slack")
+    assert "no recipients: set HOSPITALDB_ALERT_EMAILS" in run_logs(state)
+
+    state = run_flow(retries=0, alert_blocks=["hospitaldb-email", "prefect-default/nothing"])
+    logs = run_logs(state)
+    assert "alert not sent to hospitaldb-email: 'hospitaldb-email' is not a block reference" in logs
+    assert "alert not sent to prefect-default/nothing: no block" in logs
 
 
 def test_a_hung_smtp_server_costs_bounded_time_and_a_logged_error(demo_database, alert_blocks, monkeypatch):
@@ -211,7 +290,10 @@ def test_a_hung_smtp_server_costs_bounded_time_and_a_logged_error(demo_database,
         silent.close()
     assert state.is_failed()
     assert "revenue_summary_paid_amount_check" in state.message
-    assert "email alert not sent: TimeoutError: no answer within 2 s" in run_logs(state)
+    assert (
+        f"alert not sent to email-server-credentials/{alert_blocks['email_block']}: TimeoutError: "
+        "no answer within 2 s" in run_logs(state)
+    )
 
 
 def test_recipients_come_from_the_environment_when_not_a_parameter(

@@ -7,6 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from prefect.blocks.notifications import (
+    CustomWebhookNotificationBlock,
+    MicrosoftTeamsWebhook,
+    OpsgenieWebhook,
+    PagerDutyWebHook,
+)
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect_email import EmailServerCredentials
@@ -22,6 +28,10 @@ BLOCKS = [
     ("hospitaldb-postgres", SqlAlchemyConnector),
     ("hospitaldb-email", EmailServerCredentials),
     ("hospitaldb-slack", SlackWebhook),
+    ("hospitaldb-teams", MicrosoftTeamsWebhook),
+    ("hospitaldb-pagerduty", PagerDutyWebHook),
+    ("hospitaldb-opsgenie", OpsgenieWebhook),
+    ("hospitaldb-webhook", CustomWebhookNotificationBlock),
 ]
 
 
@@ -74,12 +84,20 @@ def test_full_configuration_twice_gives_the_same_blocks_with_secrets_stored_as_s
         "HOSPITALDB_SMTP_USERNAME": "alerts@hospital.example",
         "HOSPITALDB_SMTP_PASSWORD": "mail-secret",
         "HOSPITALDB_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T1/B1/hook-secret",
+        "HOSPITALDB_TEAMS_WEBHOOK_URL": (
+            "https://prod-00.westeurope.logic.azure.com:443/workflows/0123abcd/triggers/manual/paths/invoke"
+            "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=teams-secret"
+        ),
+        "HOSPITALDB_PAGERDUTY_INTEGRATION_KEY": "pd-integration-secret",
+        "HOSPITALDB_PAGERDUTY_API_KEY": "pd-api-secret",
+        "HOSPITALDB_OPSGENIE_API_KEY": "opsgenie-secret",
+        "HOSPITALDB_ALERT_WEBHOOK_URL": "https://pager.hospital.example/hook/webhook-secret",
     }
     for _ in range(2):
         done = create_blocks(prefect, **variables)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.count("saved") == 3
-        assert "secret" not in done.stdout
+        assert done.stdout.count("saved") == len(BLOCKS)
+        assert "-secret" not in done.stdout
 
     database = SqlAlchemyConnector.load("hospitaldb-postgres")
     assert database.connection_info.host == "db.hospital.example"
@@ -88,13 +106,16 @@ def test_full_configuration_twice_gives_the_same_blocks_with_secrets_stored_as_s
     email = EmailServerCredentials.load("hospitaldb-email")
     assert (email.smtp_server, email.smtp_port, email.smtp_type.name) == ("smtp.hospital.example", 465, "SSL")
     assert SlackWebhook.load("hospitaldb-slack").url.get_secret_value().endswith("hook-secret")
+    webhook = CustomWebhookNotificationBlock.load("hospitaldb-webhook")
+    assert webhook.secrets.get_secret_value() == {"webhook_url": variables["HOSPITALDB_ALERT_WEBHOOK_URL"]}
+    assert PagerDutyWebHook.load("hospitaldb-pagerduty").api_key.get_secret_value() == "pd-api-secret"
 
     with get_client(sync_client=True) as client:
         for name, block_type in BLOCKS:
             stored = client.read_block_document_by_name(
                 name, block_type.get_block_type_slug(), include_secrets=False
             )
-            assert "secret" not in str(stored.data), f"{name} stores a secret in plain text"
+            assert "-secret" not in str(stored.data), f"{name} stores a secret in plain text"
 
 
 def test_invalid_smtp_type_is_an_error_naming_the_variable(prefect):

@@ -64,17 +64,18 @@ def hospitaldb_freshness_check(
     realert_hours: Annotated[float, Field(ge=0)] = 12,
     database_block: str | None = None,
     alert_emails: list[str] | None = None,
+    alert_blocks: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
     slack_block: str = DEFAULT_SLACK_BLOCK,
 ) -> dict[str, Any]:
-    """Alert by email/Slack when a refresh step has not succeeded within max_age_hours.
+    """Alert (email, Slack, any notification block) when a refresh step has not succeeded within max_age_hours.
 
     Args:
         max_age_hours: the oldest acceptable last success of every step (default 26: a
             nightly run plus two hours of slack).
         realert_hours: while still stale, alert again after this many hours (0 = every check).
         database_block: as in hospitaldb-refresh.
-        alert_emails, email_block, slack_block: as in hospitaldb-refresh.
+        alert_emails, alert_blocks, email_block, slack_block: as in hospitaldb-refresh.
     """
     logger = get_run_logger()
     # The record of this check (no etl_audit row: that trail is the refresh's), for its failure alert.

@@ -179,6 +179,7 @@ def hospitaldb_refresh(
     max_shrink_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
     dry_run: bool = False,
     alert_emails: list[str] | None = None,
+    alert_blocks: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
     slack_block: str = DEFAULT_SLACK_BLOCK,
 ) -> list[dict[str, Any]]:
@@ -206,9 +207,14 @@ def hospitaldb_refresh(
         max_shrink_share: the largest share of its rows an object may lose in one refresh.
         dry_run: run every step and its checks in one transaction, report what each would
             change per object, and roll back: nothing changes, nothing is recorded.
-        alert_emails: who gets failure alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
-        email_block: EmailServerCredentials block for alerts.
-        slack_block: SlackWebhook block for alerts (optional: skipped with a warning if missing).
+        alert_emails: who gets email alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
+        alert_blocks: where alerts and notices go: Prefect blocks as 'block-type-slug/block-name',
+            each an EmailServerCredentials or any notification block (Slack, Microsoft Teams,
+            PagerDuty, Opsgenie, custom webhook...). Default: HOSPITALDB_ALERT_BLOCKS, else
+            email_block and slack_block.
+        email_block: EmailServerCredentials block, when alert_blocks is not given.
+        slack_block: SlackWebhook block, when alert_blocks is not given (skipped with a
+            warning if missing).
     """
     logger = get_run_logger()
     recorder = RunRecorder.for_this_run(dry_run=dry_run)

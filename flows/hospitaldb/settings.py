@@ -54,6 +54,12 @@ ALERT_EMAILS = Setting(
     "the flow",
     "alert recipients, comma-separated (the `alert_emails` parameter wins)",
 )
+ALERT_BLOCKS = Setting(
+    "HOSPITALDB_ALERT_BLOCKS",
+    "the flow, `create_automations.py`",
+    "alert channels, comma-separated Prefect blocks as `<block-type-slug>/<block-name>` (the "
+    "`alert_blocks` parameter wins; default: the `email_block` and `slack_block` blocks)",
+)
 ALERT_FROM = Setting("HOSPITALDB_ALERT_FROM", "the flow", "sender address (default: the SMTP user name)")
 ALERT_TIMEOUT_SECONDS = Setting(
     "HOSPITALDB_ALERT_TIMEOUT_SECONDS", "the flow", "time limit per alert channel, in seconds (default 20)"
@@ -76,6 +82,33 @@ SLACK_WEBHOOK_URL = Setting(
     "HOSPITALDB_SLACK_WEBHOOK_URL",
     "`create_blocks.py`",
     "Slack incoming webhook for `hospitaldb-slack`",
+    secret=True,
+)
+TEAMS_WEBHOOK_URL = Setting(
+    "HOSPITALDB_TEAMS_WEBHOOK_URL",
+    "`create_blocks.py`",
+    "Microsoft Teams Workflows (Power Automate) webhook URL for `ms-teams-webhook/hospitaldb-teams`",
+    secret=True,
+)
+PAGERDUTY_INTEGRATION_KEY = Setting(
+    "HOSPITALDB_PAGERDUTY_INTEGRATION_KEY",
+    "`create_blocks.py`",
+    "PagerDuty Events API integration key for `pager-duty-webhook/hospitaldb-pagerduty`",
+    secret=True,
+)
+PAGERDUTY_API_KEY = Setting(
+    "HOSPITALDB_PAGERDUTY_API_KEY", "`create_blocks.py`", "PagerDuty API key for the same block", secret=True
+)
+OPSGENIE_API_KEY = Setting(
+    "HOSPITALDB_OPSGENIE_API_KEY",
+    "`create_blocks.py`",
+    "Opsgenie API key for `opsgenie-webhook/hospitaldb-opsgenie`",
+    secret=True,
+)
+ALERT_WEBHOOK_URL = Setting(
+    "HOSPITALDB_ALERT_WEBHOOK_URL",
+    "`create_blocks.py`",
+    'any HTTPS endpoint that takes a JSON POST `{"subject", "body"}`, for `custom-webhook/hospitaldb-webhook`',
     secret=True,
 )
 

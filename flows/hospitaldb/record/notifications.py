@@ -1,15 +1,21 @@
-"""Delivery of alerts and notices, by email (default) and Slack (optional).
+"""Delivery of alerts and notices to a list of Prefect blocks: email, Slack, or any notification block.
+
+Alerts go to every block in the run's list of channels, each named as Prefect names a block,
+`<block-type-slug>/<block-name>`: `email-server-credentials/hospitaldb-email`,
+`slack-incoming-webhook/hospitaldb-slack`, `ms-teams-webhook/oncall`, `pager-duty-webhook/dba`,
+`custom-webhook/pager`... An `EmailServerCredentials` block mails the run's recipients; any
+other block must be a Prefect `NotificationBlock` (its `notify(body, subject)`). The list comes
+from the flow parameter `alert_blocks`, else `HOSPITALDB_ALERT_BLOCKS`, else the email and Slack
+blocks the parameters `email_block` and `slack_block` name.
 
 The state hooks (hospitaldb.record.hooks) send one message per run, never one per attempt
-or per task. Delivery goes through the prefect-email `EmailServerCredentials` and
-prefect-slack `SlackWebhook` blocks, each channel in its own thread with a time
-limit, so a dead SMTP server or a hanging webhook costs a logged error, never the
-run's own state.
+or per task. Each channel is sent in its own thread with a time limit, so a dead SMTP server
+or a hanging webhook costs a logged error, never the run's own state.
 
-prefect-email's and prefect-slack's message *tasks* are async: called from a sync
-hook they return an un-awaited coroutine and send nothing. We await the email
-coroutine ourselves (asyncio.run in the sender thread) and use the webhook
-block's synchronous `notify`, which raises on HTTP errors.
+Two traps, handled here: prefect-email's message task is async (called from a sync hook it
+returns an un-awaited coroutine and sends nothing), so we await it ourselves; and Prefect's
+Apprise-based blocks (Teams, PagerDuty, Opsgenie, ...) swallow a failed delivery unless
+asked to raise, so a notice that did not arrive would be logged as sent.
 """
 
 from __future__ import annotations
@@ -18,30 +24,47 @@ import asyncio
 import html
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hospitaldb.record.alerts import Alert
-from hospitaldb.settings import ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
+from hospitaldb.settings import ALERT_BLOCKS, ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
 from hospitaldb.text import safe
 
 DEFAULT_EMAIL_BLOCK = "hospitaldb-email"
 DEFAULT_SLACK_BLOCK = "hospitaldb-slack"
+EMAIL_BLOCK_TYPE = "email-server-credentials"
+SLACK_BLOCK_TYPE = "slack-incoming-webhook"
 DEFAULT_TIMEOUT_SECONDS = 20.0
 ERROR_LENGTH = 700
+HOW_TO_CREATE = (
+    "Create it with `python deployments/create_blocks.py` (README 'Alerts'), in the Prefect UI "
+    "(Blocks), or name another: `prefect block ls` lists them"
+)
 
 
 class AlertNotSent(RuntimeError):
     """A channel could not deliver; the message says why and what to do."""
 
 
+def split_list(text: str | None) -> list[str]:
+    """A comma- or semicolon-separated setting as a list, blanks dropped."""
+    return [item.strip() for item in (text or "").replace(";", ",").split(",") if item.strip()]
+
+
+def default_channels(
+    email_block: str = DEFAULT_EMAIL_BLOCK, slack_block: str = DEFAULT_SLACK_BLOCK
+) -> tuple[str, ...]:
+    return (f"{EMAIL_BLOCK_TYPE}/{email_block}", f"{SLACK_BLOCK_TYPE}/{slack_block}")
+
+
 @dataclass(frozen=True)
 class AlertSettings:
     """Where alerts go: read at run time from the run's parameters and the environment."""
 
-    email_block: str = DEFAULT_EMAIL_BLOCK
-    slack_block: str = DEFAULT_SLACK_BLOCK
+    channels: tuple[str, ...] = field(default_factory=default_channels)
     recipients: tuple[str, ...] = ()
     sender: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
@@ -52,12 +75,17 @@ class AlertSettings:
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> AlertSettings:
-        recipients = parameters.get("alert_emails") or [
-            address for address in (ALERT_EMAILS.read() or "").replace(";", ",").split(",")
-        ]
+        channels = (
+            parameters.get("alert_blocks")
+            or split_list(ALERT_BLOCKS.read())
+            or default_channels(
+                parameters.get("email_block") or DEFAULT_EMAIL_BLOCK,
+                parameters.get("slack_block") or DEFAULT_SLACK_BLOCK,
+            )
+        )
+        recipients = parameters.get("alert_emails") or split_list(ALERT_EMAILS.read())
         return cls(
-            email_block=parameters.get("email_block") or DEFAULT_EMAIL_BLOCK,
-            slack_block=parameters.get("slack_block") or DEFAULT_SLACK_BLOCK,
+            channels=tuple(dict.fromkeys(channel.strip() for channel in channels if channel.strip())),
             recipients=tuple(address.strip() for address in recipients if address.strip()),
             sender=ALERT_FROM.read(),
             timeout_seconds=float(ALERT_TIMEOUT_SECONDS.read() or DEFAULT_TIMEOUT_SECONDS),
@@ -67,25 +95,33 @@ class AlertSettings:
 # --- Delivery ----------------------------------------------------------------------------
 
 
-def _load_block(block_type: Any, name: str, how_to_create: str) -> Any:
+def load_channel(reference: str) -> Any:
+    """The block a channel names; AlertNotSent saying how to fix a bad or missing one."""
+    from prefect.blocks.core import Block
+
+    block_type, _, name = reference.partition("/")
+    if not block_type or not name:
+        raise AlertNotSent(
+            f"'{reference}' is not a block reference: write <block-type-slug>/<block-name>, "
+            f"e.g. {SLACK_BLOCK_TYPE}/{DEFAULT_SLACK_BLOCK} (`prefect block ls` lists them)"
+        )
     try:
-        return block_type.load(name)
-    except ValueError:
-        raise AlertNotSent(f"no {block_type.__name__} block named '{name}'. {how_to_create}") from None
+        return Block.load(reference)
+    except (ValueError, KeyError):
+        raise AlertNotSent(f"no block '{reference}'. {HOW_TO_CREATE}.") from None
 
 
-def send_email(alert: Alert, settings: AlertSettings) -> None:
-    from prefect_email import EmailServerCredentials, email_send_message
+def is_email_block(block: Any) -> bool:
+    return block.get_block_type_slug() == EMAIL_BLOCK_TYPE
+
+
+def send_email(alert: Alert, credentials: Any, settings: AlertSettings) -> None:
+    from prefect_email import email_send_message
 
     if not settings.recipients:
         raise AlertNotSent(
             f"no recipients: set {ALERT_EMAILS}=ops@example.org,... or the flow parameter alert_emails."
         )
-    credentials = _load_block(
-        EmailServerCredentials,
-        settings.email_block,
-        "Create it with `python deployments/create_blocks.py` (HOSPITALDB_SMTP_* variables, see README 'Alerts').",
-    )
     # email_send_message is an async task; .fn is the coroutine function itself. Awaiting it
     # here is what makes the mail go out.
     asyncio.run(
@@ -100,56 +136,75 @@ def send_email(alert: Alert, settings: AlertSettings) -> None:
     )
 
 
-def send_slack(alert: Alert, settings: AlertSettings) -> None:
-    from prefect_slack import SlackWebhook
+def send_notification(alert: Alert, block: Any) -> None:
+    from prefect.blocks.abstract import NotificationBlock
 
-    webhook = _load_block(
-        SlackWebhook,
-        settings.slack_block,
-        "Slack is optional; to use it, set HOSPITALDB_SLACK_WEBHOOK_URL and run "
-        "`python deployments/create_blocks.py`.",
-    )
-    # The synchronous notify raises on HTTP >= 400 (the async message task would not).
-    webhook.notify(body=alert.body, subject=alert.subject)
-
-
-CHANNELS: dict[str, Callable[[Alert, AlertSettings], None]] = {"email": send_email, "slack": send_slack}
+    if not isinstance(block, NotificationBlock):
+        raise AlertNotSent(
+            f"a {type(block).__name__} block cannot send notices: name an EmailServerCredentials block "
+            "or a notification block (Slack, Microsoft Teams, PagerDuty, Opsgenie, custom webhook...)"
+        )
+    # Apprise-based blocks report a failed delivery only when asked to raise.
+    with block.raise_on_failure():
+        block.notify(body=alert.body, subject=alert.subject)
 
 
-def _in_thread_with_timeout(send: Callable[[], None], timeout: float) -> BaseException | None:
-    """Run send in a daemon thread; return its error, or TimeoutError if it did not finish."""
-    outcome: list[BaseException | None] = []
+def send(alert: Alert, channel: str, settings: AlertSettings) -> None:
+    """Deliver the alert to one channel, or raise saying why not."""
+    block = load_channel(channel)
+    if is_email_block(block):
+        send_email(alert, block, settings)
+    else:
+        send_notification(alert, block)
 
-    def target() -> None:
+
+class _Sending(threading.Thread):
+    """One channel's delivery, in a daemon thread: a hung channel is abandoned, not waited for."""
+
+    def __init__(self, send: Callable[[], None]) -> None:
+        super().__init__(name="hospitaldb-alert", daemon=True)
+        self.send = send
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
         try:
-            send()
-            outcome.append(None)
+            self.send()
         except BaseException as error:  # reported to the caller, never raised into the hook
-            outcome.append(error)
-
-    thread = threading.Thread(target=target, name="hospitaldb-alert", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not outcome:
-        return TimeoutError(f"no answer within {timeout:g} s")
-    return outcome[0]
+            self.error = error
 
 
 def deliver(
     alert: Alert,
     settings: AlertSettings,
     logger: logging.Logger | logging.LoggerAdapter,
-    channels: dict[str, Callable[[Alert, AlertSettings], None]] = CHANNELS,
+    send: Callable[[Alert, str, AlertSettings], None] = send,
 ) -> dict[str, bool]:
-    """Send the alert on every channel; log each outcome; never raise."""
+    """Send the alert to every channel at once, each within the time limit; log each outcome; never raise.
+
+    At once, because a crashed run's hook has 30 s before SIGKILL, however many channels hang.
+    """
+    if not settings.channels:
+        logger.warning("alert not sent: no alert channels (alert_blocks, %s)", ALERT_BLOCKS)
+    sendings = {
+        channel: _Sending(lambda channel=channel: send(alert, channel, settings))
+        for channel in settings.channels
+    }
+    deadline = time.monotonic() + settings.timeout_seconds
+    for sending in sendings.values():
+        sending.start()
     delivered = {}
-    for name, send in channels.items():
-        error = _in_thread_with_timeout(lambda send=send: send(alert, settings), settings.timeout_seconds)
-        delivered[name] = error is None
+    for channel, sending in sendings.items():
+        sending.join(max(0.0, deadline - time.monotonic()))
+        error = (
+            TimeoutError(f"no answer within {settings.timeout_seconds:g} s")
+            if sending.is_alive()
+            else sending.error
+        )
+        delivered[channel] = error is None
         if error is None:
-            logger.info("%s alert sent: %s", name, alert.subject)
+            logger.info("alert sent to %s: %s", channel, alert.subject)
         elif isinstance(error, AlertNotSent):
-            logger.warning("%s alert not sent: %s", name, safe(str(error), ERROR_LENGTH))
+            logger.warning("alert not sent to %s: %s", channel, safe(str(error), ERROR_LENGTH))
         else:
-            logger.error("%s alert not sent: %s: %s", name, type(error).__name__, safe(str(error), 300))
+            logger.error("alert not sent to %s: %s: %s", channel, type(error).__name__, safe(str(error), 300))
     return delivered

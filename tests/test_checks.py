@@ -293,6 +293,12 @@ def test_an_existing_install_is_upgraded_in_place_on_the_next_run(demo_database,
     assert statuses == [("completed", "passed", False)]
     assert scalar(demo_database, "SELECT count(*) FROM etl_audit.data_status") == len(REFRESHED_OBJECTS)
     assert query(demo_database, "SELECT DISTINCT outcome FROM etl_audit.refresh_runs") == [("completed",)]
+    assert query(
+        demo_database, "SELECT DISTINCT held_back_since, held_back_because FROM etl_audit.data_status"
+    ) == [(None, None)]
+    assert scalar(demo_database, "SELECT count(*) FROM etl_audit.run_objects WHERE reads IS NOT NULL") == len(
+        REFRESHED_OBJECTS
+    )
 
 
 def test_a_broken_check_file_fails_the_run_before_any_write(demo_database, prefect, tmp_path, monkeypatch):

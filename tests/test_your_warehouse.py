@@ -121,7 +121,7 @@ def test_a_second_warehouse_runs_with_only_its_sql_files(new_database, prefect, 
     status = query(new_database, "SELECT object_name, last_run_checks, is_stale FROM etl_audit.data_status")
     assert sorted(status) == sorted((name, "passed", False) for name in CLINIC_OBJECTS)
     package = PROJECT_ROOT / "flows" / "hospitaldb"
-    assert not [path for path in package.glob("*.py") if "clinic_" in path.read_text()], (
+    assert not [path for path in package.rglob("*.py") if "clinic_" in path.read_text()], (
         "no Python names them"
     )
 

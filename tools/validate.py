@@ -1,6 +1,7 @@
 """Offline checks of the SQL, the flow and prefect.yaml; no database or Prefect server needed.
 
     python tools/validate.py
+    python tools/validate.py --lineage [--mermaid]   what each refreshed object reads
 
 The checks are hospitaldb.tools.validation; each problem is printed as FILE:LINE: MESSAGE.
 """

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from hospitaldb.engine.database import Limits, resolve_database
 from hospitaldb.engine.errors import StepError, as_step_error
+from hospitaldb.engine.lineage import views_in_database
 from hospitaldb.engine.plans import StepPlan, plan_steps
 from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
 from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
@@ -226,8 +227,10 @@ def hospitaldb_refresh(
         selected = recorder.start(in_pipeline_order(steps))
         what = "Dry run (rolled back at the end)" if dry_run else "Refreshing"
         logger.info("%s %s: %s", what, target.describe(), ", ".join(selected))
-        plans = plan_steps(selected, allow_shrink, max_shrink_share, logger)
-        recorder.planned(plans)
+        plans, lineage = plan_steps(
+            selected, allow_shrink, max_shrink_share, logger, views_in_database(target, recorder.limits)
+        )
+        recorder.planned(lineage)
         with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:
             recorder.abandon_stale_runs()
             check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(

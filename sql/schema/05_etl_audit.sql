@@ -110,6 +110,22 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
     PRIMARY KEY (flow_run_id, object_name)
 );
 
+-- reads: what the object's SQL reads directly (hospitaldb.engine.lineage: temporary tables and
+-- CTEs resolved to what they read), as the run that planned it found it. NULL before this column.
+ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS reads text[];
+
+-- held_back: the objects a run that failed, was refused, cancelled or crashed did not publish,
+-- so that they keep their previous data, and why: how the run ended, or the held-back object
+-- it reads (upstream). Written once, when the run ends; data_status reads it.
+CREATE TABLE IF NOT EXISTS etl_audit.held_back (
+    flow_run_id uuid NOT NULL,
+    object_name text NOT NULL,
+    step        text NOT NULL,
+    reason      text NOT NULL,
+    upstream    text,
+    PRIMARY KEY (flow_run_id, object_name)
+);
+
 -- refreshed_objects: every object the refresh keeps, with its step, as the latest run
 -- that planned it read them from the step files. Monitoring and data_status start here.
 CREATE OR REPLACE VIEW etl_audit.refreshed_objects AS
@@ -126,7 +142,12 @@ ORDER BY o.object_name, r.started_at DESC;
 --                    warned, passed (the step committed), or not run (the run ended
 --                    before the step);
 --   is_stale         nothing published for 26 hours (the nightly run plus two hours, as
---                    the freshness check's default).
+--                    the freshness check's default);
+--   held_back_since  when the first run that failed to publish it since it was last
+--                    published started (NULL: the latest run published it);
+--   held_back_because why, as the latest such run recorded it: "the run failed at
+--                    refresh_phase3_reporting_tables: check x failed", or "reads
+--                    reporting.revenue_summary, held back".
 CREATE OR REPLACE VIEW etl_audit.data_status AS
 WITH object AS (
     SELECT object_name, step FROM etl_audit.refreshed_objects
@@ -154,6 +175,18 @@ WITH object AS (
     LEFT JOIN etl_audit.check_results AS c
            ON c.flow_run_id = l.flow_run_id AND c.step IN (l.step, 'check_sources')
     GROUP BY l.step, l.flow_run_id
+), held AS (
+    SELECT h.object_name, r.started_at, h.reason
+    FROM etl_audit.held_back AS h
+    JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
+    LEFT JOIN published AS p ON p.step = h.step
+    WHERE p.published_at IS NULL OR coalesce(r.finished_at, r.started_at) > p.published_at
+), held_since AS (
+    SELECT DISTINCT ON (object_name) object_name,
+           min(started_at) OVER (PARTITION BY object_name) AS held_back_since,
+           reason AS held_back_because
+    FROM held
+    ORDER BY object_name, started_at DESC
 )
 SELECT o.object_name,
        o.step,
@@ -161,11 +194,14 @@ SELECT o.object_name,
        round(extract(epoch FROM now() - p.published_at) / 3600, 2) AS hours_since_published,
        l.status                                                     AS last_run_status,
        coalesce(c.outcome, 'not run')                               AS last_run_checks,
-       p.published_at IS NULL OR p.published_at < now() - interval '26 hours' AS is_stale
+       p.published_at IS NULL OR p.published_at < now() - interval '26 hours' AS is_stale,
+       h.held_back_since,
+       h.held_back_because
 FROM object AS o
 LEFT JOIN published AS p USING (step)
 LEFT JOIN last_run AS l USING (step)
-LEFT JOIN last_checks AS c USING (step);
+LEFT JOIN last_checks AS c USING (step)
+LEFT JOIN held_since AS h USING (object_name);
 
 -- How each run ended and where, as the run recorded it (hospitaldb.outcome): outcome is one
 -- of completed, failed (a step, connecting, the overlap lock), check_failed (a step's check

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from hospitaldb.engine.checks import Check, load_checks
+from hospitaldb.engine.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
 from hospitaldb.engine.sql_script import SqlScriptError, Statement
 from hospitaldb.engine.steps import StepName
@@ -35,9 +36,11 @@ def plan_steps(
     allow_shrink: bool,
     max_shrink_share: float,
     logger: logging.Logger | logging.LoggerAdapter,
-) -> dict[StepName, StepPlan]:
+    view_definitions: ViewDefinitions | None = None,
+) -> tuple[dict[StepName, StepPlan], Lineage]:
     """Parse and lint every selected step and its checks; SqlScriptError (file and line) if one is unfit.
 
+    Also what each refreshed object reads (engine.lineage), for what a failure holds back.
     Opted-out blocking statements are listed in the log.
     """
     try:
@@ -48,7 +51,7 @@ def plan_steps(
         for step_sql in parsed.values():
             for finding in step_sql.allowed:
                 logger.warning("blocking statement allowed: %s", finding.describe())
-        return {
+        plans = {
             step: StepPlan(
                 step=step,
                 statements=step_sql.statements,
@@ -60,5 +63,6 @@ def plan_steps(
             )
             for step, step_sql in parsed.items()
         }
+        return plans, lineage_of(parsed, view_definitions)
     except SqlScriptError as error:
         raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None

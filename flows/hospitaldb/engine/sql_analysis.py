@@ -118,16 +118,16 @@ def analyse_step(step: StepName, path: Path | None = None) -> StepSql:
     path = path or sql_file(step)
     statements = load_statements(path, display_path(path))
     text = path.read_text(encoding="utf-8")
-    temp = _temp_tables(statements)
+    temp = temp_tables_of(statements)
     objects: list[str] = []
     for statement in statements:
-        for name in _targets(_parse(statement)):
+        for name in targets_of(parse_statement(statement)):
             if name not in temp and name not in objects:
                 objects.append(name)
     findings = [
         finding
         for statement in statements
-        for finding in _findings(statement, _parse(statement), set(objects), temp, text)
+        for finding in _findings(statement, parse_statement(statement), set(objects), temp, text)
     ]
     return StepSql(step, path, statements, objects, sorted(temp), findings)
 
@@ -147,14 +147,14 @@ def relations_named(statements: list[Statement]) -> set[str]:
     Temporary tables and CTE names are left out. What a name resolves to (and a view's own
     dependencies) is the database's business: hospitaldb.tools.roles asks it.
     """
-    temp = _temp_tables(statements)
+    temp = temp_tables_of(statements)
     names = set()
     for statement in statements:
-        tree = _parse(statement)
-        ctes = {node.ctename for node in _walk(tree) if isinstance(node, ast.CommonTableExpr)}
-        for node in _walk(tree):
+        tree = parse_statement(statement)
+        ctes = {node.ctename for node in walk(tree) if isinstance(node, ast.CommonTableExpr)}
+        for node in walk(tree):
             if isinstance(node, ast.RangeVar) and node.relpersistence != "t":
-                name = _name(node)
+                name = relation_name(node)
                 if name not in temp and name not in ctes and node.schemaname != "pg_temp":
                     names.add(name)
     return names
@@ -163,37 +163,37 @@ def relations_named(statements: list[Statement]) -> set[str]:
 # --- Reading the parse tree --------------------------------------------------------------
 
 
-def _parse(statement: Statement) -> Any:
+def parse_statement(statement: Statement) -> Any:
     (raw,) = pglast.parse_sql(statement.text)
     return raw.stmt
 
 
-def _walk(node: Any) -> Iterator[Any]:
+def walk(node: Any) -> Iterator[Any]:
     if isinstance(node, ast.Node):
         yield node
         for name in node.__slots__:
-            yield from _walk(getattr(node, name, None))
+            yield from walk(getattr(node, name, None))
     elif isinstance(node, tuple | list):
         for item in node:
-            yield from _walk(item)
+            yield from walk(item)
 
 
-def _name(relation: ast.RangeVar) -> str:
+def relation_name(relation: ast.RangeVar) -> str:
     return f"{relation.schemaname}.{relation.relname}" if relation.schemaname else relation.relname
 
 
-def _targets(tree: Any) -> Iterator[str]:
-    for node in _walk(tree):
+def targets_of(tree: Any) -> Iterator[str]:
+    for node in walk(tree):
         if isinstance(node, DML) and node.relation is not None:
             if node.relation.relpersistence != "t" and node.relation.schemaname != "pg_temp":
-                yield _name(node.relation)
+                yield relation_name(node.relation)
 
 
-def _temp_tables(statements: list[Statement]) -> set[str]:
+def temp_tables_of(statements: list[Statement]) -> set[str]:
     """Temporary tables the file creates: their names, as the file writes them."""
     temp = set()
     for statement in statements:
-        tree = _parse(statement)
+        tree = parse_statement(statement)
         relation = (
             tree.into.rel
             if isinstance(tree, ast.CreateTableAsStmt)
@@ -202,7 +202,7 @@ def _temp_tables(statements: list[Statement]) -> set[str]:
             else None
         )
         if relation is not None and relation.relpersistence == "t":
-            temp.add(_name(relation))
+            temp.add(relation_name(relation))
     return temp
 
 
@@ -241,8 +241,8 @@ def _blocking_lock(tree: Any, refreshed: set[str], temp: set[str]) -> tuple[str,
 
     def permanent(relations: Any) -> bool:
         return any(
-            isinstance(node, ast.RangeVar) and _name(node) not in temp and node.relpersistence != "t"
-            for node in _walk(relations)
+            isinstance(node, ast.RangeVar) and relation_name(node) not in temp and node.relpersistence != "t"
+            for node in walk(relations)
         )
 
     options = {getattr(option, "defname", None) for option in (getattr(tree, "options", None) or ())}
@@ -253,13 +253,13 @@ def _blocking_lock(tree: Any, refreshed: set[str], temp: set[str]) -> tuple[str,
         return "ACCESS EXCLUSIVE", EVERYONE, CONCURRENT_REFRESH
     if isinstance(tree, ast.LockStmt) and tree.mode >= 5 and permanent(tree.relations):
         return LOCK_MODES[tree.mode], EVERYONE if tree.mode == 8 else "writers", NO_EXPLICIT_LOCK
-    if isinstance(tree, ast.AlterTableStmt) and _name(tree.relation) in refreshed:
+    if isinstance(tree, ast.AlterTableStmt) and relation_name(tree.relation) in refreshed:
         return "ACCESS EXCLUSIVE", EVERYONE, SCHEMA_CHANGE
     if isinstance(tree, ast.DropStmt):
         dropped = {".".join(part.sval for part in name) for name in tree.objects if isinstance(name, tuple)}
         if dropped & refreshed:
             return "ACCESS EXCLUSIVE", EVERYONE, f"refresh it in place: {MERGE_PATTERN}"
-    if isinstance(tree, ast.IndexStmt) and not tree.concurrent and _name(tree.relation) in refreshed:
+    if isinstance(tree, ast.IndexStmt) and not tree.concurrent and relation_name(tree.relation) in refreshed:
         return "SHARE", "writers", SCHEMA_CHANGE
     if isinstance(tree, ast.VacuumStmt) and "full" in options:
         return "ACCESS EXCLUSIVE", EVERYONE, "leave vacuuming to autovacuum"

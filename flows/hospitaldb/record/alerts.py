@@ -57,6 +57,18 @@ def _field_lines(fields: list[tuple[str, str | None]]) -> str:
     return "\n".join(f"{(label + ':').ljust(12)} {value}" for label, value in fields if value)
 
 
+def _held_back_lines(outcome: RunOutcome) -> list[str]:
+    """Which objects keep yesterday's data, and why: what the dashboards' readers will see."""
+    if not outcome.held_back:
+        return []
+    width = max(len(held.object_name) for held in outcome.held_back)
+    return [
+        "",
+        f"Held back ({len(outcome.held_back)}, keep their previous data):",
+        *(f"  {held.object_name.ljust(width)}  {held.reason}" for held in outcome.held_back),
+    ]
+
+
 def describe_failure(outcome: RunOutcome, state_name: str, run_link: str | None) -> Alert:
     """The alert for a run that failed, was refused, crashed or was cancelled."""
     what = "Refresh" if outcome.flow_name == REFRESH_FLOW else outcome.flow_name
@@ -85,6 +97,7 @@ def describe_failure(outcome: RunOutcome, state_name: str, run_link: str | None)
             ),
             "",
             CONSEQUENCES.get(outcome.status, FAILED_STEP),
+            *_held_back_lines(outcome),
         ]
     )
     return Alert(subject=safe(f"[HospitalDB] {outcome.title(what, shout=True)}", 200), body=redact(body))

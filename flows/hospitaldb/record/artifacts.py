@@ -90,6 +90,24 @@ def summary_markdown(outcome: RunOutcome) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if outcome.error:
         lines += ["", f"**Error:** {outcome.error}"]
+    if outcome.held_back:
+        lines += [
+            "",
+            f"**Held back:** {len(outcome.held_back)} object(s) keep their previous data.",
+            "",
+            "| object | step | because |",
+            "|---|---|---|",
+            *(f"| {held.object_name} | {held.step} | {held.reason} |" for held in outcome.held_back),
+        ]
+    if outcome.lineage and not outcome.dry_run:
+        lines += [
+            "",
+            "## Lineage (from the steps' SQL)",
+            "",
+            "```mermaid",
+            outcome.lineage.as_mermaid(),
+            "```",
+        ]
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from hospitaldb.text import safe
 
 if TYPE_CHECKING:
     from hospitaldb.engine.checks import CheckResult
+    from hospitaldb.engine.lineage import Lineage
     from hospitaldb.engine.source_checks import SourceState
     from hospitaldb.engine.sql_runner import StatementResult
 
@@ -128,6 +129,7 @@ class AuditLog:
                 *self._ending(outcome),
             ),
         )
+        self.held_back(outcome)
 
     def run_interrupted(self, outcome: RunOutcome) -> None:
         """Cancelled or crashed, with its unfinished attempts; only if nobody recorded it yet."""
@@ -142,6 +144,7 @@ class AuditLog:
             "WHERE flow_run_id = %s AND status = 'running'",
             (outcome.status.value, _stored(outcome.error), outcome.flow_run_id),
         )
+        self.held_back(outcome)
 
     @staticmethod
     def _ending(outcome: RunOutcome) -> tuple[Any, ...]:
@@ -218,13 +221,28 @@ class AuditLog:
             (status.value, statements, rows, sqlstate, _stored(error), attempt_id),
         )
 
-    def objects_planned(self, flow_run_id: str | None, objects: dict[str, str]) -> None:
-        """What this run's steps refresh (object -> step)."""
+    def objects_planned(self, flow_run_id: str | None, lineage: Lineage) -> None:
+        """What this run's steps refresh (object -> step), and what each reads."""
         self._rows_of_run(
             flow_run_id,
-            "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            [(flow_run_id, step, name) for name, step in objects.items()],
+            "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name, reads) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (flow_run_id, object_name) DO UPDATE SET reads = excluded.reads",
+            [
+                (flow_run_id, step, name, sorted(lineage.reads.get(name, ())))
+                for name, step in lineage.steps.items()
+            ],
+        )
+
+    def held_back(self, outcome: RunOutcome) -> None:
+        """The objects the run did not publish, and why (once: a hook may record it again)."""
+        self._rows_of_run(
+            outcome.flow_run_id,
+            "INSERT INTO etl_audit.held_back (flow_run_id, object_name, step, reason, upstream) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [
+                (outcome.flow_run_id, held.object_name, held.step, held.reason, held.upstream)
+                for held in outcome.held_back
+            ],
         )
 
     def objects_refreshed(

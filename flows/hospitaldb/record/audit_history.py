@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from hospitaldb.engine.errors import RunStatus
+from hospitaldb.engine.lineage import Lineage
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.outcome import PreviousRun, RunOutcome, StepOutcome, StepStatus
 
 
 def load_outcome(audit: AuditLog, flow_run_id: str, flow_name: str) -> RunOutcome | None:
-    """A run as recorded: how it ended, where, and each step's last attempt (no check details)."""
+    """A run as recorded: how it ended, where, each step's last attempt and its lineage (no check details)."""
     found = audit.read(
         "SELECT flow_run_name, deployment, steps, outcome, failed_step, attempts, sqlstate, error, "
         "finished_at FROM etl_audit.refresh_runs WHERE flow_run_id = %s",
@@ -33,6 +34,15 @@ def load_outcome(audit: AuditLog, flow_run_id: str, flow_name: str) -> RunOutcom
             (flow_run_id,),
         )
     }
+    objects = audit.read(
+        "SELECT object_name, step, reads FROM etl_audit.run_objects WHERE flow_run_id = %s "
+        "ORDER BY array_position(%s::text[], step), object_name",
+        (flow_run_id, steps),
+    )
+    lineage = Lineage(
+        {name: step for name, step, _ in objects},
+        {name: frozenset(reads or ()) for name, _, reads in objects},
+    )
     return RunOutcome(
         flow_name=flow_name,
         flow_run_id=flow_run_id,
@@ -46,6 +56,7 @@ def load_outcome(audit: AuditLog, flow_run_id: str, flow_name: str) -> RunOutcom
         error=error,
         sqlstate=sqlstate,
         finished_at=finished_at,
+        lineage=lineage if objects else None,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.errors import RunStatus
+from hospitaldb.engine.lineage import Lineage
 from hospitaldb.engine.source_checks import SourceProblem
 
 
@@ -75,6 +76,16 @@ class PreviousRun:
     finished_at: datetime | None
 
 
+@dataclass(frozen=True)
+class HeldBack:
+    """An object that keeps its previous data because the run did not publish it, and why."""
+
+    object_name: str
+    step: str
+    reason: str
+    upstream: str | None = None  # the held-back object it reads, when that is why
+
+
 @dataclass
 class RunOutcome:
     """One run of a flow: built as it happens, persisted in etl_audit, read by every reporter."""
@@ -94,6 +105,7 @@ class RunOutcome:
     sources: SourcesOutcome | None = None
     finished_at: datetime | None = None
     previous: PreviousRun | None = None  # read when a run completes: did it recover from a failure?
+    lineage: Lineage | None = None  # what the selected steps refresh and read, from their SQL
 
     def step_outcome(self, step: str) -> StepOutcome:
         return next(outcome for outcome in self.steps if outcome.step == step)
@@ -132,6 +144,41 @@ class RunOutcome:
         if self.status == RunStatus.SOURCES_REFUSED and self.sources and self.sources.problems:
             return self.sources.problems[0].headline
         return None
+
+    @property
+    def cause(self) -> str:
+        """How the run ended, as a reason: 'the run failed at STEP: check x failed'."""
+        return f"the run {self.title('').strip()}"
+
+    @property
+    def held_back(self) -> list[HeldBack]:
+        """Every object of the selected steps that keeps its previous data because of how the run ended.
+
+        The objects of the step where it ended and of every step after it, in pipeline order:
+        each step is one transaction, so none of them published. An object that reads another
+        held-back object says so; one in a later step that does not is held back only because
+        its step did not run.
+        """
+        if self.dry_run or self.lineage is None or self.status in (RunStatus.RUNNING, RunStatus.COMPLETED):
+            return []
+        published = {outcome.step for outcome in self.steps if outcome.status == StepStatus.COMPLETED}
+        held: list[HeldBack] = []
+        names: set[str] = set()
+        for name, step in self.lineage.steps.items():
+            if step in published:
+                continue
+            upstream = next(
+                (read for read in sorted(self.lineage.reads.get(name, ())) if read in names), None
+            )
+            if step == self.step or self.step not in self.lineage.steps.values():
+                reason = self.cause
+            elif upstream:
+                reason = f"reads {upstream}, held back"
+            else:
+                reason = f"{step} did not run: {self.cause}"
+            held.append(HeldBack(name, step, reason, upstream))
+            names.add(name)
+        return held
 
 
 def interruption_text(status: RunStatus, step: str | None) -> str:

@@ -29,7 +29,7 @@ from hospitaldb.record.audit_history import previous_finished_run
 from hospitaldb.record.outcome import RunOutcome, SourcesOutcome, StepOutcome, StepStatus, interruption_text
 
 if TYPE_CHECKING:
-    from hospitaldb.engine.plans import StepPlan
+    from hospitaldb.engine.lineage import Lineage
     from hospitaldb.engine.source_checks import SourceState
     from hospitaldb.engine.sql_runner import StatementResult, StepResult
 
@@ -90,12 +90,11 @@ class RunRecorder:
             self.audit.run_started(self.outcome)
         return selected
 
-    def planned(self, plans: dict[str, StepPlan]) -> None:
+    def planned(self, lineage: Lineage) -> None:
+        """What the selected steps refresh and read: what a failure would hold back."""
+        self.outcome.lineage = lineage
         if self.audit:
-            self.audit.objects_planned(
-                self.outcome.flow_run_id,
-                {name: step for step, plan in plans.items() for name in plan.objects},
-            )
+            self.audit.objects_planned(self.outcome.flow_run_id, lineage)
 
     def abandon_stale_runs(self) -> None:
         abandoned = self.audit.abandon_stale_runs(self.outcome.flow_run_id) if self.audit else 0

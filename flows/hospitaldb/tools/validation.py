@@ -9,6 +9,8 @@
   parameters that fit the flow (hospitaldb.tools.prefect_yaml_check).
 
 Each problem is printed as FILE:LINE: MESSAGE; the exit code is 1 if there is any.
+`--lineage` prints what each refreshed object reads instead, down to the sources
+(`--mermaid`: as a Mermaid flowchart).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from hospitaldb import settings
 from hospitaldb.engine.checks import EVERY_STEP, parse_check
-from hospitaldb.engine.sql_analysis import analyse_step
+from hospitaldb.engine.lineage import lineage_of
+from hospitaldb.engine.sql_analysis import analyse_step, analyse_steps
 from hospitaldb.engine.sql_script import SqlScriptError, load_statements
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT
@@ -74,8 +77,25 @@ def check_flow_imports() -> list[str]:
     return [f"flows/hospitaldb/refresh.py:1: no task for step {step}" for step in missing]
 
 
-def main(root: Path = PROJECT_ROOT) -> int:
-    """Validate the project in root; print each problem as FILE:LINE: MESSAGE."""
+def print_lineage(mermaid: bool = False) -> int:
+    """What each refreshed object reads, from the step files (HOSPITALDB_SQL_DIR or sql/)."""
+    try:
+        lineage = lineage_of(analyse_steps())
+    except SqlScriptError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(lineage.as_mermaid() if mermaid else lineage.as_text())
+    return 0
+
+
+def main(root: Path = PROJECT_ROOT, args: list[str] | None = None) -> int:
+    """Validate the project in root; print each problem as FILE:LINE: MESSAGE.
+
+    With --lineage, print what each refreshed object reads instead (--mermaid: as a Mermaid chart).
+    """
+    args = sys.argv[1:] if args is None else args
+    if "--lineage" in args or "--mermaid" in args:
+        return print_lineage(mermaid="--mermaid" in args)
     root = root.resolve()
     # Entrypoints in prefect.yaml are paths relative to the project, as for `prefect deploy`.
     os.chdir(root)

@@ -108,9 +108,9 @@ def check_sources(recorder: RunRecorder, enforce: bool = True) -> None:
     """
     logger = get_run_logger()
     recorder.sources_attempt(runtime.task_run.run_count or 1)
-    states, seconds = read_sources(recorder.target, recorder.limits)
     previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
-    results, problems = evaluate(states, previous, seconds, logger)
+    states, volumes, seconds = read_sources(recorder.target, recorder.limits, previous)
+    results, problems = evaluate(states, previous, seconds, logger, volumes)
     recorder.sources_checked(enforce, states, results, problems, seconds)
     if problems and enforce:
         raise SourceCheckFailed(problems)

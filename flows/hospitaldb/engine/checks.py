@@ -50,7 +50,7 @@ class CheckResult:
         return "warned" if self.severity == "warn" else "failed"
 
     def describe(self) -> str:
-        return f"check {self.name} ({self.source}) {self.outcome}: {count_of(self.violating_rows, 'violating row')}"
+        return f"check {self.name} ({self.source}) {self.outcome}: {self.detail or count_of(self.violating_rows, 'violating row')}"
 
 
 @dataclass(frozen=True)
@@ -114,13 +114,17 @@ def run_checks(
     checks: list[Check],
     step: str,
     logger: logging.Logger | logging.LoggerAdapter,
+    judged: list[CheckResult] | None = None,
 ) -> list[CheckResult]:
     """Run every check on the open transaction; raise CheckFailed if an error check fails.
 
     Every check runs, even after a failure, so the alert and the audit trail list all
-    that is wrong at once.
+    that is wrong at once. judged: results decided already (the volume checks), reported
+    and enforced with the others.
     """
-    results = []
+    results = list(judged or [])
+    for result in results:
+        _log_result(step, result, logger)
     for check in checks:
         started = time.perf_counter()
         with as_step_error(step, check.statement), connection.cursor() as cursor:
@@ -132,14 +136,18 @@ def run_checks(
         result = CheckResult(
             check.name, check.source, check.severity, violating_rows, round(time.perf_counter() - started, 3)
         )
-        if result.outcome == "passed":
-            logger.info("%s check %s passed (%.3f s)", step, check.name, result.seconds)
-        else:
-            logger.warning("%s %s (%.3f s)", step, result.describe(), result.seconds)
+        _log_result(step, result, logger)
         results.append(result)
     if any(result.outcome == "failed" for result in results):
         raise CheckFailed(step, results)
     return results
+
+
+def _log_result(step: str, result: CheckResult, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    if result.outcome == "passed":
+        logger.info("%s check %s passed (%.3f s)", step, result.name, result.seconds)
+    else:
+        logger.warning("%s %s (%.3f s)", step, result.describe(), result.seconds)
 
 
 # --- Row counts for the shrink guard -----------------------------------------------------

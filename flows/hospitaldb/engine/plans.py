@@ -16,6 +16,7 @@ from hospitaldb.engine.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
 from hospitaldb.engine.sql_script import SqlScriptError, Statement
 from hospitaldb.engine.steps import StepName
+from hospitaldb.engine.volume_checks import load_volume_statement
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class StepPlan:
     checks: list[Check] = field(default_factory=list)
     allow_shrink: bool = False
     max_shrink_share: float = 0.5
+    volume_rules: Statement | None = None  # sql/checks/volumes.sql, for the objects it names
 
 
 def plan_steps(
@@ -51,6 +53,7 @@ def plan_steps(
         for step_sql in parsed.values():
             for finding in step_sql.allowed:
                 logger.warning("blocking statement allowed: %s", finding.describe())
+        volume_rules = load_volume_statement()
         plans = {
             step: StepPlan(
                 step=step,
@@ -60,6 +63,7 @@ def plan_steps(
                 checks=load_checks(step),
                 allow_shrink=allow_shrink,
                 max_shrink_share=max_shrink_share,
+                volume_rules=volume_rules,
             )
             for step, step_sql in parsed.items()
         }

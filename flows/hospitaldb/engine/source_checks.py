@@ -23,6 +23,12 @@ from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.database import DatabaseTarget, Limits
 from hospitaldb.engine.errors import RunStatus, StepError, as_step_error
 from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.volume_checks import (
+    SOURCE_HISTORY,
+    judge_volumes,
+    load_volume_statement,
+    read_volume_rules,
+)
 from hospitaldb.paths import display_path, step_sql_dir
 
 SOURCE_CHECKS = "check_sources"  # the name the source checks go by: a task, a place a run can fail
@@ -33,7 +39,7 @@ class SourceProblem:
     """A staging table that is empty, shrank too much, or is too old."""
 
     source: str
-    kind: Literal["incomplete", "stale"]
+    kind: Literal["incomplete", "stale", "unusual"]
     text: str  # the whole sentence, e.g. "source incomplete: staging.visits has no rows"
 
     @property
@@ -101,16 +107,22 @@ def sources_file() -> Path:
     return step_sql_dir() / "checks" / "sources.sql"
 
 
-def read_sources(target: DatabaseTarget, limits: Limits) -> tuple[list[SourceState], float]:
-    """Each source's row count and newest data, read on one snapshot; and the seconds it took.
+def read_sources(
+    target: DatabaseTarget, limits: Limits, previous_counts: dict[str, int] | None = None
+) -> tuple[list[SourceState], list[CheckResult], float]:
+    """Each source's row count and newest data, read on one snapshot; the sources' volume checks
+    (engine.volume_checks: rows added since the last successful run, against their history);
+    and the seconds it took.
 
     With the run's limits: a staging table locked by its loader fails at the run's
     lock_timeout (and is retried), instead of holding the run for as long as the load.
     """
     path = sources_file()
     if not path.exists():
-        return [], 0.0
+        return [], [], 0.0
     (statement,) = load_statements(path, display_path(path))
+    volume_statement = load_volume_statement()
+    previous_counts = previous_counts or {}
     started = time.perf_counter()
     with as_step_error(SOURCE_CHECKS, statement):
         connection = target.connect(limits, purpose="sources")
@@ -123,6 +135,14 @@ def read_sources(target: DatabaseTarget, limits: Limits) -> tuple[list[SourceSta
                 checked_at = cursor.fetchone()["checked_at"]
                 cursor.execute(statement.text)
                 rows = cursor.fetchall()
+                counts = {row["source"]: int(row["row_count"]) for row in rows}
+            with as_step_error(SOURCE_CHECKS, volume_statement), connection.cursor() as cursor:
+                volumes = judge_volumes(
+                    cursor,
+                    read_volume_rules(cursor, volume_statement),
+                    lambda rule: _new_rows(rule.object_name, counts, previous_counts),
+                    SOURCE_HISTORY,
+                )
         finally:
             connection.close()
     states = [
@@ -136,7 +156,13 @@ def read_sources(target: DatabaseTarget, limits: Limits) -> tuple[list[SourceSta
         )
         for row in rows
     ]
-    return states, round(time.perf_counter() - started, 3)
+    return states, volumes, round(time.perf_counter() - started, 3)
+
+
+def _new_rows(source: str, counts: dict[str, int], previous_counts: dict[str, int]) -> int | None:
+    if source not in counts or source not in previous_counts:
+        return None
+    return counts[source] - previous_counts[source]
 
 
 def evaluate(
@@ -144,8 +170,10 @@ def evaluate(
     previous_counts: dict[str, int],
     seconds: float,
     logger: logging.Logger | logging.LoggerAdapter,
+    volumes: list[CheckResult] | None = None,
 ) -> tuple[list[CheckResult], list[SourceProblem]]:
-    """One check result per source (for the audit trail and artifact), and the problems found."""
+    """One check result per source and per volume check (for the audit trail and artifact), and
+    the problems found: a source empty, shrunk or stale, or with an unusual volume (error)."""
     source = display_path(sources_file())
     results, problems = [], []
     for state in states:
@@ -165,6 +193,16 @@ def evaluate(
             logger.warning("%s", problem.text)
         else:
             logger.info("source %s: %s rows", state.source, f"{state.row_count:,}")
+    for volume in volumes or []:
+        results.append(volume)
+        source = volume.name.removeprefix("volume ")
+        if volume.outcome == "failed":
+            problems.append(SourceProblem(source, "unusual", f"source unusual: {volume.detail}"))
+            logger.warning("%s", problems[-1].text)
+        elif volume.outcome == "warned":
+            logger.warning("source volume unusual (warning): %s", volume.detail)
+        else:
+            logger.info("source volume: %s", volume.detail)
     return results, problems
 
 

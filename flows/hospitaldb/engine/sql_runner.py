@@ -24,6 +24,7 @@ from hospitaldb.engine.database import DatabaseTarget, Limits
 from hospitaldb.engine.errors import as_step_error
 from hospitaldb.engine.plans import StepPlan
 from hospitaldb.engine.sql_script import Statement
+from hospitaldb.engine.volume_checks import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,15 @@ def run_step_sql(
     with as_step_error(step):
         row_counts = finish_row_counts(connection)
     row_count_seconds += time.perf_counter() - counting
-    checks = run_checks(connection, plan.checks, step, logger)
     with as_step_error(step):
-        changes = table_changes(connection, plan.objects)
+        changes = {
+            name: {kind: count - changes_before.get(name, {}).get(kind, 0) for kind, count in counts.items()}
+            for name, counts in table_changes(connection, plan.objects).items()
+        }
+    with as_step_error(step, plan.volume_rules), connection.cursor() as cursor:
+        rules = [rule for rule in read_volume_rules(cursor, plan.volume_rules) if rule.object_name in changes]
+        volumes = judge_volumes(cursor, rules, lambda rule: measured(rule, changes), OBJECT_HISTORY)
+    checks = run_checks(connection, plan.checks, step, logger, judged=volumes)
     return StepResult(
         step=step,
         seconds=round(time.perf_counter() - started, 3),
@@ -129,10 +136,7 @@ def run_step_sql(
         checks=checks,
         row_counts=row_counts,
         row_count_seconds=round(row_count_seconds, 3),
-        changes={
-            name: {kind: count - changes_before.get(name, {}).get(kind, 0) for kind, count in counts.items()}
-            for name, counts in changes.items()
-        },
+        changes=changes,
     )
 
 

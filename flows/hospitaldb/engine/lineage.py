@@ -30,6 +30,7 @@ from hospitaldb.engine.sql_analysis import (
     parse_statement,
     relation_name,
     targets_of,
+    temp_table_created,
     walk,
 )
 
@@ -106,7 +107,7 @@ def lineage_of(parsed: Mapping[str, StepSql], view_definitions: ViewDefinitions 
             tree = parse_statement(statement)
             written = set(targets_of(tree)) | set(_temp_targets(tree))
             targets = written - set(temp)
-            created = _temp_created(tree)
+            created = temp_table_created(tree)
             read = _resolved(_reads(tree) - targets - ({created} if created else set()), temp)
             if created:
                 temp[created] = read
@@ -171,17 +172,6 @@ def _reads(tree: ast.Node) -> set[str]:
 
 def _resolved(names: set[str], temp: Mapping[str, set[str]]) -> set[str]:
     return {resolved for name in names for resolved in temp.get(name, {name})}
-
-
-def _temp_created(tree: ast.Node) -> str | None:
-    relation = (
-        tree.into.rel
-        if isinstance(tree, ast.CreateTableAsStmt)
-        else tree.relation
-        if isinstance(tree, ast.CreateStmt)
-        else None
-    )
-    return relation_name(relation) if relation is not None and relation.relpersistence == "t" else None
 
 
 def _temp_targets(tree: ast.Node) -> list[str]:

@@ -189,21 +189,21 @@ def targets_of(tree: Any) -> Iterator[str]:
                 yield relation_name(node.relation)
 
 
+def temp_table_created(tree: Any) -> str | None:
+    """The temporary table a statement creates (CREATE TEMP TABLE, with or without AS), if any."""
+    relation = (
+        tree.into.rel
+        if isinstance(tree, ast.CreateTableAsStmt)
+        else tree.relation
+        if isinstance(tree, ast.CreateStmt)
+        else None
+    )
+    return relation_name(relation) if relation is not None and relation.relpersistence == "t" else None
+
+
 def temp_tables_of(statements: list[Statement]) -> set[str]:
     """Temporary tables the file creates: their names, as the file writes them."""
-    temp = set()
-    for statement in statements:
-        tree = parse_statement(statement)
-        relation = (
-            tree.into.rel
-            if isinstance(tree, ast.CreateTableAsStmt)
-            else tree.relation
-            if isinstance(tree, ast.CreateStmt)
-            else None
-        )
-        if relation is not None and relation.relpersistence == "t":
-            temp.add(relation_name(relation))
-    return temp
+    return {name for statement in statements if (name := temp_table_created(parse_statement(statement)))}
 
 
 def _allowed_because(statement: Statement, text: str) -> str | None:

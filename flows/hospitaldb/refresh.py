@@ -26,6 +26,7 @@ from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
 from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
 from hospitaldb.engine.sql_runner import run_step_sql, run_step_transaction
 from hospitaldb.engine.steps import STEPS, StepName, in_pipeline_order
+from hospitaldb.engine.upkeep import run_upkeep
 from hospitaldb.record.artifacts import checks_summary
 from hospitaldb.record.audit_history import last_successful_source_counts
 from hospitaldb.record.hooks import report_failure, report_interruption, report_recovery
@@ -66,6 +67,10 @@ def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLo
             before_commit=lambda: lock.verify(step),
         )
         attempt.completed(result)
+    if plan.upkeep:
+        recorder.kept_up(
+            step, run_upkeep(recorder.target, recorder.limits, result.changes, result.row_counts, logger)
+        )
     logger.info(
         "%s committed: %d statements, %.2f s, %d rows; checks: %s",
         step,
@@ -179,6 +184,7 @@ def hospitaldb_refresh(
     allow_shrink: bool = False,
     max_shrink_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
     dry_run: bool = False,
+    upkeep: bool = True,
     alert_emails: list[str] | None = None,
     alert_blocks: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
@@ -208,6 +214,9 @@ def hospitaldb_refresh(
         max_shrink_share: the largest share of its rows an object may lose in one refresh.
         dry_run: run every step and its checks in one transaction, report what each would
             change per object, and roll back: nothing changes, nothing is recorded.
+        upkeep: after each step commits, ANALYZE what it changed, and VACUUM what it left with
+            many dead rows (never blocking readers; skipped where the run's role does not own
+            the object, or autovacuum holds it).
         alert_emails: who gets email alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         alert_blocks: where alerts and notices go: Prefect blocks as 'block-type-slug/block-name',
             each an EmailServerCredentials or any notification block (Slack, Microsoft Teams,
@@ -228,7 +237,12 @@ def hospitaldb_refresh(
         what = "Dry run (rolled back at the end)" if dry_run else "Refreshing"
         logger.info("%s %s: %s", what, target.describe(), ", ".join(selected))
         plans, lineage = plan_steps(
-            selected, allow_shrink, max_shrink_share, logger, views_in_database(target, recorder.limits)
+            selected,
+            allow_shrink,
+            max_shrink_share,
+            logger,
+            views_in_database(target, recorder.limits),
+            upkeep=upkeep,
         )
         recorder.planned(lineage)
         with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:

@@ -114,6 +114,11 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
 -- CTEs resolved to what they read), as the run that planned it found it. NULL before this column.
 ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS reads text[];
 
+-- upkeep: what was done to the object after its step committed (hospitaldb.engine.upkeep):
+-- analyzed, vacuumed (and analyzed), or skipped with why; upkeep_seconds how long it took.
+ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS upkeep text;
+ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS upkeep_seconds numeric(12,3);
+
 -- held_back: the objects a run that failed, was refused, cancelled or crashed did not publish,
 -- so that they keep their previous data, and why: how the run ended, or the held-back object
 -- it reads (upstream). Written once, when the run ends; data_status reads it.

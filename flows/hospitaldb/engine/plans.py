@@ -31,6 +31,7 @@ class StepPlan:
     allow_shrink: bool = False
     max_shrink_share: float = 0.5
     volume_rules: Statement | None = None  # sql/checks/volumes.sql, for the objects it names
+    upkeep: bool = True  # ANALYZE / VACUUM what the step changed, once it committed (engine.upkeep)
 
 
 def plan_steps(
@@ -39,6 +40,7 @@ def plan_steps(
     max_shrink_share: float,
     logger: logging.Logger | logging.LoggerAdapter,
     view_definitions: ViewDefinitions | None = None,
+    upkeep: bool = True,
 ) -> tuple[dict[StepName, StepPlan], Lineage]:
     """Parse and lint every selected step and its checks; SqlScriptError (file and line) if one is unfit.
 
@@ -64,6 +66,7 @@ def plan_steps(
                 allow_shrink=allow_shrink,
                 max_shrink_share=max_shrink_share,
                 volume_rules=volume_rules,
+                upkeep=upkeep,
             )
             for step, step_sql in parsed.items()
         }

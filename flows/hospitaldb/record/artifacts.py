@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from hospitaldb.engine.checks import CheckResult
+from hospitaldb.engine.upkeep import upkeep_summary
 from hospitaldb.record.outcome import RunOutcome, SourcesOutcome, StepStatus
 from hospitaldb.text import count_of as rows
 
@@ -54,6 +55,7 @@ def step_rows(outcome: RunOutcome) -> list[dict[str, Any]]:
             "attempts": step.attempts or None,
             "checks": checks_summary(step.checks) if step.checks else None,
             "changes": changes_summary(step.changes) if step.status == StepStatus.COMPLETED else None,
+            "upkeep": upkeep_summary(step.upkeep) if step.upkeep else None,
         }
         for step in outcome.steps
     ]
@@ -79,13 +81,13 @@ def summary_markdown(outcome: RunOutcome) -> str:
         "",
         sources_line(outcome.sources),
         "",
-        "| step | status | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) |",
-        "|---|---|---:|---:|---:|---:|---|---|",
+        "| step | status | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) | upkeep |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for row in step_rows(outcome):
         cells = [row["step"], row["status"]] + [
             "" if row[key] is None else f"{row[key]:,}" if key == "rows" else str(row[key])
-            for key in ("statements", "seconds", "rows", "attempts", "checks", "changes")
+            for key in ("statements", "seconds", "rows", "attempts", "checks", "changes", "upkeep")
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if outcome.error:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hospitaldb.engine.lineage import Lineage
     from hospitaldb.engine.source_checks import SourceState
     from hospitaldb.engine.sql_runner import StatementResult
+    from hospitaldb.engine.upkeep import Upkeep
 
 ERROR_LENGTH = 1000
 # Bookkeeping must never hold up the refresh: the audit session's limits are the run's, at most this.
@@ -230,6 +231,23 @@ class AuditLog:
             [
                 (flow_run_id, step, name, sorted(lineage.reads.get(name, ())))
                 for name, step in lineage.steps.items()
+            ],
+        )
+
+    def objects_kept_up(self, flow_run_id: str | None, upkeep: list[Upkeep]) -> None:
+        """What upkeep did to each object after its step committed."""
+        self._rows_of_run(
+            flow_run_id,
+            "UPDATE etl_audit.run_objects SET upkeep = %s, upkeep_seconds = %s "
+            "WHERE flow_run_id = %s AND object_name = %s",
+            [
+                (
+                    item.action if item.why is None else f"{item.action}: {item.why}",
+                    item.seconds,
+                    flow_run_id,
+                    item.object_name,
+                )
+                for item in upkeep
             ],
         )
 

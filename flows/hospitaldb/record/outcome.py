@@ -20,6 +20,7 @@ from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.errors import RunStatus
 from hospitaldb.engine.lineage import Lineage
 from hospitaldb.engine.source_checks import SourceProblem
+from hospitaldb.engine.upkeep import Upkeep
 
 
 class StepStatus(StrEnum):
@@ -51,6 +52,7 @@ class StepOutcome:
     checks: list[CheckResult] = field(default_factory=list)
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
     row_count_seconds: float | None = None  # the shrink guard's counting, part of what the checks cost
+    upkeep: list[Upkeep] = field(default_factory=list)  # what was analysed or vacuumed after it committed
 
     def to_dict(self) -> dict[str, Any]:
         """The step as the flow returns it."""
@@ -64,6 +66,7 @@ class StepOutcome:
             "checks": [{**vars(check), "outcome": check.outcome} for check in self.checks],
             "changes": self.changes,
             "row_count_seconds": self.row_count_seconds,
+            "upkeep": [vars(item) for item in self.upkeep],
         }
 
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hospitaldb.engine.lineage import Lineage
     from hospitaldb.engine.source_checks import SourceState
     from hospitaldb.engine.sql_runner import StatementResult, StepResult
+    from hospitaldb.engine.upkeep import Upkeep
 
 KEPT_RUNS = 32  # a process that runs many flows (tests, a benchmark) keeps only the latest records
 
@@ -148,6 +149,12 @@ class RunRecorder:
                 )
             raise
         # A BaseException (cancel, SIGTERM) leaves the attempt 'running': `interrupted` records it.
+
+    def kept_up(self, step: str, upkeep: list[Upkeep]) -> None:
+        """What upkeep did after the step committed: on the step's record and each object's."""
+        self.outcome.step_outcome(step).upkeep = upkeep
+        if self.audit:
+            self.audit.objects_kept_up(self.outcome.flow_run_id, upkeep)
 
     def step_dry_run(self, result: StepResult) -> None:
         """A step of a dry run: what it would have done (nothing is recorded in etl_audit)."""

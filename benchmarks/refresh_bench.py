@@ -150,12 +150,12 @@ WHERE flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY sta
 """
 
 
-def query_value(url: str, statement: str) -> Any:
+def query_value(url: str, statement: str, params: tuple[Any, ...] | None = None) -> Any:
     """The single value statement returns, on a connection of its own."""
     import psycopg2
 
     with contextlib.closing(psycopg2.connect(libpq_url(url))) as connection, connection.cursor() as cursor:
-        cursor.execute(statement)
+        cursor.execute(statement, params)
         return cursor.fetchone()[0]
 
 

@@ -164,7 +164,7 @@ def last_run_sql_seconds(url: str) -> float:
     return query_value(url, LAST_RUN_SQL_SECONDS)
 
 
-def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
+def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[str] | None = None) -> None:
     import psycopg2
     from psycopg2 import sql
 
@@ -172,7 +172,7 @@ def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
     connection.autocommit = True
     statements = [
         sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split(".")))
-        for name in refreshed_objects()
+        for name in objects or refreshed_objects()
     ]
     latencies = []
     with connection.cursor() as cursor:
@@ -188,11 +188,13 @@ def _reader(url: str, interval: float, stop: Any, results: Any) -> None:
 
 
 @contextlib.contextmanager
-def reader_process(url: str, interval: float = 0.02) -> Iterator[list[float]]:
-    """(c): a separate process reading every refreshed object every `interval` seconds."""
+def reader_process(
+    url: str, interval: float = 0.02, objects: list[str] | None = None
+) -> Iterator[list[float]]:
+    """(c): a separate process reading every refreshed object (or objects) every `interval` seconds."""
     context = multiprocessing.get_context("spawn")
     stop, results = context.Event(), context.Queue()
-    process = context.Process(target=_reader, args=(url, interval, stop, results), daemon=True)
+    process = context.Process(target=_reader, args=(url, interval, stop, results, objects), daemon=True)
     process.start()
     latencies: list[float] = []
     try:

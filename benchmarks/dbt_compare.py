@@ -1,0 +1,256 @@
+"""dbt side by side: the same ten objects built by dbt and refreshed by this flow, on one database.
+
+    python benchmarks/dbt_compare.py --visits 1000000
+
+dbt-core and dbt-postgres live in a virtualenv of their own (--dbt-venv, created and filled
+here when missing; never in the project's requirements). The dbt models are written from the
+reference warehouse's own SQL, so both build the same rows: each view's query from its
+`CREATE MATERIALIZED VIEW` in sql/schema/02_analytics.sql (a dbt `materialized_view`, which
+dbt re-runs with a plain `REFRESH MATERIALIZED VIEW`), each table's from the query its step
+computes into a temporary table (a dbt `table`, rebuilt and swapped in by rename). dbt runs with
+--threads (default 4): its models in parallel, as it is used.
+
+Measured in one run, after one warm-up of each: wall time of `dbt run` and of the flow
+(medians of --runs), and a reader process querying every object of the side being measured
+every 50 ms (its maximum wait is how long a dashboard query was blocked). Then the contents
+are compared both ways (EXCEPT in each direction, on the model's columns). Prints a table and
+writes JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pglast
+from pglast import ast
+from pglast.enums import ObjectType
+from pglast.stream import RawStream
+from psycopg2 import sql
+from refresh_bench import (
+    build_database,
+    drop_databases,
+    flow_run,
+    latency_summary,
+    machine,
+    median,
+    postgres_admin,
+    prefect_api,
+    query_value,
+    reader_process,
+    timed,
+)
+from sqlalchemy.engine import make_url
+
+from hospitaldb.engine.sql_analysis import analyse_steps, relation_name, temp_table_created, walk
+from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+
+DBT_SCHEMA = "dbt_bench"
+DBT_PACKAGES = ["dbt-core>=1.11,<1.12", "dbt-postgres<2"]
+REFERENCE = re.compile(r"\b(staging|analytics|reporting|dashboards)\.(\w+)\b")
+
+
+def model_queries() -> dict[str, tuple[str, str]]:
+    """Object name -> (dbt materialization, its query), from the reference SQL, in pipeline order."""
+    models: dict[str, tuple[str, str]] = {}
+    for raw in pglast.parse_sql((PROJECT_SQL_DIR / "schema" / "02_analytics.sql").read_text()):
+        tree = raw.stmt
+        if isinstance(tree, ast.CreateTableAsStmt) and tree.objtype == ObjectType.OBJECT_MATVIEW:
+            models[relation_name(tree.into.rel)] = ("materialized_view", RawStream()(tree.query))
+    for step_sql in list(analyse_steps().values())[1:]:
+        computed: dict[str, str] = {}  # temporary table -> its query
+        for statement in step_sql.statements:
+            tree = pglast.parse_sql(statement.text)[0].stmt
+            temp = temp_table_created(tree)
+            if temp and isinstance(tree, ast.CreateTableAsStmt):
+                computed[temp] = RawStream()(tree.query)
+            elif isinstance(tree, ast.InsertStmt):
+                source = {
+                    relation_name(node) for node in walk(tree.selectStmt) if isinstance(node, ast.RangeVar)
+                }
+                for name in source & set(computed):
+                    models[relation_name(tree.relation)] = ("table", computed[name])
+    return models
+
+
+def dbt_project(folder: Path, url: str, threads: int) -> Path:
+    """A dbt project whose ten models build the same objects in schema dbt_bench."""
+    (folder / "models").mkdir(parents=True)
+    (folder / "dbt_project.yml").write_text(
+        "name: hospitaldb_bench\nversion: '1.0'\nprofile: hospitaldb_bench\nmodel-paths: [models]\n"
+    )
+    (folder / "models" / "sources.yml").write_text(
+        "version: 2\nsources:\n  - name: staging\n    schema: staging\n    tables:\n"
+        + "".join(
+            f"      - name: {table}\n"
+            for table in ("patients", "branches", "doctors", "visits", "billing", "payments")
+        )
+    )
+    for name, (materialized, query) in model_queries().items():
+
+        def reference(match: re.Match[str]) -> str:
+            schema, table = match[1], match[2]
+            return (
+                f"{{{{ source('staging', '{table}') }}}}"
+                if schema == "staging"
+                else f"{{{{ ref('{table}') }}}}"
+            )
+
+        body = REFERENCE.sub(reference, query)
+        (folder / "models" / f"{name.split('.')[1]}.sql").write_text(
+            f"{{{{ config(materialized='{materialized}') }}}}\n{body}\n"
+        )
+    parts = make_url(url)
+    (folder / "profiles.yml").write_text(
+        json.dumps(
+            {
+                "hospitaldb_bench": {
+                    "target": "bench",
+                    "outputs": {
+                        "bench": {
+                            "type": "postgres",
+                            "host": parts.host or "127.0.0.1",
+                            "port": parts.port or 5432,
+                            "user": parts.username,
+                            "password": parts.password or "",
+                            "dbname": parts.database,
+                            "schema": DBT_SCHEMA,
+                            "threads": threads,
+                        }
+                    },
+                }
+            }
+        )
+    )
+    return folder
+
+
+def dbt_binary(venv: Path) -> Path:
+    dbt = venv / "bin" / "dbt"
+    if not dbt.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *DBT_PACKAGES], check=True)
+    return dbt
+
+
+def dbt_run(dbt: Path, project: Path) -> float:
+    def run() -> None:
+        done = subprocess.run(
+            [str(dbt), "run", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])
+
+    return timed(run)
+
+
+def differences(url: str, name: str, columns: list[str]) -> tuple[int, int]:
+    """Rows in the flow's object and not in dbt's, and the other way round, on dbt's columns."""
+    listed = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
+    flow, dbt = sql.Identifier(*name.split(".")), sql.Identifier(DBT_SCHEMA, name.split(".")[1])
+    only = "SELECT count(*) FROM (SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}) AS d"
+    return (
+        query_value(url, sql.SQL(only).format(cols=listed, a=flow, b=dbt)),
+        query_value(url, sql.SQL(only).format(cols=listed, a=dbt, b=flow)),
+    )
+
+
+def model_columns(url: str, name: str) -> list[str]:
+    import psycopg2
+
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped "
+            "ORDER BY attnum",
+            (f"{DBT_SCHEMA}.{name.split('.')[1]}",),
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/dbt_compare.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--visits", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4, help="dbt's threads")
+    parser.add_argument("--dbt-venv", type=Path, default=PROJECT_ROOT / "benchmarks" / ".dbt-venv")
+    parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
+    parser.add_argument("--prefect-api-url", help="a running Prefect server (default: start one)")
+    parser.add_argument("--json", type=Path, default=PROJECT_ROOT / "benchmarks" / "results" / "dbt.json")
+    args = parser.parse_args(argv)
+    dbt = dbt_binary(args.dbt_venv)
+    version = subprocess.run([str(dbt), "--version"], capture_output=True, text=True).stdout.split("\n")[1]
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "visits": args.visits,
+        "runs": args.runs,
+        "dbt": version.strip(),
+    }
+    models = model_queries()
+    with tempfile.TemporaryDirectory(prefix="hospitaldb-dbt-") as scratch:
+        with (
+            postgres_admin(args.admin_url, Path(scratch)) as admin_url,
+            prefect_api(args.prefect_api_url, Path(scratch) / "prefect-home") as api_url,
+        ):
+            os.environ["PREFECT_API_URL"] = api_url
+            url = build_database(admin_url, "hospitaldb_bench_dbt", args.visits)
+            project = dbt_project(Path(scratch) / "dbt", url, args.threads)
+            dbt_objects = [f"{DBT_SCHEMA}.{name.split('.')[1]}" for name in models]
+            dbt_run(dbt, project)  # warm-up: creates the models
+            flow_run(url)  # warm-up: fills the flow's objects
+            flow_seconds, dbt_seconds, flow_waits, dbt_waits = [], [], [], []
+            for _ in range(args.runs):
+                with reader_process(url, 0.05, dbt_objects) as latencies:
+                    dbt_seconds.append(dbt_run(dbt, project))
+                dbt_waits.extend(latencies)
+                with reader_process(url, 0.05) as latencies:
+                    flow_seconds.append(flow_run(url))
+                flow_waits.extend(latencies)
+            report["objects"] = {
+                name: dict(
+                    zip(
+                        ("flow_only_rows", "dbt_only_rows"),
+                        differences(url, name, model_columns(url, name)),
+                        strict=True,
+                    )
+                )
+                for name in models
+            }
+            drop_databases(admin_url, ["hospitaldb_bench_dbt"])
+    report.update(
+        {
+            "dbt_seconds": dbt_seconds,
+            "flow_seconds": flow_seconds,
+            "dbt_median": median(dbt_seconds),
+            "flow_median": median(flow_seconds),
+            "flow_over_dbt": round(median(flow_seconds) / median(dbt_seconds), 3),
+            "reader_during_dbt": latency_summary(dbt_waits),
+            "reader_during_flow": latency_summary(flow_waits),
+            "contents_equal": all(not any(counts.values()) for counts in report["objects"].values()),
+        }
+    )
+    print(
+        f"\n  {args.visits:,} visits, medians of {args.runs}:\n"
+        f"  dbt run ({args.threads} threads) {report['dbt_median']:8.2f} s   reader max {report['reader_during_dbt']['max_ms']:8.1f} ms\n"
+        f"  flow                  {report['flow_median']:8.2f} s   reader max {report['reader_during_flow']['max_ms']:8.1f} ms\n"
+        f"  flow / dbt            {report['flow_over_dbt']:8.3f}\n"
+        f"  contents equal both ways: {report['contents_equal']}"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nJSON: {args.json}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

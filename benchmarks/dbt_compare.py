@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine(),
         "visits": args.visits,
         "runs": args.runs,
-        "dbt": version.strip(),
+        "dbt": version.split(":")[-1].strip(),  # "  - installed: 1.11.16"
     }
     models = model_queries()
     with tempfile.TemporaryDirectory(prefix="hospitaldb-dbt-") as scratch:

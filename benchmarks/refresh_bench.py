@@ -11,7 +11,9 @@ Builds the demo database at the given size (on an embedded PostgreSQL unless
       (started here unless --prefect-api-url); what each check costs comes from the run;
   (c) a reader process querying every refreshed object every 20 ms during a run of (b),
       against the same reader on the idle database ((b) itself is timed without it);
-  (d) (b) again at twice the visits, and the ratio;
+  (d) (b) again at --scale-factor times the visits (default 2), and the ratio; the load
+      time of each size, and the benchmark process's peak memory after each size's runs
+      (the flow runs in this process: its peak must not grow with the data);
   (e) fixed overhead: `python flows/refresh.py` on a small database against a trivial
       one-task flow, both ephemeral and both against the running server.
 
@@ -26,6 +28,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -404,7 +407,17 @@ def print_table(report: dict[str, Any]) -> None:
             )
         )
     if "scale_ratio" in report:
-        rows.append(("(d) flow 2x visits / 1x visits", f"{report['scale_ratio']:.3f}", ""))
+        rows.append(
+            (f"(d) flow {report['scale_factor']}x visits / 1x visits", f"{report['scale_ratio']:.3f}", "")
+        )
+    for size, result in report["refresh"].items():
+        rows.append(
+            (
+                f"    {size} visits: load, peak memory",
+                f"{result['load_seconds']:.1f} s",
+                f"process peak after its runs: {result['peak_rss_mib']:.0f} MiB",
+            )
+        )
     for mode, result in report.get("fixed_overhead", {}).items():
         rows.append(
             (
@@ -434,6 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--overhead-modes", nargs="*", default=["ephemeral", "server"], choices=["ephemeral", "server"]
     )
     parser.add_argument("--skip-scale", action="store_true", help="do not measure (d)")
+    parser.add_argument("--scale-factor", type=int, default=2, help="(d): how many times the visits")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     parser.add_argument(
         "--keep-databases", action="store_true", help="keep the benchmark databases afterwards"
@@ -448,17 +462,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             prefect_api(args.prefect_api_url, scratch_dir / "prefect-home") as api_url,
         ):
             os.environ["PREFECT_API_URL"] = api_url
-            sizes = [args.visits] if args.skip_scale else [args.visits, 2 * args.visits]
+            sizes = [args.visits] if args.skip_scale else [args.visits, args.scale_factor * args.visits]
             databases = []
             for visits in sizes:
                 databases.append(f"hospitaldb_bench_{visits}")
+                started = time.perf_counter()
                 url = build_database(admin_url, databases[-1], visits)
+                load_seconds = time.perf_counter() - started
                 report["machine"].setdefault("postgresql", query_value(url, "SHOW server_version"))
                 print(f"  measuring {visits:,} visits ...", flush=True)
-                report["refresh"][str(visits)] = measure_refresh(url, args.runs)
+                report["refresh"][str(visits)] = {
+                    **measure_refresh(url, args.runs),
+                    "load_seconds": round(load_seconds, 1),
+                    # ru_maxrss is KiB on Linux: the high-water mark of this process, the flow's runs included.
+                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                }
             if not args.skip_scale:
                 one, two = (report["refresh"][str(size)]["flow_median"] for size in sizes)
                 report["scale_ratio"] = round(two / one, 3)
+                report["scale_factor"] = args.scale_factor
             if args.overhead_modes:
                 databases.append("hospitaldb_bench_small")
                 small = build_database(admin_url, databases[-1], args.overhead_visits)

@@ -20,6 +20,14 @@ _SECRET_PATTERNS = (
 _WEBHOOK = re.compile(r"(https?://[^\s/?#]+)[/?#]\S*", re.IGNORECASE)
 
 
+_ANY_URL = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/?#]+)[/?#]\S*", re.IGNORECASE)
+
+
+def without_url_paths(text: str) -> str:
+    """Every URL cut to its scheme and host: a notification service's URL may carry its key anywhere."""
+    return _ANY_URL.sub(lambda url: f"{url[1]}/***", text)
+
+
 def shorten(text: str, limit: int) -> str:
     """Text on one line, cut to at most limit characters."""
     text = " ".join(text.split())

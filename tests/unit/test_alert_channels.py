@@ -53,3 +53,18 @@ def test_every_channel_is_tried_at_once_and_a_hung_one_is_abandoned_at_the_limit
     assert "alert not sent to custom-webhook/hangs: TimeoutError: no answer within 0.5 s" in caplog.text
     assert "alert not sent to custom-webhook/refuses: no block" in caplog.text
     assert "alert sent to slack-incoming-webhook/works" in caplog.text
+
+
+def test_a_delivery_error_never_logs_the_services_url_beyond_its_host(caplog):
+    def send(alert: Alert, channel: str, settings: AlertSettings) -> None:
+        raise RuntimeError(
+            "Client error '403 Forbidden' for url 'https://prod-00.westeurope.logic.azure.com:443/workflows/0a1b/"
+            "triggers/manual/paths/invoke?api-version=2016-06-01&sig=TeamsSecretSig'"
+        )
+
+    with caplog.at_level(logging.INFO):
+        deliver(
+            ALERT, AlertSettings(channels=("ms-teams-webhook/oncall",)), logging.getLogger("test"), send=send
+        )
+    assert "TeamsSecretSig" not in caplog.text and "/workflows/" not in caplog.text
+    assert "https://prod-00.westeurope.logic.azure.com:443/***" in caplog.text

@@ -31,7 +31,7 @@ from typing import Any
 
 from hospitaldb.record.alerts import Alert
 from hospitaldb.settings import ALERT_BLOCKS, ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
-from hospitaldb.text import safe
+from hospitaldb.text import safe, without_url_paths
 
 DEFAULT_EMAIL_BLOCK = "hospitaldb-email"
 DEFAULT_SLACK_BLOCK = "hospitaldb-slack"
@@ -206,5 +206,7 @@ def deliver(
         elif isinstance(error, AlertNotSent):
             logger.warning("alert not sent to %s: %s", channel, safe(str(error), ERROR_LENGTH))
         else:
-            logger.error("alert not sent to %s: %s: %s", channel, type(error).__name__, safe(str(error), 300))
+            # A delivery error may quote the service's URL, and its key with it (Teams' sig=, a token).
+            why = safe(without_url_paths(str(error)), 300)
+            logger.error("alert not sent to %s: %s: %s", channel, type(error).__name__, why)
     return delivered

@@ -66,7 +66,7 @@ def test_a_failing_check_in_step_2_names_everything_it_holds_back_until_the_next
     for name, reason in HELD_BACK.items():
         step = "refresh_dashboards" if name.startswith("dashboards.") else "refresh_phase3_reporting_tables"
         assert f"| {name} | {step} | {reason} |" in summary
-    assert "```mermaid\nflowchart LR" in summary
+    assert "  dashboards.daily_revenue <- reporting.revenue_summary\n" in summary
 
     status = data_status(least_privilege.reader_url)
     assert {name: because for name, (held, because) in status.items() if held} == HELD_BACK

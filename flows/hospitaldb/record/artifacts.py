@@ -102,14 +102,8 @@ def summary_markdown(outcome: RunOutcome) -> str:
             *(f"| {held.object_name} | {held.step} | {held.reason} |" for held in outcome.held_back),
         ]
     if outcome.lineage and not outcome.dry_run:
-        lines += [
-            "",
-            "## Lineage (from the steps' SQL)",
-            "",
-            "```mermaid",
-            outcome.lineage.as_mermaid(),
-            "```",
-        ]
+        # As text: the Prefect server's UI shows a mermaid block as its source (PrefectHQ/prefect#20764).
+        lines += ["", "## Lineage (from the steps' SQL)", "", "```", outcome.lineage.as_text(), "```"]
     return "\n".join(lines)
 
 

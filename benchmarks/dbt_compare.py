@@ -46,6 +46,7 @@ from refresh_bench import (
     query_value,
     reader_process,
     timed,
+    write_report,
 )
 from sqlalchemy.engine import make_url
 
@@ -246,10 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  flow / dbt            {report['flow_over_dbt']:8.3f}\n"
         f"  contents equal both ways: {report['contents_equal']}"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nJSON: {args.json}")
-    return report
+    return write_report(report, args.json)
 
 
 if __name__ == "__main__":

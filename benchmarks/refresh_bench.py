@@ -346,6 +346,14 @@ def drop_databases(admin_url: str, names: list[str]) -> None:
     connection.close()
 
 
+def write_report(report: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The report as JSON at path, said where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nJSON: {path}")
+    return report
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -489,10 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not args.keep_databases:
                 drop_databases(admin_url, databases)
     print_table(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nJSON: {args.json}")
-    return report
+    return write_report(report, args.json)
 
 
 if __name__ == "__main__":

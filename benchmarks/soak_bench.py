@@ -20,7 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from refresh_bench import build_database, drop_databases, machine, postgres_admin, prefect_api, query_value
+from refresh_bench import (
+    build_database,
+    drop_databases,
+    machine,
+    postgres_admin,
+    prefect_api,
+    query_value,
+    write_report,
+)
 
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.engine.sql_analysis import refreshed_objects
@@ -107,10 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["with_upkeep"] = {"summary": summary(runs[True]), "nights": runs[True]}
     report["without_upkeep"] = {"summary": summary(runs[False]), "nights": runs[False]}
     print(json.dumps({key: report[key]["summary"] for key in ("with_upkeep", "without_upkeep")}, indent=2))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nJSON: {args.json}")
-    return report
+    return write_report(report, args.json)
 
 
 if __name__ == "__main__":

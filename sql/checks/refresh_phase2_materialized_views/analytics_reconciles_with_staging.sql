@@ -4,8 +4,9 @@
 -- would otherwise drop silently out of every report.
 WITH billing AS (
     SELECT count(*) AS billing_lines, coalesce(sum(amount), 0) AS billed FROM staging.billing
-), staging_totals AS (
-    -- One scan per table: the largest ones hold millions of rows.
+), staging_totals AS MATERIALIZED (
+    -- One scan per table: the largest ones hold millions of rows. MATERIALIZED, or
+    -- PostgreSQL inlines it and runs the payments subquery once per row that uses it.
     SELECT (SELECT count(*) FROM staging.visits)                  AS visits,
            billing.billing_lines,
            billing.billed,

@@ -485,6 +485,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     # ru_maxrss is KiB on Linux: the high-water mark of this process, the flow's runs included.
                     "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 }
+                # Each size as soon as it is measured: a 10M run takes an hour.
+                write_report(report, args.json)
             if not args.skip_scale:
                 one, two = (report["refresh"][str(size)]["flow_median"] for size in sizes)
                 report["scale_ratio"] = round(two / one, 3)

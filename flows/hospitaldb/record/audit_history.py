@@ -3,7 +3,7 @@
 A worker's hook reads a cancelled or killed run back (its own process is gone); a run
 that completes reads the run of its database that finished before it (was that a
 failure?); the source checks read the last successful run's counts; the freshness check
-when it last alerted. Every read goes through the run's AuditLog session.
+when it last alerted. Every read goes through the run's audit session.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 
 from hospitaldb.engine.errors import RunStatus
 from hospitaldb.engine.lineage import Lineage
-from hospitaldb.record.audit import AuditLog
+from hospitaldb.record.audit_session import AuditSession
 from hospitaldb.record.outcome import PreviousRun, RunOutcome, StepOutcome, StepStatus
 
 
-def load_outcome(audit: AuditLog, flow_run_id: str, flow_name: str) -> RunOutcome | None:
+def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOutcome | None:
     """A run as recorded: how it ended, where, each step's last attempt and its lineage (no check details)."""
     found = audit.read(
         "SELECT flow_run_name, deployment, steps, outcome, failed_step, attempts, sqlstate, error, "
@@ -60,7 +60,7 @@ def load_outcome(audit: AuditLog, flow_run_id: str, flow_name: str) -> RunOutcom
     )
 
 
-def previous_finished_run(audit: AuditLog, flow_run_id: str | None) -> PreviousRun | None:
+def previous_finished_run(audit: AuditSession, flow_run_id: str | None) -> PreviousRun | None:
     """The run of this database that finished last before this one."""
     rows = audit.read(
         "SELECT flow_run_name, outcome, finished_at FROM etl_audit.refresh_runs "
@@ -71,7 +71,7 @@ def previous_finished_run(audit: AuditLog, flow_run_id: str | None) -> PreviousR
     return PreviousRun(rows[0][0], RunStatus(rows[0][1]), rows[0][2]) if rows else None
 
 
-def last_successful_source_counts(audit: AuditLog) -> dict[str, int]:
+def last_successful_source_counts(audit: AuditSession) -> dict[str, int]:
     """Each source's row count at the last completed run that recorded one."""
     rows = audit.read(
         "SELECT source, row_count FROM etl_audit.source_counts WHERE flow_run_id = ("
@@ -83,7 +83,7 @@ def last_successful_source_counts(audit: AuditLog) -> dict[str, int]:
     return dict(rows)
 
 
-def last_freshness_alert(audit: AuditLog, within_hours: float) -> Any:
+def last_freshness_alert(audit: AuditSession, within_hours: float) -> Any:
     """When the freshness check last alerted within the given hours, or None."""
     rows = audit.read(
         "SELECT max(sent_at) FROM etl_audit.freshness_alerts "

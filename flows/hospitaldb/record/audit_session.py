@@ -1,0 +1,97 @@
+"""The audit trail's session: one autocommit connection per run, and what happens when it fails.
+
+Rows go through one autocommit session per run, so a step that rolls back still
+leaves its attempt and statements on record. Any failure to write (no privilege,
+schema missing and not creatable, a full disk) is logged once and switches the
+audit off for this writer: auditing never fails the refresh. The rows themselves
+are written in hospitaldb.record.audit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from hospitaldb.engine.database import DatabaseTarget, Limits
+from hospitaldb.engine.errors import report
+from hospitaldb.record.audit_schema import AuditSchemaNotUpgradable, upgrade_schema
+
+# Bookkeeping must never hold up the refresh: the audit session's limits are the run's, at most this.
+AUDIT_LIMIT_SECONDS = 10
+AUDIT_LIMITS = Limits(AUDIT_LIMIT_SECONDS, AUDIT_LIMIT_SECONDS)
+
+
+class AuditSession:
+    """A session to etl_audit; every statement returns quietly once auditing is off.
+
+    With writes=False (a dry run) it only reads: a dry run publishes nothing and records nothing.
+    """
+
+    def __init__(
+        self,
+        target: DatabaseTarget,
+        logger: logging.Logger | logging.LoggerAdapter,
+        limits: Limits = AUDIT_LIMITS,
+        writes: bool = True,
+    ) -> None:
+        self._target = target
+        self._logger = logger
+        self._limits = limits.at_most(AUDIT_LIMIT_SECONDS)
+        self._writes = writes
+        self._connection: Any = None
+        self._off = False
+
+    def _session(self) -> Any:
+        """The audit session, creating or upgrading the etl_audit schema on first use."""
+        if self._connection is None:
+            self._connection = self._target.connect(self._limits, purpose="audit", autocommit=True)
+            upgrade_schema(self._connection)
+        return self._connection
+
+    def _execute(self, statement: str, params: Any = (), *, many: bool = False, write: bool = True) -> Any:
+        """Run one statement (once per row of params, with many); return its rows, or None when
+        auditing is off (or it writes and this log may not). A database error switches auditing off."""
+        if self._off or (write and not self._writes):
+            return None
+        try:
+            with self._session().cursor() as cursor:
+                if many:
+                    psycopg2.extras.execute_batch(cursor, statement, params)
+                else:
+                    cursor.execute(statement, params)
+                return cursor.fetchall() if cursor.description else None
+        except (psycopg2.Error, AuditSchemaNotUpgradable) as error:
+            self._logger.warning(
+                "audit trail not written (%s); the refresh goes on without it",
+                str(error) if isinstance(error, AuditSchemaNotUpgradable) else report(error).text,
+            )
+            self._off = True
+            self.close()
+            return None
+
+    def read(self, statement: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """The rows a statement returns; none when auditing is off (hospitaldb.record.audit_history)."""
+        return self._execute(statement, params, write=False) or []
+
+    def _rows_of_run(self, flow_run_id: str | None, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """Write rows filed under a flow run; outside a flow run there is none to file them under."""
+        if flow_run_id is not None and rows:
+            self._execute(statement, rows, many=True)
+
+    @property
+    def database(self) -> str:
+        return self._target.describe()
+
+    @property
+    def available(self) -> bool:
+        """etl_audit can be read (created or upgraded if needed); False, with a warning logged, if not."""
+        self.read("SELECT 1")
+        return not self._off
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

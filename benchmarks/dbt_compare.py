@@ -35,6 +35,7 @@ from pglast.enums import ObjectType
 from pglast.stream import RawStream
 from psycopg2 import sql
 from refresh_bench import (
+    LAST_RUN_STEPS,
     build_database,
     drop_databases,
     flow_run,
@@ -52,6 +53,8 @@ from sqlalchemy.engine import make_url
 
 from hospitaldb.engine.sql_analysis import analyse_steps, relation_name, temp_table_created, walk
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+
+STEP1 = "refresh_phase2_materialized_views"
 
 DBT_SCHEMA = "dbt_bench"
 DBT_PACKAGES = ["dbt-core>=1.11,<1.12", "dbt-postgres<2"]
@@ -184,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--visits", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4, help="dbt's threads")
+    parser.add_argument(
+        "--parallel-views", type=int, default=2, help="the flow's parallel_views, measured beside it serial"
+    )
     parser.add_argument("--dbt-venv", type=Path, default=PROJECT_ROOT / "benchmarks" / ".dbt-venv")
     parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
     parser.add_argument("--prefect-api-url", help="a running Prefect server (default: start one)")
@@ -210,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dbt_run(dbt, project)  # warm-up: creates the models
             flow_run(url)  # warm-up: fills the flow's objects
             flow_seconds, dbt_seconds, flow_waits, dbt_waits = [], [], [], []
+            parallel_seconds, parallel_waits, step1 = [], [], {"serial": [], "parallel": []}
             for _ in range(args.runs):
                 with reader_process(url, 0.05, dbt_objects) as latencies:
                     dbt_seconds.append(dbt_run(dbt, project))
@@ -217,6 +224,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 with reader_process(url, 0.05) as latencies:
                     flow_seconds.append(flow_run(url))
                 flow_waits.extend(latencies)
+                step1["serial"].append(LAST_RUN_STEPS[STEP1])
+                with reader_process(url, 0.05) as latencies:
+                    parallel_seconds.append(flow_run(url, parallel_views=args.parallel_views))
+                parallel_waits.extend(latencies)
+                step1["parallel"].append(LAST_RUN_STEPS[STEP1])
             report["objects"] = {
                 name: dict(
                     zip(
@@ -235,8 +247,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "dbt_median": median(dbt_seconds),
             "flow_median": median(flow_seconds),
             "flow_over_dbt": round(median(flow_seconds) / median(dbt_seconds), 3),
+            "parallel_views": args.parallel_views,
+            "flow_parallel_seconds": parallel_seconds,
+            "flow_parallel_median": median(parallel_seconds),
+            "flow_parallel_over_dbt": round(median(parallel_seconds) / median(dbt_seconds), 3),
+            "step1_seconds": step1,
+            "step1_median": {mode: median(values) for mode, values in step1.items()},
             "reader_during_dbt": latency_summary(dbt_waits),
             "reader_during_flow": latency_summary(flow_waits),
+            "reader_during_flow_parallel": latency_summary(parallel_waits),
             "contents_equal": all(not any(counts.values()) for counts in report["objects"].values()),
         }
     )
@@ -244,7 +263,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"\n  {args.visits:,} visits, medians of {args.runs}:\n"
         f"  dbt run ({args.threads} threads) {report['dbt_median']:8.2f} s   reader max {report['reader_during_dbt']['max_ms']:8.1f} ms\n"
         f"  flow                  {report['flow_median']:8.2f} s   reader max {report['reader_during_flow']['max_ms']:8.1f} ms\n"
-        f"  flow / dbt            {report['flow_over_dbt']:8.3f}\n"
+        f"  flow, parallel_views={args.parallel_views} {report['flow_parallel_median']:8.2f} s   reader max {report['reader_during_flow_parallel']['max_ms']:8.1f} ms\n"
+        f"  step 1 serial / parallel {report['step1_median']['serial']:6.2f} s / {report['step1_median']['parallel']:6.2f} s\n"
+        f"  flow / dbt            {report['flow_over_dbt']:8.3f}   parallel {report['flow_parallel_over_dbt']:8.3f}\n"
         f"  contents equal both ways: {report['contents_equal']}"
     )
     return write_report(report, args.json)

@@ -21,12 +21,14 @@ from pydantic import Field
 from hospitaldb.engine.database import Limits, resolve_database
 from hospitaldb.engine.errors import StepError, as_step_error
 from hospitaldb.engine.lineage import views_in_database
+from hospitaldb.engine.parallel_views import refresh_views_in_parallel
 from hospitaldb.engine.plans import StepPlan, plan_steps
 from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
 from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
 from hospitaldb.engine.sql_runner import run_step_sql, run_step_transaction
 from hospitaldb.engine.steps import STEPS, StepName, in_pipeline_order
 from hospitaldb.engine.upkeep import run_upkeep
+from hospitaldb.engine.view_groups import with_parallel_views
 from hospitaldb.record.artifacts import checks_summary
 from hospitaldb.record.audit_history import last_successful_source_counts
 from hospitaldb.record.hooks import report_failure, report_interruption, report_recovery
@@ -58,14 +60,25 @@ def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLo
     logger = get_run_logger()
     with recorder.step_attempt(step, runtime.task_run.run_count or 1) as attempt:
         lock.verify(step)
-        result = run_step_transaction(
-            recorder.target,
-            plan,
-            recorder.limits,
-            logger=logger,
-            on_statement=attempt.statement_finished,
-            before_commit=lambda: lock.verify(step),
-        )
+        if plan.views:  # parallel_views: each view commits on its own, as soon as its checks pass
+            result = refresh_views_in_parallel(
+                recorder.target,
+                plan,
+                recorder.limits,
+                logger=logger,
+                on_statement=attempt.statement_finished,
+                before_commit=lambda: lock.verify(step),
+                on_group_committed=attempt.views_committed,
+            )
+        else:
+            result = run_step_transaction(
+                recorder.target,
+                plan,
+                recorder.limits,
+                logger=logger,
+                on_statement=attempt.statement_finished,
+                before_commit=lambda: lock.verify(step),
+            )
         attempt.completed(result)
     if plan.upkeep:
         recorder.kept_up(
@@ -185,6 +198,7 @@ def hospitaldb_refresh(
     max_shrink_share: Annotated[float, Field(gt=0, lt=1)] = 0.5,
     dry_run: bool = False,
     upkeep: bool = True,
+    parallel_views: Annotated[int, Field(ge=1, le=16)] = 1,
     alert_emails: list[str] | None = None,
     alert_blocks: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
@@ -217,6 +231,12 @@ def hospitaldb_refresh(
         upkeep: after each step commits, ANALYZE what it changed, and VACUUM what it left with
             many dead rows (never blocking readers; skipped where the run's role does not own
             the object, or autovacuum holds it).
+        parallel_views: sessions that refresh a step of materialized views side by side
+            (1 = serially, in one transaction: the default). Above 1 a view starts once the
+            views it reads have committed, and commits on its own once its checks pass: each
+            view is atomic and checked, the step is not. If one view fails, the views that
+            committed before it keep their new data and the rest their previous data
+            (README, "Parallel views"). Dry runs stay serial.
         alert_emails: who gets email alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         alert_blocks: where alerts and notices go: Prefect blocks as 'block-type-slug/block-name',
             each an EmailServerCredentials or any notification block (Slack, Microsoft Teams,
@@ -244,6 +264,7 @@ def hospitaldb_refresh(
             views_in_database(target, recorder.limits),
             upkeep=upkeep,
         )
+        plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)
         with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:
             recorder.abandon_stale_runs()

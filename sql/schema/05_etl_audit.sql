@@ -119,6 +119,16 @@ ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS reads text[];
 ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS upkeep text;
 ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS upkeep_seconds numeric(12,3);
 
+-- published_at: when the object's new data committed: its step's COMMIT, or with parallel_views
+-- the view's own (a step that fails there may have published some of its views). Objects
+-- recorded before this column: when their step's attempt completed in that run.
+ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS published_at timestamptz;
+UPDATE etl_audit.run_objects AS o
+SET published_at = a.finished_at
+FROM etl_audit.step_attempts AS a
+WHERE o.published_at IS NULL
+  AND a.flow_run_id = o.flow_run_id AND a.step = o.step AND a.status = 'completed';
+
 -- held_back: the objects a run that failed, was refused, cancelled or crashed did not publish,
 -- so that they keep their previous data, and why: how the run ended, or the held-back object
 -- it reads (upstream). Written once, when the run ends; data_status reads it.
@@ -141,7 +151,8 @@ ORDER BY o.object_name, r.started_at DESC;
 
 -- data_status: what a dashboard reader needs to know about each refreshed object,
 -- readable with a read-only role (README, "Data you can trust"):
---   published_at     when its step last committed, i.e. when its data was last published;
+--   published_at     when its data was last published: its step's COMMIT (or, with
+--                    parallel_views, the view's own);
 --   last_run_status  how the latest finished run that included its step ended;
 --   last_run_checks  that run's checks for the step (and its source checks): failed,
 --                    warned, passed (the step committed), or not run (the run ended
@@ -157,10 +168,10 @@ CREATE OR REPLACE VIEW etl_audit.data_status AS
 WITH object AS (
     SELECT object_name, step FROM etl_audit.refreshed_objects
 ), published AS (
-    SELECT step, max(finished_at) AS published_at
-    FROM etl_audit.step_attempts
-    WHERE status = 'completed'
-    GROUP BY step
+    SELECT object_name, max(published_at) AS published_at
+    FROM etl_audit.run_objects
+    WHERE published_at IS NOT NULL
+    GROUP BY object_name
 ), last_run AS (
     SELECT DISTINCT ON (o.step) o.step, r.flow_run_id, r.status
     FROM etl_audit.run_objects AS o
@@ -184,7 +195,7 @@ WITH object AS (
     SELECT h.object_name, r.started_at, h.reason
     FROM etl_audit.held_back AS h
     JOIN etl_audit.refresh_runs AS r USING (flow_run_id)
-    LEFT JOIN published AS p ON p.step = h.step
+    LEFT JOIN published AS p ON p.object_name = h.object_name
     WHERE p.published_at IS NULL OR coalesce(r.finished_at, r.started_at) > p.published_at
 ), held_since AS (
     SELECT DISTINCT ON (object_name) object_name,
@@ -203,7 +214,7 @@ SELECT o.object_name,
        h.held_back_since,
        h.held_back_because
 FROM object AS o
-LEFT JOIN published AS p USING (step)
+LEFT JOIN published AS p USING (object_name)
 LEFT JOIN last_run AS l USING (step)
 LEFT JOIN last_checks AS c USING (step)
 LEFT JOIN held_since AS h USING (object_name);

@@ -229,17 +229,33 @@ class StepError(RefreshError):
         statement: Statement | None = None,
         sqlstate: str | None = None,
         transient: bool = False,
+        published: list[str] | None = None,
     ) -> None:
-        self.step = step
+        self.step, self.message, self.statement = step, message, statement
         self.sqlstate = sqlstate
         self.transient = transient
-        where = f" at {statement.location} ({statement.summary})" if statement else ""
-        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
-        kind = "transient error, will retry if attempts remain" if transient else "not retried"
-        super().__init__(
-            f"{step} failed{where}: {message}{code}. Rolled back: every table keeps its previous "
-            f"data ({kind})."
-        )
+        self.published = published or []  # views that committed before the failure (parallel_views)
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = f" at {self.statement.location} ({self.statement.summary})" if self.statement else ""
+        code = f" [SQLSTATE {self.sqlstate}]" if self.sqlstate else ""
+        kind = "transient error, will retry if attempts remain" if self.transient else "not retried"
+        kept = "every table keeps its previous data"
+        if self.published:
+            kept = (
+                "what had not committed keeps its previous data; committed before the failure, "
+                f"each after its own checks: {', '.join(self.published)}"
+            )
+        return f"{self.step} failed{where}: {self.message}{code}. Rolled back: {kept} ({kind})."
+
+    def after(self, published: list[str]) -> StepError:
+        """The same failure (same class, same status), saying which views had committed before it."""
+        again = type(self).__new__(type(self))
+        again.__dict__.update(self.__dict__)
+        again.published = list(published)
+        again.args = (again._text(),)
+        return again
 
     @classmethod
     def from_database_error(cls, step: str, error: BaseException, statement: Statement | None) -> StepError:

@@ -33,6 +33,7 @@ from hospitaldb.engine.sql_analysis import (
     temp_table_created,
     walk,
 )
+from hospitaldb.engine.sql_script import Statement
 
 ViewDefinitions = Callable[[list[str]], Mapping[str, str]]  # view names -> their SELECT, where known
 
@@ -126,6 +127,11 @@ def lineage_of(parsed: Mapping[str, StepSql], view_definitions: ViewDefinitions 
         reads[name].update(read)
     unknown = frozenset(name for name in refreshed_views if name not in found)
     return Lineage(steps, {name: frozenset(read) for name, read in reads.items()}, unknown)
+
+
+def statement_reads(statement: Statement) -> set[str]:
+    """Every relation one statement (a step's, a check's) names, CTE names left out."""
+    return _reads(parse_statement(statement))
 
 
 def views_in_database(target: DatabaseTarget, limits: Limits) -> ViewDefinitions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hospitaldb.engine.checks import Check, load_checks
 from hospitaldb.engine.lineage import Lineage, ViewDefinitions, lineage_of
@@ -17,6 +18,9 @@ from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
 from hospitaldb.engine.sql_script import SqlScriptError, Statement
 from hospitaldb.engine.steps import StepName
 from hospitaldb.engine.volume_checks import load_volume_statement
+
+if TYPE_CHECKING:
+    from hospitaldb.engine.view_groups import ViewGroup
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,10 @@ class StepPlan:
     max_shrink_share: float = 0.5
     volume_rules: Statement | None = None  # sql/checks/volumes.sql, for the objects it names
     upkeep: bool = True  # ANALYZE / VACUUM what the step changed, once it committed (engine.upkeep)
+    # With parallel_views (engine.view_groups, engine.parallel_views): the sessions, and its views in groups, a plan each.
+    sessions: int = 1
+    views: tuple[ViewGroup, ...] = ()
+    statement_total: int = 0  # a view's plan: how many statements its step has, for the log
 
 
 def plan_steps(

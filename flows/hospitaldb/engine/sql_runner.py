@@ -64,8 +64,10 @@ def execute_statements(
     logger: logging.Logger | logging.LoggerAdapter,
     step: str,
     on_statement: Callable[[StatementResult], None] | None = None,
+    total: int | None = None,
 ) -> list[StatementResult]:
     """Execute statements on an open transaction, without committing it."""
+    total = total or len(statements)
     results = []
     for statement in statements:
         started = time.perf_counter()
@@ -83,7 +85,7 @@ def execute_statements(
             "%s [%d/%d] %s: %.3f s, %s rows",
             step,
             statement.number,
-            len(statements),
+            total,
             statement.summary,
             result.seconds,
             "-" if rows is None else rows,
@@ -115,7 +117,9 @@ def run_step_sql(
             connection, plan.objects, allow_shrink=plan.allow_shrink, max_shrink_share=plan.max_shrink_share
         )
     row_count_seconds = time.perf_counter() - counting
-    results = execute_statements(connection, plan.statements, logger, step, on_statement)
+    results = execute_statements(
+        connection, plan.statements, logger, step, on_statement, plan.statement_total
+    )
     counting = time.perf_counter()
     with as_step_error(step):
         row_counts = finish_row_counts(connection)
@@ -148,15 +152,19 @@ def run_step_transaction(
     logger: logging.Logger | logging.LoggerAdapter,
     on_statement: Callable[[StatementResult], None] | None = None,
     before_commit: Callable[[], None] | None = None,
+    on_connection: Callable[[psycopg2.extensions.connection], None] | None = None,
 ) -> StepResult:
     """Run the plan's statements, then its checks, in one REPEATABLE READ transaction, and commit.
 
     All of it commits, or none: a failing statement or error check (CheckFailed) rolls
-    the whole step back.
+    the whole step back. on_connection gets the session first, for whoever may have to
+    cancel it from another thread (engine.parallel_views).
     """
     with as_step_error(plan.step):
         connection = target.connect(limits)
     try:
+        if on_connection:
+            on_connection(connection)
         connection.set_session(isolation_level="REPEATABLE READ")
         result = run_step_sql(connection, plan, logger=logger, on_statement=on_statement)
         if before_commit:

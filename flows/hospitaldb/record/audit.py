@@ -189,19 +189,29 @@ class AuditLog(AuditSession):
         )
 
     def objects_refreshed(
-        self, flow_run_id: str | None, row_counts: dict[str, int], changes: dict[str, dict[str, int]]
+        self,
+        flow_run_id: str | None,
+        attempt_id: int | None,
+        row_counts: dict[str, int],
+        changes: dict[str, dict[str, int]],
     ) -> None:
-        """Each object's rows after its step committed, and what the step inserted, updated, deleted."""
+        """Each object's rows after it committed, what was inserted, updated, deleted, and when.
+
+        When: as its step's attempt finished, or now for views that parallel_views committed
+        while their step's attempt went on.
+        """
         self._rows_of_run(
             flow_run_id,
-            "UPDATE etl_audit.run_objects SET row_count = %s, inserted = %s, updated = %s, deleted = %s "
-            "WHERE flow_run_id = %s AND object_name = %s",
+            "UPDATE etl_audit.run_objects SET row_count = %s, inserted = %s, updated = %s, deleted = %s, "
+            "published_at = coalesce((SELECT finished_at FROM etl_audit.step_attempts WHERE attempt_id = %s), "
+            "now()) WHERE flow_run_id = %s AND object_name = %s",
             [
                 (
                     row_counts.get(name),
                     counts["inserted"],
                     counts["updated"],
                     counts["deleted"],
+                    attempt_id,
                     flow_run_id,
                     name,
                 )

@@ -53,6 +53,7 @@ class StepOutcome:
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
     row_count_seconds: float | None = None  # the shrink guard's counting, part of what the checks cost
     upkeep: list[Upkeep] = field(default_factory=list)  # what was analysed or vacuumed after it committed
+    published: list[str] = field(default_factory=list)  # objects committed: all, or (parallel_views) some
 
     def to_dict(self) -> dict[str, Any]:
         """The step as the flow returns it."""
@@ -67,6 +68,7 @@ class StepOutcome:
             "changes": self.changes,
             "row_count_seconds": self.row_count_seconds,
             "upkeep": [vars(item) for item in self.upkeep],
+            "published": self.published,
         }
 
 
@@ -158,17 +160,19 @@ class RunOutcome:
         """Every object of the selected steps that keeps its previous data because of how the run ended.
 
         The objects of the step where it ended and of every step after it, in pipeline order:
-        each step is one transaction, so none of them published. An object that reads another
+        each step is one transaction, so none of them published, except the views that a step
+        run with parallel_views committed before it failed. An object that reads another
         held-back object says so; one in a later step that does not is held back only because
         its step did not run.
         """
         if self.dry_run or self.lineage is None or self.status in (RunStatus.RUNNING, RunStatus.COMPLETED):
             return []
-        published = {outcome.step for outcome in self.steps if outcome.status == StepStatus.COMPLETED}
+        completed = {outcome.step for outcome in self.steps if outcome.status == StepStatus.COMPLETED}
+        published = {name for outcome in self.steps for name in outcome.published}
         held: list[HeldBack] = []
         names: set[str] = set()
         for name, step in self.lineage.steps.items():
-            if step in published:
+            if step in completed or name in published:
                 continue
             upstream = next(
                 (read for read in sorted(self.lineage.reads.get(name, ())) if read in names), None
@@ -184,7 +188,7 @@ class RunOutcome:
         return held
 
 
-def interruption_text(status: RunStatus, step: str | None) -> str:
+def interruption_text(status: RunStatus, step: str | None, published: list[str] | None = None) -> str:
     """What a cancelled or crashed run says, whoever records it first: the flow or a hook."""
     how = (
         "cancelled from Prefect (UI, CLI or automation)"
@@ -192,4 +196,9 @@ def interruption_text(status: RunStatus, step: str | None) -> str:
         else "crashed: the process was stopped or killed"
     )
     during = f" during {step}, which was rolled back" if step else ""
+    if published:
+        return (
+            f"{how}{during} but for what it had committed ({', '.join(published)}); "
+            "every other table keeps its previous data"
+        )
     return f"{how}{during}; every table keeps its previous data"

@@ -186,7 +186,9 @@ class RunRecorder:
             step = outcome.step_in_progress
             outcome.status, outcome.step = status, step
             outcome.attempts = outcome.step_outcome(step).attempts if step else None
-            outcome.error = interruption_text(status, step)
+            outcome.error = interruption_text(
+                status, step, outcome.step_outcome(step).published if step else None
+            )
             outcome.finished_at = datetime.now(UTC)
             if step:
                 outcome.step_outcome(step).status = StepStatus(status.value)
@@ -233,6 +235,11 @@ class StepAttempt:
         self._recorder = recorder
         self._outcome = outcome
         self._attempt_id = attempt_id
+        self._committed: set[str] = set()
+
+    def views_committed(self, result: StepResult) -> None:
+        """A group of a step's views refreshed in its own session (parallel_views) committed: published now."""
+        self._published(result.row_counts, result.changes)
 
     def statement_finished(self, result: StatementResult) -> None:
         if self._recorder.audit:
@@ -255,7 +262,18 @@ class StepAttempt:
             audit.attempt_finished(
                 self._attempt_id, StepStatus.COMPLETED, statements=outcome.statements, rows=outcome.rows
             )
-            audit.objects_refreshed(run_id, result.row_counts, result.changes)
+        self._published(result.row_counts, result.changes)
+
+    def _published(self, row_counts: dict[str, int], changes: dict[str, dict[str, int]]) -> None:
+        """Objects this attempt committed, on record once each (a view in parallel_views, as it commits)."""
+        if self._recorder.outcome.dry_run:
+            return  # rolled back at the end: nothing was published
+        new = {name: counts for name, counts in changes.items() if name not in self._committed}
+        self._committed.update(new)
+        self._outcome.published.extend(name for name in new if name not in self._outcome.published)
+        audit, run_id = self._recorder.audit, self._recorder.outcome.flow_run_id
+        if audit and new:
+            audit.objects_refreshed(run_id, self._attempt_id, row_counts, new)
 
 
 def _termination_intent() -> str | None:

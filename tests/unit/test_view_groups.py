@@ -1,0 +1,113 @@
+"""parallel_views' groups, decided from the SQL before anything runs: views that share a check refresh
+together; a group waits for the views its views read; a step that cannot be split is refused."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from hospitaldb.engine.checks import Check
+from hospitaldb.engine.lineage import Lineage
+from hospitaldb.engine.plans import StepPlan, plan_steps
+from hospitaldb.engine.sql_script import Statement
+from hospitaldb.engine.view_groups import ParallelViewsRefused, group_views, with_parallel_views
+
+STEP = "refresh_phase2_materialized_views"
+LOG = logging.getLogger("test")
+
+
+def refresh_plan(views: list[str], checks: dict[str, str], extra: str | None = None) -> StepPlan:
+    texts = [f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}" for view in views]
+    if extra:
+        texts.append(extra)
+    statements = [Statement(text, "step.sql", number, number) for number, text in enumerate(texts, 1)]
+    return StepPlan(
+        step=STEP,
+        statements=statements,
+        objects=list(views),
+        checks=[
+            Check(name, f"{name}.sql", "error", Statement(text, f"{name}.sql", 1, 1))
+            for name, text in checks.items()
+        ],
+    )
+
+
+def lineage(reads: dict[str, set[str]]) -> Lineage:
+    return Lineage(
+        steps=dict.fromkeys(reads, STEP), reads={name: frozenset(read) for name, read in reads.items()}
+    )
+
+
+def shape(groups) -> list[tuple[tuple[str, ...], list[str], list[str]]]:
+    return [
+        (group.views, sorted(group.waits_for), [check.name for check in group.plan.checks])
+        for group in groups
+    ]
+
+
+def test_views_that_share_a_check_are_one_group_and_a_check_of_no_view_runs_in_every_group():
+    plan = refresh_plan(
+        ["m.a", "m.b", "m.c", "m.d"],
+        {
+            "counts": "SELECT object_name FROM pg_temp.refresh_row_counts",
+            "a_matches_b": "SELECT 1 FROM m.a, m.b WHERE false",
+            "d_alone": "SELECT 1 FROM m.d, raw.x WHERE false",
+        },
+    )
+    reads = {"m.a": {"raw.x"}, "m.b": {"raw.y"}, "m.c": {"m.a"}, "m.d": {"m.a"}}
+
+    assert shape(group_views(plan, lineage(reads))) == [
+        (("m.a", "m.b"), [], ["counts", "a_matches_b"]),
+        (("m.c",), ["m.a"], ["counts"]),
+        (("m.d",), ["m.a"], ["counts", "d_alone"]),
+    ]
+
+
+def test_groups_that_would_wait_for_each_other_become_one():
+    # a and c share a check; b reads a and c reads b: c's group would wait for b, b's for a's group.
+    plan = refresh_plan(["m.a", "m.b", "m.c"], {"a_and_c": "SELECT 1 FROM m.a JOIN m.c ON true WHERE false"})
+    reads = {"m.a": {"raw.x"}, "m.b": {"m.a"}, "m.c": {"m.b"}}
+
+    assert shape(group_views(plan, lineage(reads))) == [(("m.a", "m.b", "m.c"), [], ["a_and_c"])]
+    # Had b not read a, a and c would simply wait for b.
+    reads["m.b"] = {"raw.y"}
+    assert shape(group_views(plan, lineage(reads))) == [
+        (("m.a", "m.c"), ["m.b"], ["a_and_c"]),
+        (("m.b",), [], []),
+    ]
+
+
+def test_a_view_that_reads_one_refreshed_after_it_is_refused():
+    plan = refresh_plan(["m.a", "m.b"], {})
+    with pytest.raises(
+        ParallelViewsRefused,
+        match=re.escape("m.a reads m.b, which refresh_phase2_materialized_views refreshes after it"),
+    ):
+        group_views(plan, lineage({"m.a": {"m.b"}, "m.b": {"raw.x"}}))
+
+
+def test_a_step_with_other_statements_is_refused_when_grouped_and_left_serial_by_the_flow(caplog):
+    plan = refresh_plan(["m.a"], {}, extra="INSERT INTO m.log SELECT 1")
+    with pytest.raises(ParallelViewsRefused, match="REFRESH MATERIALIZED VIEW statements only"):
+        group_views(plan, lineage({"m.a": {"raw.x"}}))
+    with caplog.at_level(logging.WARNING):
+        plans = with_parallel_views({STEP: plan}, lineage({"m.a": {"raw.x"}}), 4, LOG)
+    assert plans[STEP].views == ()
+    assert "no selected step refreshes only materialized views" in caplog.text
+
+
+def test_the_reference_step_1_runs_its_per_patient_and_per_branch_views_side_by_side():
+    plans, reference = plan_steps([STEP], False, 0.5, LOG)
+    (plan,) = with_parallel_views(plans, reference, 2, LOG).values()
+    assert [(group.views, sorted(group.waits_for)) for group in plan.views] == [
+        (("analytics.mv_billing_summary", "analytics.mv_visit_summary"), []),
+        (("analytics.mv_patient_summary",), ["analytics.mv_billing_summary", "analytics.mv_visit_summary"]),
+        (
+            ("analytics.mv_branch_billing_summary",),
+            ["analytics.mv_billing_summary", "analytics.mv_visit_summary"],
+        ),
+    ]
+    every_check = {check.name for check in plan.checks}
+    assert {check.name for group in plan.views for check in group.plan.checks} == every_check

@@ -150,6 +150,8 @@ def dbt_run(dbt: Path, project: Path) -> float:
             [str(dbt), "run", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
             capture_output=True,
             text=True,
+            # dbt imports every module named dbt_* on its path as a plugin: this file among them.
+            env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
         )
         if done.returncode:
             raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])

@@ -158,16 +158,32 @@ WHERE flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY sta
 
 def query_value(url: str, statement: str, params: tuple[Any, ...] | None = None) -> Any:
     """The single value statement returns, on a connection of its own."""
+    return query_rows(url, statement, params)[0][0]
+
+
+def query_rows(url: str, statement: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+    """Every row statement returns, on a connection of its own."""
     import psycopg2
 
     with contextlib.closing(psycopg2.connect(libpq_url(url))) as connection, connection.cursor() as cursor:
         cursor.execute(statement, params)
-        return cursor.fetchone()[0]
+        return cursor.fetchall()
 
 
 def last_run_sql_seconds(url: str) -> float:
     """How long the last flow run spent in its steps' SQL, as its audit trail recorded it."""
     return query_value(url, LAST_RUN_SQL_SECONDS)
+
+
+SLOW_MS = 20.0  # a reader's query this slow is kept with when it ran, to find what the refresh did then
+
+
+class Readings(list):
+    """A reader's latencies in ms, and its slow queries: (unix time, object, ms)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow: list[tuple[float, str, float]] = []
 
 
 def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[str] | None = None) -> None:
@@ -176,40 +192,73 @@ def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[st
 
     connection = psycopg2.connect(url, application_name="hospitaldb-bench-reader")
     connection.autocommit = True
+    names = objects or list(refreshed_objects())
     statements = [
-        sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split(".")))
-        for name in objects or refreshed_objects()
+        sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split("."))) for name in names
     ]
-    latencies = []
+    latencies, slow = [], []
     with connection.cursor() as cursor:
         while not stop.is_set():
-            for statement in statements:
-                started = time.perf_counter()
+            for name, statement in zip(names, statements, strict=True):
+                at, started = time.time(), time.perf_counter()
                 cursor.execute(statement)
                 cursor.fetchall()
                 latencies.append((time.perf_counter() - started) * 1000)
+                if latencies[-1] >= SLOW_MS:
+                    slow.append((at, name, round(latencies[-1], 2)))
             time.sleep(interval)
     connection.close()
-    results.put(latencies)
+    results.put((latencies, slow))
 
 
 @contextlib.contextmanager
-def reader_process(
-    url: str, interval: float = 0.02, objects: list[str] | None = None
-) -> Iterator[list[float]]:
+def reader_process(url: str, interval: float = 0.02, objects: list[str] | None = None) -> Iterator[Readings]:
     """(c): a separate process reading every refreshed object (or objects) every `interval` seconds."""
     context = multiprocessing.get_context("spawn")
     stop, results = context.Event(), context.Queue()
     process = context.Process(target=_reader, args=(url, interval, stop, results, objects), daemon=True)
     process.start()
-    latencies: list[float] = []
+    readings = Readings()
     try:
         time.sleep(1.0)  # connected and reading before the measured work starts
-        yield latencies
+        yield readings
     finally:
         stop.set()
-        latencies.extend(results.get(timeout=60))
+        latencies, slow = results.get(timeout=60)
+        readings.extend(latencies)
+        readings.slow.extend(slow)
         process.join(timeout=10)
+
+
+def what_ran_then(url: str, slow: list[tuple[float, str, float]], limit: int = 10) -> list[dict[str, Any]]:
+    """The slowest reader queries, each with the statement the latest run was executing then (etl_audit)."""
+    statements = query_rows(
+        url,
+        "SELECT extract(epoch FROM s.finished_at) - s.duration_seconds, extract(epoch FROM s.finished_at), "
+        "a.step, s.summary FROM etl_audit.statement_runs AS s JOIN etl_audit.step_attempts AS a USING (attempt_id) "
+        "WHERE a.flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY started_at DESC LIMIT 1)",
+    )
+    events = []
+    for at, name, ms in sorted(slow, key=lambda event: -event[2])[:limit]:
+        during = [f"{step}: {summary}" for start, end, step, summary in statements if start <= at <= end]
+        events.append({"ms": ms, "object": name, "during": during[0] if during else "between statements"})
+    return events
+
+
+def _flow_in_child(url: str, results: Any) -> None:
+    flow_run(url)
+    results.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def flow_process_peak_mib(url: str) -> float:
+    """One more run of (b) in a process of its own: its peak RSS is the flow's alone (MiB)."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_flow_in_child, args=(url, results))
+    process.start()
+    peak = results.get(timeout=7200)
+    process.join(timeout=60)
+    return round(peak, 1)
 
 
 def latency_summary(latencies: list[float]) -> dict[str, float]:
@@ -229,7 +278,7 @@ def measure_refresh(url: str, runs: int) -> dict[str, Any]:
     idle machine; (c) is a further run of (b) with the reader process polling.
     """
     flow_run(url)  # warm-up: fills the views and tables once, so every measured run does the same work
-    baseline, orchestrated, in_sql, with_reader, during = [], [], [], [], []
+    baseline, orchestrated, in_sql, with_reader, during, slowest = [], [], [], [], Readings(), []
     check_costs: dict[tuple[str, str], list[float]] = {}
     for _ in range(runs):
         baseline.append(baseline_psql(url))
@@ -240,6 +289,7 @@ def measure_refresh(url: str, runs: int) -> dict[str, Any]:
         with reader_process(url) as latencies:
             with_reader.append(flow_run(url))
         during.extend(latencies)
+        slowest.extend(what_ran_then(url, latencies.slow))
     with reader_process(url) as idle:
         time.sleep(max(5.0, median(orchestrated)))
     return {
@@ -264,6 +314,8 @@ def measure_refresh(url: str, runs: int) -> dict[str, Any]:
         "checks_median_total_seconds": round(sum(median(v) for v in check_costs.values()), 3),
         "checks_share_of_flow": round(sum(median(v) for v in check_costs.values()) / median(orchestrated), 3),
         "reader_during_refresh": latency_summary(during),
+        "reader_slowest": sorted(slowest, key=lambda event: -event["ms"])[:10],
+        "flow_process_peak_rss_mib": flow_process_peak_mib(url),
         "reader_idle": latency_summary(idle),
     }
 
@@ -417,6 +469,8 @@ def print_table(report: dict[str, Any]) -> None:
                 f"idle: max {idle['max_ms']:.1f} ms, p99 {idle['p99_ms']:.1f} ms",
             )
         )
+        for event in result["reader_slowest"][:3]:
+            rows.append((f"      {event['ms']:.0f} ms on {event['object']}", event["during"][:60], ""))
     if "scale_ratio" in report:
         rows.append(
             (f"(d) flow {report['scale_factor']}x visits / 1x visits", f"{report['scale_ratio']:.3f}", "")
@@ -426,7 +480,8 @@ def print_table(report: dict[str, Any]) -> None:
             (
                 f"    {size} visits: load, peak memory",
                 f"{result['load_seconds']:.1f} s",
-                f"process peak after its runs: {result['peak_rss_mib']:.0f} MiB",
+                f"process peak after its runs: {result['peak_rss_mib']:.0f} MiB; "
+                f"a flow run in a process of its own: {result['flow_process_peak_rss_mib']:.0f} MiB",
             )
         )
     for mode, result in report.get("fixed_overhead", {}).items():

@@ -54,6 +54,8 @@ def test_benchmark_measures_every_figure_and_writes_json(postgres_admin_url, pre
     assert 0 < result["checks_median_total_seconds"] < result["flow_median"]
     assert result["reader_during_refresh"]["queries"] >= 10, "the reader read every object at least once"
     assert result["reader_idle"]["queries"] >= 10
+    assert 0 < result["flow_process_peak_rss_mib"] < result["peak_rss_mib"] * 4
+    assert all({"ms", "object", "during"} <= set(event) for event in result["reader_slowest"])
     overhead = report["fixed_overhead"]["server"]
     assert overhead["refresh_median"] > 0 and overhead["trivial_median"] > 0
     assert report["machine"]["cores"] >= 1 and report["machine"]["postgresql"]

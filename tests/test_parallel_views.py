@@ -9,6 +9,10 @@ REFRESH ... CONCURRENTLY wait (dashboard readers still pass), like a long mainte
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +22,9 @@ from psycopg2 import sql
 from support.db import STEP1_VIEWS, STEP2_TABLES, STEP3_TABLES, add_source_rows, checksums, execute, query
 from support.expected import assert_matches_source
 from support.runs import InBackground, error_text, run_flow, run_logs, wait_for_blocked_refresh
+
+from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.paths import PROJECT_ROOT
 
 BILLING, VISITS, PATIENTS, BRANCHES = STEP1_VIEWS
 
@@ -248,3 +255,55 @@ def test_objects_recorded_before_the_upgrade_keep_when_their_step_published_them
         "SELECT count(*) FROM etl_audit.run_objects WHERE flow_run_id = %s AND published_at IS NULL",
         (failed,),
     ) == [(4,)]
+
+
+def test_sigterm_while_a_group_waits_stops_every_session_and_records_what_had_committed(
+    demo_database, prefect
+):
+    assert run_flow().is_completed()
+    add_source_rows(demo_database)
+    before = checksums(demo_database, (PATIENTS,))
+    held = ViewHeld(demo_database, PATIENTS)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from hospitaldb.refresh import hospitaldb_refresh; "
+            "hospitaldb_refresh(parallel_views=2, lock_timeout_seconds=120)",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect, DATABASE_URL_ENV: demo_database},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_blocked_refresh(demo_database)
+        run_id = latest_run_id(demo_database)
+        wait_until(lambda: published(demo_database, run_id).get(BRANCHES))
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        # The waiting group's session was cancelled and closed, not left behind the process.
+        sessions = query(
+            demo_database,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hospitaldb-refresh' "
+            "AND datname = current_database()",
+        )
+    finally:
+        held.release()
+        process.kill()
+
+    assert sessions == [(0,)], output
+    assert checksums(demo_database, (PATIENTS,)) == before
+    ((status, error),) = query(
+        demo_database, "SELECT outcome, error FROM etl_audit.refresh_runs WHERE flow_run_id = %s", (run_id,)
+    )
+    assert status == "crashed", output
+    assert f"but for what it had committed ({BILLING}, {VISITS}, {BRANCHES})" in error
+    held_back = {
+        row[0]
+        for row in query(
+            demo_database, "SELECT object_name FROM etl_audit.held_back WHERE flow_run_id = %s", (run_id,)
+        )
+    }
+    assert held_back == {PATIENTS, *STEP2_TABLES, *STEP3_TABLES}

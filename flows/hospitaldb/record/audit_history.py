@@ -35,21 +35,24 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
         )
     }
     objects = audit.read(
-        "SELECT object_name, step, reads FROM etl_audit.run_objects WHERE flow_run_id = %s "
-        "ORDER BY array_position(%s::text[], step), object_name",
+        "SELECT object_name, step, reads, published_at IS NOT NULL FROM etl_audit.run_objects "
+        "WHERE flow_run_id = %s ORDER BY array_position(%s::text[], step), object_name",
         (flow_run_id, steps),
     )
     lineage = Lineage(
-        {name: step for name, step, _ in objects},
-        {name: frozenset(reads or ()) for name, _, reads in objects},
+        {name: step for name, step, _, _ in objects},
+        {name: frozenset(reads or ()) for name, _, reads, _ in objects},
     )
+    outcomes = [_step_as_recorded(step_name, last_attempts.get(step_name)) for step_name in steps]
+    for outcome in outcomes:  # what it committed (all, or with parallel_views some of its views)
+        outcome.published = [name for name, of, _, published in objects if of == outcome.step and published]
     return RunOutcome(
         flow_name=flow_name,
         flow_run_id=flow_run_id,
         flow_run_name=name,
         deployment=deployment,
         database=audit.database,
-        steps=[_step_as_recorded(step_name, last_attempts.get(step_name)) for step_name in steps],
+        steps=outcomes,
         status=RunStatus(status),
         step=step,
         attempts=attempts,

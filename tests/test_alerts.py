@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -13,10 +10,9 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 from support.db import add_source_rows, execute
 from support.receivers import SMTP_PASSWORD, SilentServer, WebhookServer, free_port, save_email_block
-from support.runs import TableLock, run_flow, run_logs, wait_for_blocked_refresh
+from support.runs import TableLock, flow_process, run_flow, run_logs, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
-from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.record.monitoring import run_monitoring_query
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
@@ -200,19 +196,12 @@ def test_recovered_is_decided_per_database_from_its_own_record(
 def test_sigterm_mid_step_sends_the_crash_alert(
     demo_database, alert_blocks, smtp_server, webhook_server, prefect
 ):
-    script = (
-        "from hospitaldb.refresh import hospitaldb_refresh; "
-        f"hospitaldb_refresh(lock_timeout_seconds=120, email_block={alert_blocks['email_block']!r}, "
-        f"slack_block={alert_blocks['slack_block']!r}, alert_emails={alert_blocks['alert_emails']!r})"
-    )
     blocker = TableLock(demo_database, "reporting.patient_summary")
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PREFECT_API_URL": prefect, DATABASE_URL_ENV: demo_database},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = flow_process(
+        prefect,
+        demo_database,
+        f"lock_timeout_seconds=120, email_block={alert_blocks['email_block']!r}, "
+        f"slack_block={alert_blocks['slack_block']!r}, alert_emails={alert_blocks['alert_emails']!r}",
     )
     try:
         wait_for_blocked_refresh(demo_database)

@@ -21,6 +21,7 @@ from support.runs import (
     InBackground,
     TableLock,
     error_text,
+    flow_process,
     run_flow,
     run_logs,
     task_runs,
@@ -210,13 +211,7 @@ def test_a_lost_overlap_lock_stops_the_run_instead_of_refreshing_unguarded(demo_
 
 def test_a_run_killed_with_sigkill_is_marked_abandoned_by_the_next_run(demo_database, prefect):
     blocker = TableLock(demo_database, "reporting.patient_summary")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from hospitaldb.refresh import hospitaldb_refresh; hospitaldb_refresh()"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PREFECT_API_URL": prefect, "HOSPITALDB_DATABASE_URL": demo_database},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = flow_process(prefect, demo_database, output=False)
     try:
         wait_for_blocked_refresh(demo_database)
         process.send_signal(signal.SIGKILL)  # no hook runs: nothing can record the end

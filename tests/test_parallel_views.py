@@ -9,10 +9,7 @@ REFRESH ... CONCURRENTLY wait (dashboard readers still pass), like a long mainte
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,10 +18,7 @@ import psycopg2
 from psycopg2 import sql
 from support.db import STEP1_VIEWS, STEP2_TABLES, STEP3_TABLES, add_source_rows, checksums, execute, query
 from support.expected import assert_matches_source
-from support.runs import InBackground, error_text, run_flow, run_logs, wait_for_blocked_refresh
-
-from hospitaldb.engine.database import DATABASE_URL_ENV
-from hospitaldb.paths import PROJECT_ROOT
+from support.runs import InBackground, error_text, flow_process, run_flow, run_logs, wait_for_blocked_refresh
 
 BILLING, VISITS, PATIENTS, BRANCHES = STEP1_VIEWS
 
@@ -264,19 +258,7 @@ def test_sigterm_while_a_group_waits_stops_every_session_and_records_what_had_co
     add_source_rows(demo_database)
     before = checksums(demo_database, (PATIENTS,))
     held = ViewHeld(demo_database, PATIENTS)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from hospitaldb.refresh import hospitaldb_refresh; "
-            "hospitaldb_refresh(parallel_views=2, lock_timeout_seconds=120)",
-        ],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PREFECT_API_URL": prefect, DATABASE_URL_ENV: demo_database},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = flow_process(prefect, demo_database, "parallel_views=2, lock_timeout_seconds=120")
     try:
         wait_for_blocked_refresh(demo_database)
         run_id = latest_run_id(demo_database)

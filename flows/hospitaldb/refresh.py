@@ -10,6 +10,7 @@ flows/refresh.py` runs (hospitaldb.local.cli).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, runtime, task
@@ -60,25 +61,17 @@ def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLo
     logger = get_run_logger()
     with recorder.step_attempt(step, runtime.task_run.run_count or 1) as attempt:
         lock.verify(step)
-        if plan.views:  # parallel_views: each view commits on its own, as soon as its checks pass
-            result = refresh_views_in_parallel(
-                recorder.target,
-                plan,
-                recorder.limits,
-                logger=logger,
-                on_statement=attempt.statement_finished,
-                before_commit=lambda: lock.verify(step),
-                on_group_committed=attempt.views_committed,
-            )
-        else:
-            result = run_step_transaction(
-                recorder.target,
-                plan,
-                recorder.limits,
-                logger=logger,
-                on_statement=attempt.statement_finished,
-                before_commit=lambda: lock.verify(step),
-            )
+        refresh = run_step_transaction
+        if plan.views:  # parallel_views: each group of views commits on its own, once its checks pass
+            refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)
+        result = refresh(
+            recorder.target,
+            plan,
+            recorder.limits,
+            logger=logger,
+            on_statement=attempt.statement_finished,
+            before_commit=lambda: lock.verify(step),
+        )
         attempt.completed(result)
     if plan.upkeep:
         recorder.kept_up(

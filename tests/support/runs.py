@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +15,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
 
+from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.refresh import hospitaldb_refresh
 
 FAST = {"retry_delay_seconds": 0, "lock_timeout_seconds": 60}
@@ -99,3 +104,21 @@ class TableLock:
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+def flow_process(
+    prefect: str, database_url: str, arguments: str = "", output: bool = True
+) -> subprocess.Popen:
+    """`hospitaldb_refresh(arguments)` in a process of its own, to signal or kill (its output as text)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from hospitaldb.refresh import hospitaldb_refresh; hospitaldb_refresh({arguments})",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PREFECT_API_URL": prefect, DATABASE_URL_ENV: database_url},
+        stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
+        text=True,
+    )

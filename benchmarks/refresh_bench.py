@@ -271,6 +271,27 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
+def trace_refresh(url: str) -> dict[str, Any]:
+    """--trace: after a warm-up, one run of (b) in a process of its own with the reader polling.
+
+    What it keeps: the reader's latencies, its slowest queries with the statement running
+    then, and that flow process's peak memory. Half an hour at 10M instead of hours.
+    """
+    flow_run(url)
+    with reader_process(url) as latencies:
+        peak = flow_process_peak_mib(url)
+    return {
+        "reader_during_refresh": latency_summary(latencies),
+        "reader_slowest": what_ran_then(url, latencies.slow, limit=20),
+        "flow_process_peak_rss_mib": peak,
+        "flow_seconds": query_value(
+            url,
+            "SELECT extract(epoch FROM finished_at - started_at)::numeric(10,2) FROM etl_audit.refresh_runs "
+            "ORDER BY started_at DESC LIMIT 1",
+        ),
+    }
+
+
 def measure_refresh(url: str, runs: int) -> dict[str, Any]:
     """(a), (b) and (c) on one database: warm up once, then alternate a, b, and b with the reader.
 
@@ -518,6 +539,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--keep-databases", action="store_true", help="keep the benchmark databases afterwards"
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="per size only a warm-up and one traced run: reader's slowest queries, the flow's memory",
+    )
     args = parser.parse_args(argv)
 
     report: dict[str, Any] = {"machine": machine(), "visits": args.visits, "runs": args.runs, "refresh": {}}
@@ -538,14 +564,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 report["machine"].setdefault("postgresql", query_value(url, "SHOW server_version"))
                 print(f"  measuring {visits:,} visits ...", flush=True)
                 report["refresh"][str(visits)] = {
-                    **measure_refresh(url, args.runs),
+                    **(trace_refresh(url) if args.trace else measure_refresh(url, args.runs)),
                     "load_seconds": round(load_seconds, 1),
                     # ru_maxrss is KiB on Linux: the high-water mark of this process, the flow's runs included.
                     "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 }
                 # Each size as soon as it is measured: a 10M run takes an hour.
                 write_report(report, args.json)
-            if not args.skip_scale:
+            if not args.skip_scale and not args.trace:
                 one, two = (report["refresh"][str(size)]["flow_median"] for size in sizes)
                 report["scale_ratio"] = round(two / one, 3)
                 report["scale_factor"] = args.scale_factor
@@ -556,7 +582,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 report["fixed_overhead"] = fixed_overhead(small, args.runs, api_url, args.overhead_modes)
             if not args.keep_databases:
                 drop_databases(admin_url, databases)
-    print_table(report)
+    if args.trace:
+        print(json.dumps(report["refresh"], indent=2, default=str))
+    else:
+        print_table(report)
     return write_report(report, args.json)
 
 

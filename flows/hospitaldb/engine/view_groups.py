@@ -156,16 +156,8 @@ def _waiting_for_each_other(root_of: Mapping[str, str], reads: Mapping[str, set[
         waits[root_of[view]].update(root_of[name] for name in upstream)
     for root in waits:
         waits[root].discard(root)
-
-    def reaches(start: str, goal: str) -> bool:
-        seen, pending = set(), [start]
-        while pending:
-            current = pending.pop()
-            if current == goal:
-                return True
-            if current not in seen:
-                seen.add(current)
-                pending.extend(waits[current])
-        return False
-
-    return next(([group, other] for group in waits for other in waits[group] if reaches(other, group)), [])
+    # The groups' waits as a lineage: upstream() is the walk to everything a group waits for.
+    graph = Lineage({}, {root: frozenset(waiting) for root, waiting in waits.items()})
+    return next(
+        ([group, other] for group in waits for other in waits[group] if group in graph.upstream(other)), []
+    )

@@ -112,7 +112,7 @@ def running_container_env(engine: str) -> list[str]:
 def test_the_image_runs_the_refresh_on_a_docker_work_pool_and_alerts_from_inside(
     engine, image, docker_host, least_privilege, demo_database, tmp_path, smtp_server, webhook_server
 ):
-    with prefect_server(tmp_path / "prefect-home") as server_env:
+    with prefect_server(tmp_path / "prefect-home", schedules=False) as server_env:
         env = deployed_environment(
             server_env,
             least_privilege.refresher_url,

@@ -31,6 +31,7 @@ from support.deployment import (
     anonymous_block_listing,
     client_of,
     deployed_environment,
+    runs_from_schedules,
     start_run,
     wait_for_final_state,
 )
@@ -79,7 +80,9 @@ OVERPAYMENT = (
 def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
     demo_database, least_privilege, prefect_database, tmp_path, smtp_server, webhook_server
 ):
-    with prefect_server(tmp_path / "prefect-home", prefect_database, auth_string=AUTH_STRING) as server_env:
+    with prefect_server(
+        tmp_path / "prefect-home", prefect_database, auth_string=AUTH_STRING, schedules=False
+    ) as server_env:
         env = deployed_environment(
             server_env,
             least_privilege.refresher_url,
@@ -166,6 +169,9 @@ def test_deploy_run_collide_and_cancel_through_a_real_server_and_worker(
             assert fresh.returncode == 0, (
                 fresh.stdout + fresh.stderr + (tmp_path / "worker.log").read_text()[-3000:]
             )
+            # The schedules are deployed but never fire here: a scheduled freshness check at
+            # minute 15 once sent its own alert in the middle of this test.
+            assert runs_from_schedules(env) == []
         assert third_state.type == StateType.CANCELLED, third_state
         assert running == 0, "the blocked statement's session was ended with the run"
         assert advisory_locks_held(demo_database) == 0

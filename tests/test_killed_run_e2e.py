@@ -64,7 +64,7 @@ def backend_alive(database_url: str, pid: int) -> bool:
 def test_a_killed_run_is_marked_crashed_and_reported_even_when_its_worker_dies_too(
     demo_database, least_privilege, tmp_path, smtp_server, webhook_server
 ):
-    with prefect_server(tmp_path / "prefect-home", auth_string=AUTH_STRING) as server_env:
+    with prefect_server(tmp_path / "prefect-home", auth_string=AUTH_STRING, schedules=False) as server_env:
         env = deployed_environment(server_env, least_privilege.refresher_url, smtp_server, webhook_server)
         worker_log = tmp_path / "worker.log"
         with prefect_worker(env, "hospitaldb-pool", worker_log) as worker:

@@ -42,6 +42,12 @@ def flow_run_state(env: dict[str, str], flow_run_id: str) -> Any:
         return client.read_flow_run(flow_run_id).state
 
 
+def runs_from_schedules(env: dict[str, str]) -> list[str]:
+    """Names of the runs a deployment's schedule created (the server's scheduler), not a test."""
+    with client_of(env) as client:
+        return [run.name for run in client.read_flow_runs(limit=200) if run.auto_scheduled]
+
+
 def wait_for_final_state(env: dict[str, str], flow_run_id: str, timeout: float = 180) -> Any:
     deadline = time.monotonic() + timeout
     state = None

@@ -38,12 +38,20 @@ def _stop(process: subprocess.Popen, log: Path) -> None:
 
 @contextlib.contextmanager
 def prefect_server(
-    home: Path, database_url: str | None = None, *, host: str = "127.0.0.1", auth_string: str | None = None
+    home: Path,
+    database_url: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    auth_string: str | None = None,
+    schedules: bool = True,
 ) -> Iterator[dict[str, str]]:
     """Start a Prefect server; yield the environment that CLI calls and workers need.
 
     With auth_string the server refuses any request without it (PREFECT_SERVER_API_AUTH_STRING),
     and the environment carries it for the clients (PREFECT_API_AUTH_STRING).
+    With schedules=False the server's scheduler is off: deployments keep their schedules but
+    no run is created from them, so a worker runs only the runs asked for (prefect.yaml's
+    hourly freshness check would otherwise start, and alert, in the middle of a test).
     """
     port = free_port()
     env = {
@@ -56,6 +64,8 @@ def prefect_server(
     server_env = dict(env)
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    if not schedules:
+        server_env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] = "false"
     if auth_string:
         server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
         env["PREFECT_API_AUTH_STRING"] = auth_string

@@ -110,7 +110,7 @@ LAST_RUN_CHECKS: list[dict[str, Any]] = []
 LAST_RUN_STEPS: dict[str, float] = {}  # step -> seconds, of the latest flow_run
 
 
-def flow_run(url: str, parallel_views: int = 1) -> float:
+def flow_run(url: str, parallel_views: int = 1, parallel_workers_per_query: int | None = None) -> float:
     """(b): the flow with its checks, in this process, against the Prefect server in PREFECT_API_URL.
 
     What its checks cost is kept in LAST_RUN_CHECKS: each check's seconds, the shrink
@@ -120,7 +120,15 @@ def flow_run(url: str, parallel_views: int = 1) -> float:
 
     os.environ[DATABASE_URL_ENV] = url
     results: list[dict[str, Any]] = []
-    seconds = timed(lambda: results.extend(hospitaldb_refresh(retries=0, parallel_views=parallel_views)))
+    seconds = timed(
+        lambda: results.extend(
+            hospitaldb_refresh(
+                retries=0,
+                parallel_views=parallel_views,
+                parallel_workers_per_query=parallel_workers_per_query,
+            )
+        )
+    )
     LAST_RUN_STEPS.clear()
     LAST_RUN_STEPS.update({result["step"]: result["seconds"] for result in results})
     LAST_RUN_CHECKS[:] = [
@@ -245,16 +253,16 @@ def what_ran_then(url: str, slow: list[tuple[float, str, float]], limit: int = 1
     return events
 
 
-def _flow_in_child(url: str, results: Any) -> None:
-    flow_run(url)
+def _flow_in_child(url: str, results: Any, parallel_workers_per_query: int | None) -> None:
+    flow_run(url, parallel_workers_per_query=parallel_workers_per_query)
     results.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def flow_process_peak_mib(url: str) -> float:
+def flow_process_peak_mib(url: str, parallel_workers_per_query: int | None = None) -> float:
     """One more run of (b) in a process of its own: its peak RSS is the flow's alone (MiB)."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_flow_in_child, args=(url, results))
+    process = context.Process(target=_flow_in_child, args=(url, results, parallel_workers_per_query))
     process.start()
     peak = results.get(timeout=7200)
     process.join(timeout=60)
@@ -271,15 +279,19 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def trace_refresh(url: str) -> dict[str, Any]:
+def trace_refresh(
+    url: str, parallel_workers_per_query: int | None = None, *, warm_up: bool = True
+) -> dict[str, Any]:
     """--trace: after a warm-up, one run of (b) in a process of its own with the reader polling.
 
     What it keeps: the reader's latencies, its slowest queries with the statement running
-    then, and that flow process's peak memory. Half an hour at 10M instead of hours.
+    then, and that flow process's peak memory. Half an hour at 10M instead of hours. A
+    database traced once is warm: tracing it again needs no warm-up.
     """
-    flow_run(url)
+    if warm_up:
+        flow_run(url, parallel_workers_per_query=parallel_workers_per_query)
     with reader_process(url) as latencies:
-        peak = flow_process_peak_mib(url)
+        peak = flow_process_peak_mib(url, parallel_workers_per_query)
     return {
         "reader_during_refresh": latency_summary(latencies),
         "reader_slowest": what_ran_then(url, latencies.slow, limit=20),
@@ -544,6 +556,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="per size only a warm-up and one traced run: reader's slowest queries, the flow's memory",
     )
+    parser.add_argument(
+        "--parallel-workers-per-query",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="with --trace: trace again with the flow parameter parallel_workers_per_query=N, same database",
+    )
     args = parser.parse_args(argv)
 
     report: dict[str, Any] = {"machine": machine(), "visits": args.visits, "runs": args.runs, "refresh": {}}
@@ -565,6 +585,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"  measuring {visits:,} visits ...", flush=True)
                 report["refresh"][str(visits)] = {
                     **(trace_refresh(url) if args.trace else measure_refresh(url, args.runs)),
+                    **{
+                        f"parallel_workers_per_query={workers}": trace_refresh(url, workers, warm_up=False)
+                        for workers in (args.parallel_workers_per_query if args.trace else [])
+                    },
                     "load_seconds": round(load_seconds, 1),
                     # ru_maxrss is KiB on Linux: the high-water mark of this process, the flow's runs included.
                     "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

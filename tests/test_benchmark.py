@@ -63,3 +63,23 @@ def test_benchmark_measures_every_figure_and_writes_json(postgres_admin_url, pre
         postgres_admin_url, "SELECT datname FROM pg_database WHERE datname LIKE 'hospitaldb_bench_%'"
     )
     assert leftovers == [], "the benchmark drops its databases"
+
+
+def test_a_traced_run_again_with_fewer_parallel_workers(postgres_admin_url, prefect, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", prefect)
+    monkeypatch.setenv(DATABASE_URL_ENV, "postgresql://unused@127.0.0.1:1/unused")
+    output = tmp_path / "trace.json"
+
+    report = main(
+        [
+            "--visits", "300", "--skip-scale", "--trace", "--parallel-workers-per-query", "0",
+            "--admin-url", postgres_admin_url, "--prefect-api-url", prefect, "--json", str(output),
+        ]
+    )  # fmt: skip
+
+    result = report["refresh"]["300"]
+    again = result["parallel_workers_per_query=0"]
+    for traced in (result, again):
+        assert traced["reader_during_refresh"]["queries"] >= 10
+        assert traced["flow_process_peak_rss_mib"] > 0
+        assert float(traced["flow_seconds"]) > 0

@@ -9,6 +9,7 @@ REFRESH ... CONCURRENTLY wait (dashboard readers still pass), like a long mainte
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 import uuid
@@ -19,6 +20,10 @@ from psycopg2 import sql
 from support.db import STEP1_VIEWS, STEP2_TABLES, STEP3_TABLES, add_source_rows, checksums, execute, query
 from support.expected import assert_matches_source
 from support.runs import InBackground, error_text, flow_process, run_flow, run_logs, wait_for_blocked_refresh
+
+from hospitaldb.engine.steps import STEPS
+from hospitaldb.paths import PROJECT_SQL_DIR
+from hospitaldb.settings import SQL_DIR
 
 BILLING, VISITS, PATIENTS, BRANCHES = STEP1_VIEWS
 
@@ -289,3 +294,27 @@ def test_sigterm_while_a_group_waits_stops_every_session_and_records_what_had_co
         )
     }
     assert held_back == {PATIENTS, *STEP2_TABLES, *STEP3_TABLES}
+
+
+def test_parallel_workers_per_query_is_the_setting_of_every_step_session(
+    demo_database, prefect, tmp_path, monkeypatch
+):
+    """A check in every step reads its own session's max_parallel_workers_per_gather."""
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(PROJECT_SQL_DIR, sql_dir)
+    for step in STEPS:
+        (sql_dir / "checks" / step / "zz_parallel_workers.sql").write_text(
+            "-- The session's parallel workers per query: what the run asked for.\n"
+            "SELECT 1 AS not_as_asked WHERE current_setting('max_parallel_workers_per_gather') <> '1';\n"
+        )
+    monkeypatch.setenv(SQL_DIR.name, str(sql_dir))
+    add_source_rows(demo_database)
+    before = checksums(demo_database)
+
+    # The server's own setting (PostgreSQL's default is 2): refused in step 1, nothing changed.
+    assert run_flow().is_failed()
+    assert checksums(demo_database) == before
+    # Serially, and in the sessions of parallel views too.
+    assert run_flow(parallel_workers_per_query=1).is_completed()
+    assert_matches_source(demo_database)
+    assert run_flow(parallel_workers_per_query=1, parallel_views=2).is_completed()

@@ -192,6 +192,7 @@ def hospitaldb_refresh(
     dry_run: bool = False,
     upkeep: bool = True,
     parallel_views: Annotated[int, Field(ge=1, le=16)] = 1,
+    parallel_workers_per_query: Annotated[int | None, Field(ge=0, le=64)] = None,
     alert_emails: list[str] | None = None,
     alert_blocks: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
@@ -230,6 +231,10 @@ def hospitaldb_refresh(
             view is atomic and checked, the step is not. If one view fails, the views that
             committed before it keep their new data and the rest their previous data
             (README, "Parallel views"). Dry runs stay serial.
+        parallel_workers_per_query: PostgreSQL max_parallel_workers_per_gather for the run's
+            sessions (default: the server's, usually 2). 0 leaves the other cores to dashboard
+            queries while a big view refreshes, at the price of a slower refresh
+            (README, "From 1M to 10M visits").
         alert_emails: who gets email alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         alert_blocks: where alerts and notices go: Prefect blocks as 'block-type-slug/block-name',
             each an EmailServerCredentials or any notification block (Slack, Microsoft Teams,
@@ -244,7 +249,8 @@ def hospitaldb_refresh(
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     with recorder.recording():
         target = recorder.use_database(
-            resolve_database(database_block), Limits(statement_timeout_seconds, lock_timeout_seconds)
+            resolve_database(database_block),
+            Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),
         )
         selected = recorder.start(in_pipeline_order(steps))
         what = "Dry run (rolled back at the end)" if dry_run else "Refreshing"

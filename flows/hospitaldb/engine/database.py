@@ -14,7 +14,7 @@ import select
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg2
@@ -69,14 +69,20 @@ class DatabaseNotConfigured(RefreshError):
 
 @dataclass(frozen=True)
 class Limits:
-    """A session's statement_timeout and lock_timeout, in seconds (0 means none)."""
+    """A session's statement_timeout and lock_timeout, in seconds (0 means none), and the
+    parallel workers one of its queries may use (None: the server's max_parallel_workers_per_gather)."""
 
     statement_timeout_seconds: float = 0
     lock_timeout_seconds: float = 0
+    parallel_workers: int | None = None
 
     def at_most(self, seconds: float) -> Limits:
-        """The same limits, none longer than seconds (for bookkeeping that must never stall a run)."""
-        return Limits(*(min(limit or seconds, seconds) for limit in vars(self).values()))
+        """The same limits, no timeout longer than seconds (for bookkeeping that must never stall a run)."""
+        return replace(
+            self,
+            statement_timeout_seconds=min(self.statement_timeout_seconds or seconds, seconds),
+            lock_timeout_seconds=min(self.lock_timeout_seconds or seconds, seconds),
+        )
 
 
 NO_LIMITS = Limits()
@@ -140,6 +146,11 @@ class DatabaseTarget:
                 "       set_config('lock_timeout', %s, false)",
                 (_milliseconds(limits.statement_timeout_seconds), _milliseconds(limits.lock_timeout_seconds)),
             )
+            if limits.parallel_workers is not None:
+                cursor.execute(
+                    "SELECT set_config('max_parallel_workers_per_gather', %s, false)",
+                    (str(limits.parallel_workers),),
+                )
             for name, value in SERVER_TCP_SETTINGS.items():
                 if name != "tcp_user_timeout" or connection.server_version >= 120000:
                     cursor.execute("SELECT set_config(%s, %s, false)", (name, value))

@@ -238,19 +238,42 @@ def reader_process(url: str, interval: float = 0.02, objects: list[str] | None =
         process.join(timeout=10)
 
 
+LATEST_RUN_STATEMENTS = """
+SELECT extract(epoch FROM s.finished_at) - s.duration_seconds, extract(epoch FROM s.finished_at), a.step, s.summary
+FROM etl_audit.statement_runs AS s
+JOIN etl_audit.step_attempts AS a USING (attempt_id)
+WHERE a.flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY started_at DESC LIMIT 1)
+"""
+LATEST_RUN_ATTEMPTS = """
+SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at), step
+FROM etl_audit.step_attempts
+WHERE flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY started_at DESC LIMIT 1)
+"""
+
+
 def what_ran_then(url: str, slow: list[tuple[float, str, float]], limit: int = 10) -> list[dict[str, Any]]:
-    """The slowest reader queries, each with the statement the latest run was executing then (etl_audit)."""
-    statements = query_rows(
-        url,
-        "SELECT extract(epoch FROM s.finished_at) - s.duration_seconds, extract(epoch FROM s.finished_at), "
-        "a.step, s.summary FROM etl_audit.statement_runs AS s JOIN etl_audit.step_attempts AS a USING (attempt_id) "
-        "WHERE a.flow_run_id = (SELECT flow_run_id FROM etl_audit.refresh_runs ORDER BY started_at DESC LIMIT 1)",
-    )
-    events = []
-    for at, name, ms in sorted(slow, key=lambda event: -event[2])[:limit]:
-        during = [f"{step}: {summary}" for start, end, step, summary in statements if start <= at <= end]
-        events.append({"ms": ms, "object": name, "during": during[0] if during else "between statements"})
-    return events
+    """The slowest reader queries, each with what the latest run was doing then (from etl_audit).
+
+    A statement of a step; else, inside a step after its last statement, that step's checks
+    (they run before COMMIT); else outside the steps: source checks, upkeep, bookkeeping.
+    """
+    statements = query_rows(url, LATEST_RUN_STATEMENTS)
+    attempts = query_rows(url, LATEST_RUN_ATTEMPTS)
+
+    def during(at: float) -> str:
+        for start, end, step, summary in statements:
+            if start <= at <= end:
+                return f"{step}: {summary}"
+        for start, end, step in attempts:
+            if start <= at <= (end or at):
+                ends = [e for _, e, s, _ in statements if s == step]
+                return f"{step}: checks" if ends and at > max(ends) else f"{step}: between statements"
+        return "outside the steps (source checks, upkeep, bookkeeping)"
+
+    return [
+        {"ms": ms, "object": name, "during": during(at)}
+        for at, name, ms in sorted(slow, key=lambda event: -event[2])[:limit]
+    ]
 
 
 def _flow_in_child(url: str, results: Any, parallel_workers_per_query: int | None) -> None:
@@ -353,6 +376,15 @@ def measure_refresh(url: str, runs: int) -> dict[str, Any]:
     }
 
 
+def run_quietly(command: list[str], env: dict[str, str]) -> None:
+    """Run a command, its output kept back unless it fails: then its last lines say why."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[1:2])} exited with {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}"
+        )
+
+
 def fixed_overhead(small_url: str, runs: int, api_url: str, modes: list[str]) -> dict[str, Any]:
     """(e): wall time of `python flows/refresh.py` and of a trivial flow, run the same way."""
     results: dict[str, Any] = {}
@@ -373,13 +405,7 @@ def fixed_overhead(small_url: str, runs: int, api_url: str, modes: list[str]) ->
             times: dict[str, list[float]] = {name: [] for name in commands}
             for _ in range(runs):
                 for name, command in commands.items():
-                    times[name].append(
-                        timed(
-                            lambda command=command, env=env: subprocess.run(
-                                command, env=env, check=True, capture_output=True
-                            )
-                        )
-                    )
+                    times[name].append(timed(lambda command=command, env=env: run_quietly(command, env)))
             results[mode] = {
                 "refresh_seconds": times["refresh"],
                 "trivial_seconds": times["trivial"],

@@ -233,8 +233,8 @@ def hospitaldb_refresh(
             (README, "Parallel views"). Dry runs stay serial.
         parallel_workers_per_query: PostgreSQL max_parallel_workers_per_gather for the run's
             sessions (default: the server's, usually 2). 0 leaves the other cores to dashboard
-            queries while a big view refreshes, at the price of a slower refresh
-            (README, "From 1M to 10M visits").
+            queries: measured to help where the data fits in memory; where the refresh reads
+            from disk it slowed it and did not help readers (README, "From 1M to 10M visits").
         alert_emails: who gets email alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         alert_blocks: where alerts and notices go: Prefect blocks as 'block-type-slug/block-name',
             each an EmailServerCredentials or any notification block (Slack, Microsoft Teams,

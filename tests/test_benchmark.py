@@ -73,7 +73,7 @@ def test_a_traced_run_again_with_fewer_parallel_workers(postgres_admin_url, pref
     report = main(
         [
             "--visits", "300", "--skip-scale", "--trace", "--parallel-workers-per-query", "0",
-            "--admin-url", postgres_admin_url, "--prefect-api-url", prefect, "--json", str(output),
+            "--overhead-modes", "--admin-url", postgres_admin_url, "--prefect-api-url", prefect, "--json", str(output),
         ]
     )  # fmt: skip
 

@@ -18,10 +18,10 @@ from hospitaldb.paths import PROJECT_ROOT
 pytestmark = pytest.mark.server_agnostic
 
 
-def main(argv: list[str]) -> dict:
-    """The benchmark as a user runs it; its report is the JSON it writes."""
+def main(argv: list[str], script: str = "refresh_bench.py") -> dict:
+    """A benchmark as a user runs it; its report is the JSON it writes."""
     subprocess.run(
-        [sys.executable, "benchmarks/refresh_bench.py", *argv], cwd=PROJECT_ROOT, env=os.environ, check=True
+        [sys.executable, f"benchmarks/{script}", *argv], cwd=PROJECT_ROOT, env=os.environ, check=True
     )
     return json.loads(Path(argv[argv.index("--json") + 1]).read_text())
 
@@ -83,3 +83,41 @@ def test_a_traced_run_again_with_fewer_parallel_workers(postgres_admin_url, pref
         assert traced["reader_during_refresh"]["queries"] >= 10
         assert traced["flow_process_peak_rss_mib"] > 0
         assert float(traced["flow_seconds"]) > 0
+
+
+def test_step1_cost_measures_both_refreshes_and_what_spilled(postgres_admin_url, tmp_path):
+    output = tmp_path / "step1.json"
+
+    report = main(
+        [
+            "--visits", "3000", "--runs", "1", "--work-mem", "64kB", "256MB",
+            "--admin-url", postgres_admin_url, "--json", str(output),
+        ],
+        script="step1_cost.py",
+    )  # fmt: skip
+
+    views = ["analytics.mv_billing_summary", "analytics.mv_visit_summary", "analytics.mv_patient_summary",
+             "analytics.mv_branch_billing_summary"]  # fmt: skip
+    tiny, ample = report["work_mem"]["64kB"], report["work_mem"]["256MB"]
+    for result in (tiny, ample):
+        for mode in ("concurrently", "plain"):
+            assert list(result[mode]["views"]) == views, "every view of step 1, in pipeline order"
+            assert all(view["median_seconds"] > 0 for view in result[mode]["views"].values())
+    billing = "analytics.mv_billing_summary"
+    # 6,000 billing lines do not fit in 64 kB: both refreshes spill, and CONCURRENTLY's extra sorts
+    # (the duplicate check, the diff) spill more. With 256 MB nothing spills.
+    assert (
+        tiny["concurrently"]["views"][billing]["median_temp_bytes"]
+        > tiny["plain"]["views"][billing]["median_temp_bytes"]
+        > 0
+    )
+    assert all(
+        view["median_temp_bytes"] == 0
+        for mode in ("concurrently", "plain")
+        for view in ample[mode]["views"].values()
+    )
+    assert report["server"]["postgresql"]
+    leftovers = query(
+        postgres_admin_url, "SELECT datname FROM pg_database WHERE datname LIKE 'hospitaldb_bench_%'"
+    )
+    assert leftovers == [], "the benchmark drops its database"

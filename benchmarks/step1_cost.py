@@ -36,6 +36,9 @@ MODES = {
     "concurrently": sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}"),
     "plain": sql.SQL("REFRESH MATERIALIZED VIEW {}"),
 }
+SERVER = """
+SELECT current_setting('server_version'), current_setting('shared_buffers'), (SELECT count(*) FROM staging.visits)
+"""
 TEMP_BYTES = "SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()"
 
 
@@ -78,10 +81,10 @@ def refresh(url: str, view: sql.Identifier, mode: str, work_mem: str) -> tuple[f
 def server(url: str) -> dict[str, str]:
     connection = psycopg2.connect(libpq_url(url))
     with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('server_version'), current_setting('shared_buffers')")
-        version, shared_buffers = cursor.fetchone()
+        cursor.execute(SERVER)
+        version, shared_buffers, visits = cursor.fetchone()
     connection.close()
-    return {"postgresql": version, "shared_buffers": shared_buffers}
+    return {"postgresql": version, "shared_buffers": shared_buffers, "visits": visits}
 
 
 def measure(url: str, work_mems: list[str], runs: int) -> dict[str, Any]:
@@ -124,8 +127,13 @@ def measure(url: str, work_mems: list[str], runs: int) -> dict[str, Any]:
     return results
 
 
+def report_on(url: str, work_mems: list[str], runs: int) -> dict[str, Any]:
+    about = server(url)
+    return {"visits": about["visits"], "server": about, "work_mem": measure(url, work_mems, runs)}
+
+
 def print_table(report: dict[str, Any]) -> None:
-    print(f"\nstep 1 at {report['visits'] or 'the given database'} visits, medians of {report['runs']}:")
+    print(f"\nstep 1 at {report['visits']:,} visits, medians of {report['runs']}:")
     print(f"{'work_mem':>9} {'mode':>13} {'seconds':>9} {'temp MiB':>9}")
     for work_mem, result in report["work_mem"].items():
         for mode in MODES:
@@ -153,22 +161,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "step1-cost.json")
     args = parser.parse_args(argv)
 
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "visits": None if args.url else args.visits,
-        "runs": args.runs,
-    }
+    report: dict[str, Any] = {"machine": machine(), "runs": args.runs}
     if args.url:
-        report["server"] = server(args.url)
-        report["work_mem"] = measure(args.url, args.work_mem, args.runs)
+        report |= report_on(args.url, args.work_mem, args.runs)
     else:
         with tempfile.TemporaryDirectory(prefix="step1-cost-") as scratch:
             with postgres_admin(args.admin_url, Path(scratch)) as admin_url:
                 name = "hospitaldb_bench_step1"
                 try:
-                    url = build_database(admin_url, name, args.visits)
-                    report["server"] = server(url)
-                    report["work_mem"] = measure(url, args.work_mem, args.runs)
+                    report |= report_on(
+                        build_database(admin_url, name, args.visits), args.work_mem, args.runs
+                    )
                 finally:
                     drop_databases(admin_url, [name])
     print_table(report)

@@ -116,7 +116,7 @@ def test_step1_cost_measures_both_refreshes_and_what_spilled(postgres_admin_url,
         for mode in ("concurrently", "plain")
         for view in ample[mode]["views"].values()
     )
-    assert report["server"]["postgresql"]
+    assert report["server"]["postgresql"] and report["server"]["visits"] == 3000
     leftovers = query(
         postgres_admin_url, "SELECT datname FROM pg_database WHERE datname LIKE 'hospitaldb_bench_%'"
     )

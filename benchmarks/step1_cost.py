@@ -26,8 +26,18 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
-from refresh_bench import build_database, drop_databases, libpq_url, machine, postgres_admin, write_report
+from refresh_bench import (
+    build_database,
+    drop_databases,
+    libpq_url,
+    machine,
+    postgres_admin,
+    query_rows,
+    query_value,
+    write_report,
+)
 
+from hospitaldb.engine.errors import report as allowlisted
 from hospitaldb.engine.sql_analysis import refreshed_objects
 from hospitaldb.paths import PROJECT_ROOT as ROOT
 
@@ -42,10 +52,6 @@ SELECT current_setting('server_version'), current_setting('shared_buffers'), (SE
 TEMP_BYTES = "SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()"
 
 
-def step_views() -> list[sql.Identifier]:
-    return [sql.Identifier(*name.split(".")) for name in refreshed_objects((STEP,))]
-
-
 def temp_bytes(url: str) -> int:
     """The database's temp_bytes so far, including the refresh that just ended.
 
@@ -53,75 +59,70 @@ def temp_bytes(url: str) -> int:
     the pause lets the last refresh's session get there first.
     """
     time.sleep(1.5)
-    connection = psycopg2.connect(libpq_url(url))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(TEMP_BYTES)
-        value = cursor.fetchone()[0]
-    connection.close()
-    return value
+    return query_value(url, TEMP_BYTES)
 
 
-def refresh(url: str, view: sql.Identifier, mode: str, work_mem: str) -> tuple[float, int]:
-    """One refresh of one view in its own committed transaction: seconds and temp bytes."""
+def refresh(url: str, view: str, mode: str, work_mem: str) -> tuple[float, int]:
+    """One refresh of one view in its own committed transaction: seconds and temp bytes.
+
+    A failed refresh ends the benchmark with the allowlisted part of PostgreSQL's error:
+    a duplicate-rows error quotes the row.
+    """
     before = temp_bytes(url)
     connection = psycopg2.connect(libpq_url(url))
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
             started = time.monotonic()
-            cursor.execute(MODES[mode].format(view))
+            cursor.execute(MODES[mode].format(sql.Identifier(*view.split("."))))
             connection.commit()
             seconds = time.monotonic() - started
+    except psycopg2.Error as error:
+        shown = allowlisted(error)
+        raise SystemExit(f"{mode} refresh of {view} failed: [{shown.sqlstate}] {shown.text}") from None
     finally:
         connection.close()
     return seconds, temp_bytes(url) - before
 
 
 def server(url: str) -> dict[str, str]:
-    connection = psycopg2.connect(libpq_url(url))
-    with connection.cursor() as cursor:
-        cursor.execute(SERVER)
-        version, shared_buffers, visits = cursor.fetchone()
-    connection.close()
+    ((version, shared_buffers, visits),) = query_rows(url, SERVER)
     return {"postgresql": version, "shared_buffers": shared_buffers, "visits": visits}
 
 
+def summary(samples: dict[str, list[tuple[float, int]]]) -> dict[str, Any]:
+    """Per view its seconds and medians; in all the sum of the medians."""
+    views = {
+        name: {
+            "seconds": [round(s, 3) for s, _ in values],
+            "median_seconds": round(statistics.median(s for s, _ in values), 3),
+            "median_temp_bytes": statistics.median(b for _, b in values),
+        }
+        for name, values in samples.items()
+    }
+    return {
+        "views": views,
+        "total_median_seconds": round(sum(view["median_seconds"] for view in views.values()), 3),
+        "total_median_temp_mib": round(sum(view["median_temp_bytes"] for view in views.values()) / 2**20, 1),
+    }
+
+
 def measure(url: str, work_mems: list[str], runs: int) -> dict[str, Any]:
-    views = step_views()
+    views = list(refreshed_objects((STEP,)))
     for view in views:  # the demo's views start empty: fill them, so every measured refresh is a nightly one
         refresh(url, view, "plain", work_mems[0])
     results: dict[str, Any] = {}
     for work_mem in work_mems:
-        samples: dict[str, dict[str, list[tuple[float, int]]]] = {mode: {} for mode in MODES}
+        samples: dict[str, dict[str, list[tuple[float, int]]]] = {
+            mode: {view: [] for view in views} for mode in MODES
+        }
         for _ in range(runs):
             for mode in MODES:
                 for view in views:
-                    name = ".".join(view.strings)
-                    samples[mode].setdefault(name, []).append(refresh(url, view, mode, work_mem))
-                    print(
-                        f"  work_mem {work_mem}, {mode}, {name}: {samples[mode][name][-1][0]:.1f} s",
-                        flush=True,
-                    )
-        results[work_mem] = {
-            mode: {
-                "views": {
-                    name: {
-                        "seconds": [round(s, 3) for s, _ in values],
-                        "median_seconds": round(statistics.median(s for s, _ in values), 3),
-                        "median_temp_bytes": statistics.median(b for _, b in values),
-                    }
-                    for name, values in by_view.items()
-                },
-                "total_median_seconds": round(
-                    sum(statistics.median(s for s, _ in values) for values in by_view.values()), 3
-                ),
-                "total_median_temp_mib": round(
-                    sum(statistics.median(b for _, b in values) for values in by_view.values()) / 2**20, 1
-                ),
-            }
-            for mode, by_view in samples.items()
-        }
+                    seconds, spilled = refresh(url, view, mode, work_mem)
+                    samples[mode][view].append((seconds, spilled))
+                    print(f"  work_mem {work_mem}, {mode}, {view}: {seconds:.1f} s", flush=True)
+        results[work_mem] = {mode: summary(by_view) for mode, by_view in samples.items()}
         concurrently, plain = (results[work_mem][mode]["total_median_seconds"] for mode in MODES)
         results[work_mem]["concurrently_over_plain"] = round(concurrently / plain, 2)
     return results

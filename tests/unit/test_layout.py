@@ -28,3 +28,48 @@ def test_no_module_over_300_lines_and_no_function_over_60():
                 if length > FUNCTION_LINES:
                     too_long.append(f"{where}:{node.lineno} {node.name}: {length} lines")
     assert not too_long, "split these: " + "; ".join(too_long)
+
+
+def _imports(path) -> set[str]:
+    """Every hospitaldb module a module imports, wherever: top level, functions, TYPE_CHECKING blocks."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hospitaldb"):
+            for alias in node.names:  # `from hospitaldb.engine import lineage` imports a module too
+                submodule = f"{node.module}.{alias.name}"
+                names.add(submodule if _module_path(submodule) else node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.startswith("hospitaldb"))
+    return {name for name in names if _module_path(name)}
+
+
+def _module_path(name: str):
+    base = PACKAGE.parent.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def test_no_import_circle_in_the_package_type_checking_imports_included():
+    modules = {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in PACKAGE.rglob("*.py")
+    }
+    imports = {name: _imports(path) - {name} for name, path in modules.items()}
+    circles = []
+    state: dict[str, str] = {}  # depth-first search: "open" while on the path, "done" after
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for imported in sorted(imports.get(name, ())):
+            if state.get(imported) == "open":
+                circles.append(" -> ".join([*path[path.index(imported) :], imported]))
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[name] = "done"
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [name])
+    assert not circles, "import circles: " + "; ".join(circles)

@@ -18,15 +18,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import psycopg2
 import psycopg2.extensions
+from pglast import ast
 from psycopg2 import sql
 
-from hospitaldb.engine.errors import RunStatus, StepError, as_step_error
-from hospitaldb.engine.sql_script import SqlScriptError, Statement, load_statements
+from hospitaldb.engine.errors import StepError, as_step_error
+from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement, line_of
 from hospitaldb.paths import display_path, step_sql_dir
+from hospitaldb.statuses import RunStatus
 from hospitaldb.text import count_of
 
 Severity = Literal["error", "warn"]
@@ -72,12 +73,12 @@ class CheckFailed(StepError):
         super().__init__(step, "; ".join(result.describe() for result in failed))
 
 
-def parse_check(path: Path) -> Check:
+def parse_check(path: Path, files: SqlFiles | None = None) -> Check:
     """Read one check file; SqlScriptError (with file and line) unless it is one SELECT."""
     source = display_path(path)
-    text = path.read_text(encoding="utf-8")
-    statements = load_statements(path, source)
-    if len(statements) != 1 or not _is_select(statements[0].text):
+    parsed = (files or SqlFiles()).load(path, source)
+    text, statements = parsed.text, parsed.statements
+    if len(statements) != 1 or not isinstance(statements[0].tree, ast.SelectStmt):
         line = statements[1].line if len(statements) > 1 else statements[0].line
         raise SqlScriptError(
             f"{source}:{line}: a check is exactly one SELECT that returns the violating rows "
@@ -87,16 +88,9 @@ def parse_check(path: Path) -> Check:
     for match in SEVERITY_LINE.finditer(text):
         severity = match[1].lower()
         if severity not in ("error", "warn"):
-            line = text.count("\n", 0, match.start()) + 1
+            line = line_of(text, match.start())
             raise SqlScriptError(f"{source}:{line}: severity must be 'error' or 'warn', not '{match[1]}'")
     return Check(name=path.stem, source=source, severity=severity, statement=statements[0])
-
-
-def _is_select(text: str) -> bool:
-    import pglast
-
-    (raw,) = pglast.parse_sql(text)
-    return type(raw.stmt).__name__ == "SelectStmt"
 
 
 def check_files(step: str) -> list[Path]:
@@ -105,8 +99,9 @@ def check_files(step: str) -> list[Path]:
     return [*sorted((folder / EVERY_STEP).glob("*.sql")), *sorted((folder / step).glob("*.sql"))]
 
 
-def load_checks(step: str) -> list[Check]:
-    return [parse_check(path) for path in check_files(step)]
+def load_checks(step: str, files: SqlFiles | None = None) -> list[Check]:
+    files = files or SqlFiles()
+    return [parse_check(path, files) for path in check_files(step)]
 
 
 def run_checks(
@@ -148,58 +143,3 @@ def _log_result(step: str, result: CheckResult, logger: logging.Logger | logging
         logger.info("%s check %s passed (%.3f s)", step, result.name, result.seconds)
     else:
         logger.warning("%s %s (%.3f s)", step, result.describe(), result.seconds)
-
-
-# --- Row counts for the shrink guard -----------------------------------------------------
-
-
-def start_row_counts(
-    connection: psycopg2.extensions.connection,
-    objects: list[str],
-    *,
-    allow_shrink: bool,
-    max_shrink_share: float,
-) -> None:
-    """Record each refreshed object's rows at the start of the step, in its transaction."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('hospitaldb.allow_shrink', %s, true),"
-            "       set_config('hospitaldb.max_shrink_share', %s, true)",
-            (str(allow_shrink).lower(), str(max_shrink_share)),
-        )
-        # A dry run runs every step in one transaction: the previous step's table is still there.
-        cursor.execute("DROP TABLE IF EXISTS pg_temp.refresh_row_counts")
-        cursor.execute(
-            "CREATE TEMP TABLE refresh_row_counts (object_name text PRIMARY KEY, rows_before bigint, "
-            "rows_after bigint) ON COMMIT DROP"
-        )
-        for name in _existing(cursor, objects):
-            cursor.execute(
-                sql.SQL("INSERT INTO pg_temp.refresh_row_counts SELECT %s, count(*) FROM {}").format(
-                    sql.Identifier(*name.split("."))
-                ),
-                (name,),
-            )
-
-
-def finish_row_counts(connection: psycopg2.extensions.connection) -> dict[str, Any]:
-    """Count each object's rows again, now that the step has written them."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT object_name FROM pg_temp.refresh_row_counts ORDER BY 1")
-        for (name,) in cursor.fetchall():
-            cursor.execute(
-                sql.SQL(
-                    "UPDATE pg_temp.refresh_row_counts SET rows_after = (SELECT count(*) FROM {}) "
-                    "WHERE object_name = %s"
-                ).format(sql.Identifier(*name.split("."))),
-                (name,),
-            )
-        cursor.execute("SELECT object_name, rows_after FROM pg_temp.refresh_row_counts ORDER BY 1")
-        return dict(cursor.fetchall())
-
-
-def _existing(cursor: Any, objects: list[str]) -> list[str]:
-    cursor.execute(
-        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL", (objects,)
-    )
-    return [row[0] for row in cursor.fetchall()]

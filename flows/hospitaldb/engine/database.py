@@ -23,7 +23,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from hospitaldb import settings
-from hospitaldb.engine.errors import RefreshError, RunStatus
+from hospitaldb.engine.errors import RefreshError
+from hospitaldb.statuses import RunStatus
 
 APPLICATION_NAME = "hospitaldb-refresh"
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10

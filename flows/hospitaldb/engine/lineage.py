@@ -14,28 +14,23 @@ that is not the reference HospitalDB gets its own lineage from its own SQL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pglast
 import psycopg2
 from pglast import ast
 from pglast.enums import ObjectType
 
 from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.sql_analysis import (
-    DML,
-    StepSql,
-    parse_statement,
-    relation_name,
-    targets_of,
-    temp_table_created,
-    walk,
-)
-from hospitaldb.engine.sql_script import Statement
+from hospitaldb.engine.sql_analysis import DML, StepSql, relation_name, targets_of, temp_table_created, walk
+from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement, parse
 
 ViewDefinitions = Callable[[list[str]], Mapping[str, str]]  # view names -> their SELECT, where known
+# Only a file that says MATERIALIZED can define a materialized view (a keyword is never split by a
+# comment): the others are not parsed for the lineage.
+MAY_DEFINE_VIEWS = re.compile(r"\bmaterialized\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -97,15 +92,22 @@ class Lineage:
         return "\n".join(lines)
 
 
-def lineage_of(parsed: Mapping[str, StepSql], view_definitions: ViewDefinitions | None = None) -> Lineage:
-    """The lineage of the steps' SQL; view_definitions supplies views defined in no SQL file."""
+def lineage_of(
+    parsed: Mapping[str, StepSql],
+    view_definitions: ViewDefinitions | None = None,
+    files: SqlFiles | None = None,
+) -> Lineage:
+    """The lineage of the steps' SQL; view_definitions supplies views defined in no SQL file.
+
+    files: the run's SQL files, so that a file the plan parsed already is not parsed again.
+    """
     steps: dict[str, str] = {}
     reads: dict[str, set[str]] = {}
     refreshed_views: list[str] = []
     for step, step_sql in parsed.items():
         temp: dict[str, set[str]] = {}  # a temp table stands for what it was built from
         for statement in step_sql.statements:
-            tree = parse_statement(statement)
+            tree = statement.tree
             written = set(targets_of(tree)) | set(_temp_targets(tree))
             targets = written - set(temp)
             created = temp_table_created(tree)
@@ -119,7 +121,7 @@ def lineage_of(parsed: Mapping[str, StepSql], view_definitions: ViewDefinitions 
                 reads.setdefault(name, set()).update(read)
                 if isinstance(tree, ast.RefreshMatViewStmt):
                     refreshed_views.append(name)
-    found = _views_in_files(parsed, refreshed_views)
+    found = _views_in_files(parsed, refreshed_views, files or SqlFiles())
     missing = [name for name in refreshed_views if name not in found]
     if missing and view_definitions is not None:
         found.update({name: _reads_of_query(query) for name, query in view_definitions(missing).items()})
@@ -131,7 +133,7 @@ def lineage_of(parsed: Mapping[str, StepSql], view_definitions: ViewDefinitions 
 
 def statement_reads(statement: Statement) -> set[str]:
     """Every relation one statement (a step's, a check's) names, CTE names left out."""
-    return _reads(parse_statement(statement))
+    return _reads(statement.tree)
 
 
 def views_in_database(target: DatabaseTarget, limits: Limits) -> ViewDefinitions:
@@ -189,21 +191,23 @@ def _temp_targets(tree: ast.Node) -> list[str]:
 
 
 def _reads_of_query(query: str) -> set[str]:
-    (raw,) = pglast.parse_sql(query)
+    (raw,) = parse(query, "the database's view definition")
     return _reads(raw.stmt)
 
 
-def _views_in_files(parsed: Mapping[str, StepSql], views: list[str]) -> dict[str, set[str]]:
+def _views_in_files(parsed: Mapping[str, StepSql], views: list[str], files: SqlFiles) -> dict[str, set[str]]:
     """What the views read, from their CREATE MATERIALIZED VIEW in the SQL files beside the steps."""
     wanted, found = set(views), {}
     folders = {step_sql.path.parent for step_sql in parsed.values()}
     for path in sorted({path for folder in folders for path in Path(folder).rglob("*.sql")}):
         try:
-            statements = pglast.parse_sql(path.read_text(encoding="utf-8"))
-        except (pglast.parser.ParseError, UnicodeDecodeError):
+            if not wanted or not MAY_DEFINE_VIEWS.search(files.text(path)):
+                continue
+            statements = files.load(path).statements
+        except (SqlScriptError, UnicodeDecodeError):
             continue  # not ours to judge here: validate.py reports files that do not parse
-        for raw in statements:
-            tree = raw.stmt
+        for statement in statements:
+            tree = statement.tree
             if isinstance(tree, ast.CreateTableAsStmt) and tree.objtype == ObjectType.OBJECT_MATVIEW:
                 name = relation_name(tree.into.rel)
                 if name in wanted:

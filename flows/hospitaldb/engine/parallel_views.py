@@ -22,16 +22,15 @@ import psycopg2.extensions
 from hospitaldb.engine.checks import CheckFailed, CheckResult
 from hospitaldb.engine.database import DatabaseTarget, Limits
 from hospitaldb.engine.errors import StepError
-from hospitaldb.engine.plans import StepPlan
 from hospitaldb.engine.sql_runner import StatementResult, StepResult, run_step_transaction
-from hospitaldb.engine.view_groups import ViewGroup
+from hospitaldb.engine.view_groups import ParallelPlan, ViewGroup
 
 GroupCommitted = Callable[[StepResult], None]
 
 
 def refresh_views_in_parallel(
     target: DatabaseTarget,
-    plan: StepPlan,
+    plan: ParallelPlan,
     limits: Limits,
     *,
     logger: logging.Logger | logging.LoggerAdapter,

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from hospitaldb.engine.checks import Check, load_checks
 from hospitaldb.engine.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
-from hospitaldb.engine.sql_script import SqlScriptError, Statement
+from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.engine.steps import StepName
 from hospitaldb.engine.volume_checks import load_volume_statement
-
-if TYPE_CHECKING:
-    from hospitaldb.engine.view_groups import ViewGroup
 
 
 @dataclass(frozen=True)
@@ -36,10 +32,12 @@ class StepPlan:
     max_shrink_share: float = 0.5
     volume_rules: Statement | None = None  # sql/checks/volumes.sql, for the objects it names
     upkeep: bool = True  # ANALYZE / VACUUM what the step changed, once it committed (engine.upkeep)
-    # With parallel_views (engine.view_groups, engine.parallel_views): the sessions, and its views in groups, a plan each.
-    sessions: int = 1
-    views: tuple[ViewGroup, ...] = ()
-    statement_total: int = 0  # a view's plan: how many statements its step has, for the log
+    statement_total: int = 0  # a view group's plan: how many statements its step has, for the log
+
+    @property
+    def views(self) -> tuple[()]:
+        """A step planned this way runs in one session: no view groups (engine.view_groups.ParallelPlan)."""
+        return ()
 
 
 def plan_steps(
@@ -49,28 +47,31 @@ def plan_steps(
     logger: logging.Logger | logging.LoggerAdapter,
     view_definitions: ViewDefinitions | None = None,
     upkeep: bool = True,
+    files: SqlFiles | None = None,
 ) -> tuple[dict[StepName, StepPlan], Lineage]:
     """Parse and lint every selected step and its checks; SqlScriptError (file and line) if one is unfit.
 
     Also what each refreshed object reads (engine.lineage), for what a failure holds back.
-    Opted-out blocking statements are listed in the log.
+    Opted-out blocking statements are listed in the log. files: the run's SQL files, each
+    read and parsed once (a check of every step is one file).
     """
+    files = files or SqlFiles()
     try:
-        parsed = analyse_steps(selected)
+        parsed = analyse_steps(selected, files)
         blocking = [finding for step_sql in parsed.values() for finding in step_sql.blocking]
         if blocking:
             raise BlockingSql(blocking)
         for step_sql in parsed.values():
             for finding in step_sql.allowed:
                 logger.warning("blocking statement allowed: %s", finding.describe())
-        volume_rules = load_volume_statement()
+        volume_rules = load_volume_statement(files)
         plans = {
             step: StepPlan(
                 step=step,
                 statements=step_sql.statements,
                 objects=step_sql.objects,
                 temp_tables=step_sql.temp_tables,
-                checks=load_checks(step),
+                checks=load_checks(step, files),
                 allow_shrink=allow_shrink,
                 max_shrink_share=max_shrink_share,
                 volume_rules=volume_rules,
@@ -78,6 +79,6 @@ def plan_steps(
             )
             for step, step_sql in parsed.items()
         }
-        return plans, lineage_of(parsed, view_definitions)
+        return plans, lineage_of(parsed, view_definitions, files)
     except SqlScriptError as error:
         raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None

@@ -15,8 +15,10 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
+from hospitaldb.engine.allowlist import report
 from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import RefreshError, StepError, is_transient, report
+from hospitaldb.engine.errors import RefreshError, StepError
+from hospitaldb.engine.transient import is_transient
 from hospitaldb.text import in_utc
 
 LOCK_NAME = "hospitaldb-refresh"

@@ -21,8 +21,8 @@ import psycopg2.extras
 
 from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import RunStatus, StepError, as_step_error
-from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.errors import StepError, as_step_error
+from hospitaldb.engine.sql_script import SqlFiles
 from hospitaldb.engine.volume_checks import (
     SOURCE_HISTORY,
     judge_volumes,
@@ -30,6 +30,7 @@ from hospitaldb.engine.volume_checks import (
     read_volume_rules,
 )
 from hospitaldb.paths import display_path, step_sql_dir
+from hospitaldb.statuses import RunStatus
 
 SOURCE_CHECKS = "check_sources"  # the name the source checks go by: a task, a place a run can fail
 
@@ -108,7 +109,10 @@ def sources_file() -> Path:
 
 
 def read_sources(
-    target: DatabaseTarget, limits: Limits, previous_counts: dict[str, int] | None = None
+    target: DatabaseTarget,
+    limits: Limits,
+    previous_counts: dict[str, int] | None = None,
+    files: SqlFiles | None = None,
 ) -> tuple[list[SourceState], list[CheckResult], float]:
     """Each source's row count and newest data, read on one snapshot; the sources' volume checks
     (engine.volume_checks: rows added since the last successful run, against their history);
@@ -120,8 +124,9 @@ def read_sources(
     path = sources_file()
     if not path.exists():
         return [], [], 0.0
-    (statement,) = load_statements(path, display_path(path))
-    volume_statement = load_volume_statement()
+    files = files or SqlFiles()
+    (statement,) = files.load(path, display_path(path)).statements
+    volume_statement = load_volume_statement(files)
     previous_counts = previous_counts or {}
     started = time.perf_counter()
     with as_step_error(SOURCE_CHECKS, statement):

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pglast
 from pglast import ast
 
-from hospitaldb.engine.sql_script import SqlScriptError, Statement, load_statements
+from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.engine.steps import STEPS, StepName, sql_file
 from hospitaldb.paths import display_path
 
@@ -113,27 +112,30 @@ class BlockingSql(SqlScriptError):
         )
 
 
-def analyse_step(step: StepName, path: Path | None = None) -> StepSql:
+def analyse_step(step: StepName, path: Path | None = None, files: SqlFiles | None = None) -> StepSql:
     """Parse and lint one step's file; SqlScriptError (file and line) if it does not parse."""
     path = path or sql_file(step)
-    statements = load_statements(path, display_path(path))
-    text = path.read_text(encoding="utf-8")
+    parsed = (files or SqlFiles()).load(path, display_path(path))
+    statements = list(parsed.statements)
     temp = temp_tables_of(statements)
     objects: list[str] = []
     for statement in statements:
-        for name in targets_of(parse_statement(statement)):
+        for name in targets_of(statement.tree):
             if name not in temp and name not in objects:
                 objects.append(name)
     findings = [
         finding
         for statement in statements
-        for finding in _findings(statement, parse_statement(statement), set(objects), temp, text)
+        for finding in _findings(statement, set(objects), temp, parsed.text)
     ]
     return StepSql(step, path, statements, objects, sorted(temp), findings)
 
 
-def analyse_steps(steps: list[StepName] | tuple[StepName, ...] = STEPS) -> dict[StepName, StepSql]:
-    return {step: analyse_step(step) for step in steps}
+def analyse_steps(
+    steps: list[StepName] | tuple[StepName, ...] = STEPS, files: SqlFiles | None = None
+) -> dict[StepName, StepSql]:
+    files = files or SqlFiles()
+    return {step: analyse_step(step, files=files) for step in steps}
 
 
 def refreshed_objects(steps: list[StepName] | tuple[StepName, ...] = STEPS) -> dict[str, StepName]:
@@ -150,7 +152,7 @@ def relations_named(statements: list[Statement]) -> set[str]:
     temp = temp_tables_of(statements)
     names = set()
     for statement in statements:
-        tree = parse_statement(statement)
+        tree = statement.tree
         ctes = {node.ctename for node in walk(tree) if isinstance(node, ast.CommonTableExpr)}
         for node in walk(tree):
             if isinstance(node, ast.RangeVar) and node.relpersistence != "t":
@@ -161,11 +163,6 @@ def relations_named(statements: list[Statement]) -> set[str]:
 
 
 # --- Reading the parse tree --------------------------------------------------------------
-
-
-def parse_statement(statement: Statement) -> Any:
-    (raw,) = pglast.parse_sql(statement.text)
-    return raw.stmt
 
 
 def walk(node: Any) -> Iterator[Any]:
@@ -203,7 +200,7 @@ def temp_table_created(tree: Any) -> str | None:
 
 def temp_tables_of(statements: list[Statement]) -> set[str]:
     """Temporary tables the file creates: their names, as the file writes them."""
-    return {name for statement in statements if (name := temp_table_created(parse_statement(statement)))}
+    return {name for statement in statements if (name := temp_table_created(statement.tree))}
 
 
 def _allowed_because(statement: Statement, text: str) -> str | None:
@@ -221,10 +218,8 @@ def _allowed_because(statement: Statement, text: str) -> str | None:
     return None
 
 
-def _findings(
-    statement: Statement, tree: Any, refreshed: set[str], temp: set[str], text: str
-) -> list[Finding]:
-    blocking = _blocking_lock(tree, refreshed, temp)
+def _findings(statement: Statement, refreshed: set[str], temp: set[str], text: str) -> list[Finding]:
+    blocking = _blocking_lock(statement.tree, refreshed, temp)
     if blocking is None:
         return []
     lock, blocks, fix = blocking

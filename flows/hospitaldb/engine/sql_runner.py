@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import psycopg2
 import psycopg2.extensions
 
-from hospitaldb.engine.checks import CheckResult, finish_row_counts, run_checks, start_row_counts
+from hospitaldb.engine.checks import CheckResult, run_checks
 from hospitaldb.engine.database import DatabaseTarget, Limits
 from hospitaldb.engine.errors import as_step_error
 from hospitaldb.engine.plans import StepPlan
+from hospitaldb.engine.shrink_guard import finish_row_counts, start_row_counts
 from hospitaldb.engine.sql_script import Statement
 from hospitaldb.engine.volume_checks import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
 
@@ -49,13 +49,6 @@ class StepResult:
     @property
     def rows(self) -> int:
         return sum(result.rows or 0 for result in self.statements)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "rows": self.rows,
-            "checks": [{**asdict(check), "outcome": check.outcome} for check in self.checks],
-        }
 
 
 def execute_statements(

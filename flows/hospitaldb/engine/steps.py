@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
-from hospitaldb.engine.errors import RefreshError, RunStatus
+from hospitaldb.engine.errors import RefreshError
 from hospitaldb.paths import step_sql_dir
+from hospitaldb.statuses import RunStatus
 
 StepName = Literal[
     "refresh_phase2_materialized_views",

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg2
 from psycopg2 import sql
 
+from hospitaldb.engine.allowlist import report
 from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import report
 
 DEAD_ROW_SHARE = 0.05  # a quarter of autovacuum's default scale factor (0.2): bloat stays small
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from pglast import ast
 
-from hospitaldb.engine.errors import RefreshError, RunStatus
+from hospitaldb.engine.errors import RefreshError
 from hospitaldb.engine.lineage import Lineage, statement_reads
 from hospitaldb.engine.plans import StepPlan
-from hospitaldb.engine.sql_analysis import parse_statement
+from hospitaldb.statuses import RunStatus
 
 
 class ParallelViewsRefused(RefreshError, ValueError):
@@ -40,10 +40,22 @@ class ViewGroup:
         return " + ".join(self.views)
 
 
+@dataclass(frozen=True)
+class ParallelPlan(StepPlan):
+    """A step of materialized views refreshed in several sessions: its view groups, each a plan of its own."""
+
+    sessions: int = 2
+    groups: tuple[ViewGroup, ...] = ()
+
+    @property
+    def views(self) -> tuple[ViewGroup, ...]:  # type: ignore[override]
+        return self.groups
+
+
 def splits_into_views(plan: StepPlan) -> bool:
     """True when every statement of the step refreshes one materialized view."""
     return len(plan.statements) == len(plan.objects) and all(
-        isinstance(parse_statement(statement), ast.RefreshMatViewStmt) for statement in plan.statements
+        isinstance(statement.tree, ast.RefreshMatViewStmt) for statement in plan.statements
     )
 
 
@@ -116,7 +128,7 @@ def with_parallel_views(
     lineage: Lineage,
     sessions: int,
     logger: logging.Logger | logging.LoggerAdapter,
-) -> dict[str, StepPlan]:
+) -> dict[str, StepPlan | ParallelPlan]:
     """The plans, each step of materialized views only set to refresh them in `sessions` sessions.
 
     Decided before anything runs, so a step that cannot be split refuses the run untouched.
@@ -127,7 +139,8 @@ def with_parallel_views(
     for step, plan in plans.items():
         if len(plan.objects) > 1 and splits_into_views(plan):
             groups = group_views(plan, lineage)
-            split[step] = replace(plan, sessions=sessions, views=tuple(groups))
+            serial = {name.name: getattr(plan, name.name) for name in fields(plan)}
+            split[step] = ParallelPlan(**serial, sessions=sessions, groups=tuple(groups))
             logger.info(
                 "parallel_views: %s refreshes %d views in %d group(s), up to %d sessions, each group "
                 "committing on its own after its checks: %s",

@@ -37,7 +37,7 @@ from refresh_bench import (
     write_report,
 )
 
-from hospitaldb.engine.errors import report as allowlisted
+from hospitaldb.engine.allowlist import report as allowlisted
 from hospitaldb.engine.sql_analysis import refreshed_objects
 from hospitaldb.paths import PROJECT_ROOT as ROOT
 

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.record.notifications import EMAIL_BLOCK_TYPE, AlertSettings
+from hospitaldb.report.notifications import EMAIL_BLOCK_TYPE, AlertSettings
 from hospitaldb.tools.prefect_yaml_check import check_prefect_yaml, heartbeat_seconds
 
 CRASH_AUTOMATION = "hospitaldb-crash-unresponsive-runs"

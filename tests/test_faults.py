@@ -29,7 +29,7 @@ from support.runs import (
 )
 
 from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.engine.errors import is_transient
+from hospitaldb.engine.transient import is_transient
 from hospitaldb.paths import PROJECT_ROOT
 
 LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"

@@ -18,44 +18,17 @@ from pydantic import Field
 
 from hospitaldb.engine.database import resolve_database
 from hospitaldb.engine.errors import RefreshError
-from hospitaldb.record.alerts import Alert
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import last_freshness_alert
-from hospitaldb.record.hooks import report_failure, report_interruption
 from hospitaldb.record.monitoring import run_monitoring_query
-from hospitaldb.record.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
-from hospitaldb.record.recorder import RunRecorder
-from hospitaldb.text import in_utc
+from hospitaldb.report.alerts import describe_staleness
+from hospitaldb.report.hooks import report_failure, report_interruption
+from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
+from hospitaldb.run_context import recorder_for_this_run, stopped_as
 
 
 class FreshnessUnknown(RefreshError):
     """The audit trail cannot be read, so nobody can tell whether the data is fresh."""
-
-
-def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Alert:
-    oldest = max((row["hours_ago"] for row in stale if row["hours_ago"] is not None), default=None)
-    headline = (
-        f"no successful refresh for {oldest:.0f} h"
-        if oldest is not None
-        else "no successful refresh recorded"
-    )
-    lines = [
-        f"HospitalDB data is stale: {headline} (threshold {max_age_hours:g} h).",
-        "",
-        *(
-            f"{row['step']:<36}last success: "
-            + (
-                f"{in_utc(row['last_success'])} ({row['hours_ago']} h ago)"
-                if row["last_success"]
-                else "never"
-            )
-            for row in stale
-        ),
-        "",
-        "Dashboards still show the last refreshed data. Check that the nightly deployment is not paused, "
-        "that a worker is running for its pool, and the last runs' logs (docs/monitoring.md).",
-    ]
-    return Alert(subject=f"[HospitalDB] Data is stale: {headline}", body="\n".join(lines))
 
 
 @flow(name="hospitaldb-freshness-check", on_failure=[report_failure], on_crashed=[report_interruption])
@@ -79,7 +52,7 @@ def hospitaldb_freshness_check(
     """
     logger = get_run_logger()
     # The record of this check (no etl_audit row: that trail is the refresh's), for its failure alert.
-    with RunRecorder.for_this_run().recording(artifacts=False):
+    with recorder_for_this_run().recording(stopped_as=stopped_as):
         return _check(database_block, max_age_hours, realert_hours, logger)
 
 

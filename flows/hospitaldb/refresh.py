@@ -16,25 +16,28 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
-from psycopg2 import sql
 from pydantic import Field
 
 from hospitaldb.engine.database import Limits, resolve_database
-from hospitaldb.engine.errors import StepError, as_step_error
+from hospitaldb.engine.dry_run import dry_run_steps
+from hospitaldb.engine.errors import StepError
 from hospitaldb.engine.lineage import views_in_database
 from hospitaldb.engine.parallel_views import refresh_views_in_parallel
 from hospitaldb.engine.plans import StepPlan, plan_steps
 from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
 from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
-from hospitaldb.engine.sql_runner import run_step_sql, run_step_transaction
+from hospitaldb.engine.sql_runner import run_step_transaction
+from hospitaldb.engine.sql_script import SqlFiles
 from hospitaldb.engine.steps import STEPS, StepName, in_pipeline_order
 from hospitaldb.engine.upkeep import run_upkeep
-from hospitaldb.engine.view_groups import with_parallel_views
-from hospitaldb.record.artifacts import checks_summary
+from hospitaldb.engine.view_groups import ParallelPlan, with_parallel_views
 from hospitaldb.record.audit_history import last_successful_source_counts
-from hospitaldb.record.hooks import report_failure, report_interruption, report_recovery
-from hospitaldb.record.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.record.outcome import REFRESH_FLOW, ReturnedSteps
 from hospitaldb.record.recorder import RunRecorder
+from hospitaldb.report.artifacts import checks_summary, publish_run_artifacts
+from hospitaldb.report.hooks import report_failure, report_interruption, report_recovery
+from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.run_context import recorder_for_this_run, stopped_as
 
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_SECONDS = 10.0
@@ -51,7 +54,9 @@ def retry_on_transient_error(task: Task, task_run: Any, state: Any) -> bool:
     return False
 
 
-def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLock) -> dict[str, Any]:
+def run_step(
+    step: StepName, recorder: RunRecorder, plan: StepPlan | ParallelPlan, lock: HeldLock
+) -> dict[str, Any]:
     """Run one step's statements and its checks in one transaction, and return what it did.
 
     The step checks that the run still holds the overlap lock before it starts and again
@@ -62,7 +67,7 @@ def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLo
     with recorder.step_attempt(step, runtime.task_run.run_count or 1) as attempt:
         lock.verify(step)
         refresh = run_step_transaction
-        if plan.views:  # parallel_views: each group of views commits on its own, once its checks pass
+        if isinstance(plan, ParallelPlan):  # each group of views commits on its own, once its checks pass
             refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)
         result = refresh(
             recorder.target,
@@ -110,7 +115,7 @@ STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
     retry_condition_fn=retry_on_transient_error,
     cache_policy=NO_CACHE,
 )
-def check_sources(recorder: RunRecorder, enforce: bool = True) -> None:
+def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) -> None:
     """Read every source's row count and newest data; fail the run if one is stale or incomplete.
 
     The counts are recorded either way (not in a dry run): a completed run's counts are
@@ -120,7 +125,7 @@ def check_sources(recorder: RunRecorder, enforce: bool = True) -> None:
     logger = get_run_logger()
     recorder.sources_attempt(runtime.task_run.run_count or 1)
     previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
-    states, volumes, seconds = read_sources(recorder.target, recorder.limits, previous)
+    states, volumes, seconds = read_sources(recorder.target, recorder.limits, previous, files)
     results, problems = evaluate(states, previous, seconds, logger, volumes)
     recorder.sources_checked(enforce, states, results, problems, seconds)
     if problems and enforce:
@@ -130,46 +135,15 @@ def check_sources(recorder: RunRecorder, enforce: bool = True) -> None:
 
 
 @task(name="dry_run", cache_policy=NO_CACHE)
-def dry_run_steps(recorder: RunRecorder, plans: dict[StepName, StepPlan]) -> None:
-    """Run the steps and their checks as a real run would, in one transaction, and roll back.
-
-    One transaction for all steps, so that each step reads what the steps before it
-    would have published; then ROLLBACK: nothing changes, and what each step would have
-    changed is reported per object.
-    """
-    logger = get_run_logger()
-    with as_step_error("dry_run"):
-        connection = recorder.target.connect(recorder.limits)
-    try:
-        connection.set_session(isolation_level="REPEATABLE READ")
-        for step, plan in plans.items():
-            result = run_step_sql(connection, plan, logger=logger)
-            with as_step_error(step), connection.cursor() as cursor:
-                # Later steps create their own temporary tables, perhaps with the same names.
-                for name in plan.temp_tables:
-                    cursor.execute(
-                        sql.SQL("DROP TABLE IF EXISTS {}").format(
-                            sql.Identifier("pg_temp", name.split(".")[-1])
-                        )
-                    )
-            for name, counts in result.changes.items():
-                logger.info(
-                    "dry run: %s would change %s: %d inserted, %d updated, %d deleted",
-                    step,
-                    name,
-                    counts["inserted"],
-                    counts["updated"],
-                    counts["deleted"],
-                )
-            recorder.step_dry_run(result)
-    finally:
-        connection.rollback()
-        connection.close()
-    logger.info("dry run: rolled back, nothing changed")
+def dry_run_task(recorder: RunRecorder, plans: dict[StepName, StepPlan]) -> None:
+    """Run the steps and their checks as a real run would, in one transaction, and roll back."""
+    dry_run_steps(
+        recorder.target, plans, recorder.limits, logger=get_run_logger(), on_step=recorder.step_dry_run
+    )
 
 
 @flow(
-    name="hospitaldb-refresh",
+    name=REFRESH_FLOW,
     log_prints=False,
     # One message per run: flow-level hooks only. A crash (SIGTERM, killed worker) does not
     # run on_failure, hence on_crashed too; a cancel ends Cancelled, with its own notice.
@@ -197,7 +171,7 @@ def hospitaldb_refresh(
     alert_blocks: list[str] | None = None,
     email_block: str = DEFAULT_EMAIL_BLOCK,
     slack_block: str = DEFAULT_SLACK_BLOCK,
-) -> list[dict[str, Any]]:
+) -> ReturnedSteps:
     """Refresh HospitalDB: analytics views, then reporting tables, then dashboards.
 
     Nothing is published that fails its checks: source checks run before the first
@@ -245,9 +219,10 @@ def hospitaldb_refresh(
             warning if missing).
     """
     logger = get_run_logger()
-    recorder = RunRecorder.for_this_run(dry_run=dry_run)
+    recorder = recorder_for_this_run(dry_run=dry_run)
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
-    with recorder.recording():
+    files = SqlFiles()  # each SQL file of the run read and parsed once
+    with recorder.recording(publish=publish_run_artifacts, stopped_as=stopped_as):
         target = recorder.use_database(
             resolve_database(database_block),
             Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),
@@ -262,17 +237,18 @@ def hospitaldb_refresh(
             logger,
             views_in_database(target, recorder.limits),
             upkeep=upkeep,
+            files=files,
         )
-        plans = with_parallel_views(plans, lineage, parallel_views, logger)
+        run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)
         with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:
             recorder.abandon_stale_runs()
             check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
-                recorder, enforce=not skip_source_checks
+                recorder, files, enforce=not skip_source_checks
             )
-            if dry_run:
-                dry_run_steps(recorder, plans)
+            if dry_run:  # serial, whatever parallel_views says
+                dry_run_task(recorder, plans)
             for step in [] if dry_run else selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
-                step_task(step, recorder, plans[step], lock)
-    return [step.to_dict() for step in recorder.outcome.steps]
+                step_task(step, recorder, run_plans[step], lock)
+    return ReturnedSteps(recorder.outcome)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from hospitaldb.record.alerts import Alert
-from hospitaldb.record.notifications import AlertNotSent, AlertSettings, deliver
+from hospitaldb.report.alerts import Alert
+from hospitaldb.report.notifications import AlertNotSent, AlertSettings, deliver
 
 ALERT = Alert(subject="[HospitalDB] Refresh FAILED", body="body")
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hospitaldb.engine.errors import message_may_be_shown, names_of
+from hospitaldb.engine.allowlist import message_may_be_shown, names_of
 
 
 @pytest.mark.parametrize(

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from hospitaldb.engine.checks import CheckResult
-from hospitaldb.engine.errors import RunStatus
 from hospitaldb.engine.source_checks import SourceProblem
-from hospitaldb.record.alerts import describe_failure, describe_recovery
-from hospitaldb.record.artifacts import changes_summary, checks_summary, step_rows, summary_markdown
-from hospitaldb.record.outcome import (
-    PreviousRun,
-    RunOutcome,
-    SourcesOutcome,
-    StepOutcome,
-    StepStatus,
-    interruption_text,
-)
+from hospitaldb.record.outcome import PreviousRun, RunOutcome, SourcesOutcome, StepOutcome, interruption_text
+from hospitaldb.report.alerts import describe_failure, describe_recovery
+from hospitaldb.report.artifacts import changes_summary, checks_summary, step_rows, summary_markdown
+from hospitaldb.statuses import RunStatus, StepStatus
 
 STEP1, STEP2, STEP3 = (
     "refresh_phase2_materialized_views",
@@ -71,8 +65,7 @@ def test_the_alert_subject_says_what_ended_how_and_where(status, step, subject):
 
 
 def test_a_refusal_by_a_check_names_the_check_in_the_subject_and_its_file_in_the_body():
-    outcome = run(RunStatus.CHECK_FAILED, STEP2)
-    outcome.step_outcome(STEP2).checks = [PASSED_CHECK, FAILED_CHECK]
+    outcome = run(RunStatus.CHECK_FAILED, STEP2).with_step(STEP2, checks=[PASSED_CHECK, FAILED_CHECK])
     alert = describe_failure(outcome, "Failed", "http://prefect/runs/flow-run/5f0c")
     assert alert.subject == f"[HospitalDB] Refresh FAILED at {STEP2}: check no_negative_outstanding failed"
     for line in (
@@ -122,8 +115,10 @@ def test_the_steps_artifact_has_a_row_per_step_with_the_recorded_status():
 
 
 def test_the_summary_title_comes_from_the_status_not_from_the_error():
-    outcome = run(RunStatus.FAILED, STEP3, sources=SourcesOutcome(True, 6))
-    outcome.error = 'relation "staging.cancelled_appointments" does not exist'
+    outcome = replace(
+        run(RunStatus.FAILED, STEP3, sources=SourcesOutcome(True, 6)),
+        error='relation "staging.cancelled_appointments" does not exist',
+    )
     markdown = summary_markdown(outcome)
     assert markdown.startswith(f"# HospitalDB refresh failed at {STEP3}\n")
     assert "Source checks: 6 sources passed" in markdown

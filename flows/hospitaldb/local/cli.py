@@ -12,36 +12,11 @@ import sys
 
 from hospitaldb import settings
 from hospitaldb.engine.database import DatabaseNotConfigured
-from hospitaldb.engine.errors import RunStatus
 from hospitaldb.engine.steps import STEPS
-from hospitaldb.record.artifacts import checks_summary
-from hospitaldb.record.outcome import RunOutcome
-from hospitaldb.record.recorder import RunRecorder
+from hospitaldb.record.outcome import outcome_in
 from hospitaldb.refresh import DEFAULT_RETRIES, hospitaldb_refresh
-
-
-def print_summary(outcome: RunOutcome, where: str) -> None:
-    """The run as it was recorded: each step's status, statements, time, rows and checks."""
-    if outcome.dry_run and outcome.status == RunStatus.COMPLETED:
-        print("\nHospitalDB dry run: rolled back, nothing changed")
-    else:
-        print("\n" + outcome.title("HospitalDB dry run" if outcome.dry_run else "HospitalDB refresh"))
-    print(f"{'step':<36}{'status':<11}{'statements':>11}{'seconds':>10}{'rows':>12}  checks")
-    for step in outcome.steps:
-        seconds = f"{step.seconds:.2f}" if step.seconds is not None else ""
-        rows = f"{step.rows:,}" if step.rows is not None else ""
-        print(
-            f"{step.step:<36}{step.status.value:<11}{step.statements or '':>11}{seconds:>10}{rows:>12}  "
-            f"{checks_summary(step.checks) if step.checks else ''}"
-        )
-    if outcome.dry_run:
-        print(f"\n{'would change':<44}{'inserted':>10}{'updated':>10}{'deleted':>10}")
-        for step in outcome.steps:
-            for name, counts in step.changes.items():
-                print(f"{name:<44}{counts['inserted']:>10,}{counts['updated']:>10,}{counts['deleted']:>10,}")
-    if outcome.error:
-        print(f"\nError: {outcome.error}")
-    print(f"\nData: {where}")
+from hospitaldb.report.summary import summary_text
+from hospitaldb.statuses import RunStatus
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         return_state=True,
     )
-    recorder = RunRecorder.of_run_id(state.state_details.flow_run_id)
-    if recorder is None:  # the run ended before its body started (parameters refused by Prefect)
+    outcome = outcome_in(state)
+    if outcome is None:  # the run ended before its body started (parameters refused by Prefect)
         print(f"\nRefresh not started: {state.name}; see the run's logs", file=sys.stderr)
         return 2
-    print_summary(recorder.outcome, where)
-    return 0 if recorder.outcome.status == RunStatus.COMPLETED else 1
+    print(summary_text(outcome, where))
+    return 0 if outcome.status == RunStatus.COMPLETED else 1

@@ -1,1 +1,1 @@
-"""The record of a run: its outcome, the etl_audit trail, artifacts, alerts and their delivery, hooks, monitoring."""
+"""The record of a run: its outcome, kept once as it happens, and the etl_audit trail that holds it."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hospitaldb.record.audit_session import AuditSession
-from hospitaldb.record.outcome import RunOutcome, StepStatus
+from hospitaldb.record.outcome import RunOutcome
+from hospitaldb.statuses import StepStatus
 from hospitaldb.text import safe
 
 if TYPE_CHECKING:

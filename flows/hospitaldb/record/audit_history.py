@@ -8,12 +8,13 @@ when it last alerted. Every read goes through the run's audit session.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from hospitaldb.engine.errors import RunStatus
 from hospitaldb.engine.lineage import Lineage
 from hospitaldb.record.audit_session import AuditSession
-from hospitaldb.record.outcome import PreviousRun, RunOutcome, StepOutcome, StepStatus
+from hospitaldb.record.outcome import PreviousRun, RunOutcome, StepOutcome
+from hospitaldb.statuses import RunStatus, StepStatus
 
 
 def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOutcome | None:
@@ -43,9 +44,13 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
         {name: step for name, step, _, _ in objects},
         {name: frozenset(reads or ()) for name, _, reads, _ in objects},
     )
-    outcomes = [_step_as_recorded(step_name, last_attempts.get(step_name)) for step_name in steps]
-    for outcome in outcomes:  # what it committed (all, or with parallel_views some of its views)
-        outcome.published = [name for name, of, _, published in objects if of == outcome.step and published]
+    outcomes = [
+        replace(  # what it committed (all, or with parallel_views some of its views)
+            _step_as_recorded(step_name, last_attempts.get(step_name)),
+            published=[name for name, of, _, published in objects if of == step_name and published],
+        )
+        for step_name in steps
+    ]
     return RunOutcome(
         flow_name=flow_name,
         flow_run_id=flow_run_id,

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
+from hospitaldb.engine.allowlist import report
 from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import report
 from hospitaldb.record.audit_schema import AuditSchemaNotUpgradable, upgrade_schema
 
 # Bookkeeping must never hold up the refresh: the audit session's limits are the run's, at most this.

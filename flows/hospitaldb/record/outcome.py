@@ -1,8 +1,11 @@
-"""What a run did, as one typed record: how it ended, where, after how many attempts, and why.
+"""What a run did, as one typed value: how it ended, where, after how many attempts, and why.
 
-The flow builds a RunOutcome as things happen (hospitaldb.record.recorder) and writes it to
-etl_audit; the alert, both artifacts, the local summary and the monitoring queries
-all read it. No reporter decides a status from an error's words or a task's name.
+The recorder (hospitaldb.record.recorder) makes a new RunOutcome as each thing happens and
+writes it to etl_audit. When the run ends, the outcome leaves the flow with its final
+state (`handed_over`): the hooks and the command line read it there (`outcome_in`), or,
+in another process, from etl_audit by run id. The alert, both artifacts and the local
+summary are functions of it. No reporter decides a status from an error's words or a
+task's name.
 
 Everything here is safe to show: object, step and check names, counts, SQLSTATEs,
 file:line, and error texts that passed hospitaldb.engine.errors' allowlist. Never a value
@@ -11,29 +14,22 @@ from a patient's row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from hospitaldb.engine.checks import CheckResult
-from hospitaldb.engine.errors import RunStatus
+from hospitaldb.engine.errors import Failure
 from hospitaldb.engine.lineage import Lineage
 from hospitaldb.engine.source_checks import SourceProblem
 from hospitaldb.engine.upkeep import Upkeep
+from hospitaldb.statuses import RunStatus, StepStatus
+
+REFRESH_FLOW = "hospitaldb-refresh"
+HANDED_OVER = "hospitaldb_run_outcome"  # the attribute that carries the outcome on the final state's value
 
 
-class StepStatus(StrEnum):
-    NOT_RUN = "not run"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    CRASHED = "crashed"
-    ABANDONED = "abandoned"
-
-
-@dataclass
+@dataclass(frozen=True)
 class SourcesOutcome:
     enforced: bool
     sources: int = 0
@@ -41,7 +37,7 @@ class SourcesOutcome:
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepOutcome:
     step: str
     status: StepStatus = StepStatus.NOT_RUN
@@ -54,6 +50,7 @@ class StepOutcome:
     row_count_seconds: float | None = None  # the shrink guard's counting, part of what the checks cost
     upkeep: list[Upkeep] = field(default_factory=list)  # what was analysed or vacuumed after it committed
     published: list[str] = field(default_factory=list)  # objects committed: all, or (parallel_views) some
+    failure: Failure | None = None  # why its last attempt failed, decided once, as that attempt ended
 
     def to_dict(self) -> dict[str, Any]:
         """The step as the flow returns it."""
@@ -64,10 +61,10 @@ class StepOutcome:
             "statements": self.statements,
             "seconds": self.seconds,
             "rows": self.rows,
-            "checks": [{**vars(check), "outcome": check.outcome} for check in self.checks],
+            "checks": [{**asdict(check), "outcome": check.outcome} for check in self.checks],
             "changes": self.changes,
             "row_count_seconds": self.row_count_seconds,
-            "upkeep": [vars(item) for item in self.upkeep],
+            "upkeep": [asdict(item) for item in self.upkeep],
             "published": self.published,
         }
 
@@ -91,9 +88,9 @@ class HeldBack:
     upstream: str | None = None  # the held-back object it reads, when that is why
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOutcome:
-    """One run of a flow: built as it happens, persisted in etl_audit, read by every reporter."""
+    """One run of a flow: made anew as things happen, persisted in etl_audit, read by every reporter."""
 
     flow_name: str
     flow_run_id: str | None = None
@@ -114,6 +111,28 @@ class RunOutcome:
 
     def step_outcome(self, step: str) -> StepOutcome:
         return next(outcome for outcome in self.steps if outcome.step == step)
+
+    def with_step(self, step: str, **changes: Any) -> RunOutcome:
+        """The same run, with one step's outcome changed."""
+        steps = [replace(outcome, **changes) if outcome.step == step else outcome for outcome in self.steps]
+        return replace(self, steps=steps)
+
+    def ended(self, failure: Failure, attempts: int | None, finished_at: datetime) -> RunOutcome:
+        """The run, ended by failure: its status, where, after how many attempts, and why."""
+        return replace(
+            self,
+            status=failure.status,
+            step=failure.step,
+            attempts=attempts,
+            error=failure.text,
+            sqlstate=failure.sqlstate,
+            finished_at=finished_at,
+        )
+
+    @property
+    def what(self) -> str:
+        """What ran, for a title: 'Refresh', or another flow's name."""
+        return "Refresh" if self.flow_name == REFRESH_FLOW else self.flow_name
 
     @property
     def step_in_progress(self) -> str | None:
@@ -202,3 +221,34 @@ def interruption_text(status: RunStatus, step: str | None, published: list[str] 
             "every other table keeps its previous data"
         )
     return f"{how}{during}; every table keeps its previous data"
+
+
+class ReturnedSteps(list[dict[str, Any]]):
+    """What the refresh flow returns: a dict per step (as `state.result()` always gave), with the outcome."""
+
+    def __init__(self, outcome: RunOutcome) -> None:
+        super().__init__(step.to_dict() for step in outcome.steps)
+        setattr(self, HANDED_OVER, outcome)
+
+
+def handed_over(value: Any, outcome: RunOutcome) -> Any:
+    """value (a flow's return value, or the error it ends with), carrying the run's outcome out of the flow."""
+    try:
+        setattr(value, HANDED_OVER, outcome)
+    except AttributeError:  # a value that takes no attribute: the readers fall back to etl_audit
+        pass
+    return value
+
+
+def outcome_in(state: Any) -> RunOutcome | None:
+    """The outcome a run's body handed over with its final state, in the process that ran it; else None.
+
+    None for a run whose body never ran or ended elsewhere (a worker's hook after the run's
+    process is gone): the caller reads the run back from etl_audit.
+    """
+    try:
+        value = state.result(raise_on_failure=False)
+    except Exception:  # a result this process does not hold (persisted elsewhere, or none)
+        return None
+    outcome = getattr(value, HANDED_OVER, None)
+    return outcome if isinstance(outcome, RunOutcome) else None

@@ -1,8 +1,10 @@
 """What an alert says: rendered from the run's recorded outcome, for a person on call, on a phone.
 
+Also the freshness check's alert: data that no refresh has renewed for too long.
+
 The subject says what ended how and where; the body adds when, after how many
 attempts, the error as the run recorded it (which passed the allowlist of
-hospitaldb.engine.errors: never a row value), what that means for the data, and where
+hospitaldb.engine.allowlist: never a row value), what that means for the data, and where
 to look next.
 """
 
@@ -10,12 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from hospitaldb.engine.errors import RunStatus
 from hospitaldb.record.outcome import RunOutcome
+from hospitaldb.statuses import RunStatus
 from hospitaldb.text import in_utc, redact, safe
-
-REFRESH_FLOW = "hospitaldb-refresh"
 
 CONSEQUENCES = {
     RunStatus.CANCELLED: (
@@ -71,7 +72,7 @@ def _held_back_lines(outcome: RunOutcome) -> list[str]:
 
 def describe_failure(outcome: RunOutcome, state_name: str, run_link: str | None) -> Alert:
     """The alert for a run that failed, was refused, crashed or was cancelled."""
-    what = "Refresh" if outcome.flow_name == REFRESH_FLOW else outcome.flow_name
+    what = outcome.what
     if outcome.status in (RunStatus.RUNNING, RunStatus.COMPLETED):  # a failed state the run did not record
         outcome = replace(outcome, status=RunStatus.FAILED)
     when = (outcome.finished_at or datetime.now(UTC)).astimezone(UTC)
@@ -122,3 +123,29 @@ def describe_recovery(outcome: RunOutcome, run_link: str | None) -> Alert:
         subject="[HospitalDB] Refresh recovered",
         body=redact(f"HospitalDB refresh is healthy again: all selected steps completed.\n\n{body}"),
     )
+
+
+def describe_staleness(stale: list[dict[str, Any]], max_age_hours: float) -> Alert:
+    oldest = max((row["hours_ago"] for row in stale if row["hours_ago"] is not None), default=None)
+    headline = (
+        f"no successful refresh for {oldest:.0f} h"
+        if oldest is not None
+        else "no successful refresh recorded"
+    )
+    lines = [
+        f"HospitalDB data is stale: {headline} (threshold {max_age_hours:g} h).",
+        "",
+        *(
+            f"{row['step']:<36}last success: "
+            + (
+                f"{in_utc(row['last_success'])} ({row['hours_ago']} h ago)"
+                if row["last_success"]
+                else "never"
+            )
+            for row in stale
+        ),
+        "",
+        "Dashboards still show the last refreshed data. Check that the nightly deployment is not paused, "
+        "that a worker is running for its pool, and the last runs' logs (docs/monitoring.md).",
+    ]
+    return Alert(subject=f"[HospitalDB] Data is stale: {headline}", body="\n".join(lines))

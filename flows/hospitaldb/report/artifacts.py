@@ -13,7 +13,8 @@ from typing import Any
 
 from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.upkeep import upkeep_summary
-from hospitaldb.record.outcome import RunOutcome, SourcesOutcome, StepStatus
+from hospitaldb.record.outcome import RunOutcome, SourcesOutcome
+from hospitaldb.statuses import StepStatus
 from hospitaldb.text import count_of as rows
 
 STEPS_ARTIFACT_KEY = "hospitaldb-refresh-steps"

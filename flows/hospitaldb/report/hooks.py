@@ -1,6 +1,10 @@
-"""The flows' state hooks: one alert or notice per run, each read from the run's record.
+"""The flows' state hooks: one alert or notice per run, each rendered from the run's outcome.
 
-- `report_failure` (on_failure): the alert, rendered from the outcome the flow recorded.
+The outcome comes with the final state, as the run's body handed it over
+(hospitaldb.record.outcome.outcome_in); a hook in another process (a worker's, after the
+run's process is gone) or of a run whose body never ran reads it from etl_audit by run id.
+
+- `report_failure` (on_failure): the alert.
 - `report_interruption` (on_crashed, on_cancellation): the run is noted cancelled or
   crashed at the step in progress, the alert goes out, and only then is the record
   written (a crash leaves 30 s before SIGKILL: the alert must not wait on the
@@ -17,33 +21,33 @@ from __future__ import annotations
 from typing import Any
 
 from hospitaldb.engine.database import Limits, resolve_database
-from hospitaldb.engine.errors import RefreshError, RunStatus
-from hospitaldb.record.alerts import describe_failure, describe_recovery
+from hospitaldb.engine.errors import RefreshError
+from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import load_outcome
-from hospitaldb.record.notifications import AlertSettings, deliver
-from hospitaldb.record.outcome import RunOutcome
+from hospitaldb.record.outcome import RunOutcome, outcome_in
 from hospitaldb.record.recorder import RunRecorder
+from hospitaldb.report.alerts import describe_failure, describe_recovery
+from hospitaldb.report.notifications import AlertSettings, deliver
+from hospitaldb.statuses import RunStatus
 
 LIMIT_PARAMETERS = ("statement_timeout_seconds", "lock_timeout_seconds")
 
 
-def recorder_of(flow: Any, flow_run: Any) -> RunRecorder:
-    """This process's record of the run, else the one in etl_audit.
+def record_of(flow: Any, flow_run: Any, state: Any, *, writes: bool = False) -> RunRecorder:
+    """The run's outcome, as handed over with its state, else as etl_audit has it; with a writer if asked.
 
-    With a worker, the hooks of a cancelled or killed run run in the worker's own process,
-    after the run's process is gone: they read the run back from the database. A run that
-    recorded nothing (no database, a dry run, another flow) gets an outcome that says only
-    what Prefect knows: its name and state.
+    A run that recorded nothing (no database, a dry run, refused before its body ran) gets an
+    outcome that says only what Prefect knows: its name and state.
     """
     from prefect.logging.loggers import flow_run_logger
 
-    found = RunRecorder.of_run_id(flow_run.id)
-    if found is not None:
-        return found
     parameters = flow_run.parameters or {}
-    outcome = RunOutcome(flow.name, str(flow_run.id), flow_run.name, dry_run=bool(parameters.get("dry_run")))
+    handed = outcome_in(state)
+    outcome = handed or RunOutcome(
+        flow.name, str(flow_run.id), flow_run.name, dry_run=bool(parameters.get("dry_run"))
+    )
     recorder = RunRecorder(outcome, flow_run_logger(flow_run=flow_run, flow=flow))
-    if outcome.dry_run:
+    if outcome.dry_run or (handed is not None and not writes):
         return recorder
     try:
         target = resolve_database(parameters.get("database_block"))
@@ -51,10 +55,10 @@ def recorder_of(flow: Any, flow_run: Any) -> RunRecorder:
         recorder.logger.warning("the run's record in etl_audit cannot be read: %s", error)
         return recorder
     # The run's own limits, as far as its parameters say (the audit caps them at 10 s anyway).
-    recorder.use_database(target, Limits(*(parameters.get(name, 0) for name in LIMIT_PARAMETERS)))
-    recorded = load_outcome(recorder.audit, outcome.flow_run_id, flow.name) if recorder.audit else None
-    if recorded is not None:
-        recorder.outcome = recorded
+    limits = Limits(*(parameters.get(name, 0) for name in LIMIT_PARAMETERS))
+    recorder.audit = AuditLog(target, recorder.logger, limits)
+    if handed is None:
+        recorder.outcome = load_outcome(recorder.audit, outcome.flow_run_id, flow.name) or outcome
     return recorder
 
 
@@ -74,12 +78,16 @@ def _alert(recorder: RunRecorder, flow_run: Any, state: Any) -> None:
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """on_failure: one alert for the run."""
-    _alert(recorder_of(flow, flow_run), flow_run, state)
+    recorder = record_of(flow, flow_run, state)
+    try:
+        _alert(recorder, flow_run, state)
+    finally:
+        recorder.close()
 
 
 def report_interruption(flow: Any, flow_run: Any, state: Any) -> None:
     """on_crashed and on_cancellation: note it, alert, then write it."""
-    recorder = recorder_of(flow, flow_run)
+    recorder = record_of(flow, flow_run, state, writes=True)
     status = RunStatus.CANCELLED if state.is_cancelled() or state.is_cancelling() else RunStatus.CRASHED
     recorder.interrupted(status, write=False)
     _alert(recorder, flow_run, state)
@@ -91,11 +99,10 @@ def report_interruption(flow: Any, flow_run: Any, state: Any) -> None:
 
 def report_recovery(flow: Any, flow_run: Any, state: Any) -> None:
     """on_completion: a short notice when this database's previous finished run had failed."""
-    recorder = RunRecorder.of_run_id(flow_run.id)  # completion hooks run in the run's own process
-    previous = recorder.outcome.previous if recorder else None
+    outcome = outcome_in(state)  # completion hooks run in the run's own process
+    previous = outcome.previous if outcome else None
     if previous is not None and previous.status.is_failure:
-        deliver(
-            describe_recovery(recorder.outcome, _run_link(flow_run)),
-            AlertSettings.for_run(flow_run),
-            recorder.logger,
-        )
+        from prefect.logging.loggers import flow_run_logger
+
+        logger = flow_run_logger(flow_run=flow_run, flow=flow)
+        deliver(describe_recovery(outcome, _run_link(flow_run)), AlertSettings.for_run(flow_run), logger)

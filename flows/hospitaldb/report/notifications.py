@@ -8,7 +8,7 @@ other block must be a Prefect `NotificationBlock` (its `notify(body, subject)`).
 from the flow parameter `alert_blocks`, else `HOSPITALDB_ALERT_BLOCKS`, else the email and Slack
 blocks the parameters `email_block` and `slack_block` name.
 
-The state hooks (hospitaldb.record.hooks) send one message per run, never one per attempt
+The state hooks (hospitaldb.report.hooks) send one message per run, never one per attempt
 or per task. Each channel is sent in its own thread with a time limit, so a dead SMTP server
 or a hanging webhook costs a logged error, never the run's own state.
 
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hospitaldb.record.alerts import Alert
+from hospitaldb.report.alerts import Alert
 from hospitaldb.settings import ALERT_BLOCKS, ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
 from hospitaldb.text import safe, without_url_paths
 

@@ -21,12 +21,12 @@ import pytest
 from support.db import add_source_rows, execute
 from support.deployment import deployed_environment, wait_for_final_state
 from support.expected import assert_matches_source
+from support.prefect_servers import prefect_cli, prefect_server, prefect_worker
 from support.runs import TableLock, wait_for_blocked_refresh
 
 from hospitaldb import settings
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.tools.container_image import build_image, container_engine
-from hospitaldb.tools.local_prefect import prefect_cli, prefect_server, prefect_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.container]
 

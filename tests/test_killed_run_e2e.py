@@ -22,9 +22,8 @@ from support.deployment import (
     wait_for_final_state,
 )
 from support.expected import assert_matches_source
+from support.prefect_servers import prefect_cli, prefect_server, prefect_worker
 from support.runs import TableLock, wait_for_blocked_refresh
-
-from hospitaldb.tools.local_prefect import prefect_cli, prefect_server, prefect_worker
 
 pytestmark = pytest.mark.e2e
 

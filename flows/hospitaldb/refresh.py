@@ -4,7 +4,7 @@ Each step is a Prefect task that runs its parsed statements and then its data ch
 in one transaction, and retries only on transient database errors. Before the first
 step, the source checks make sure the staging data is whole and new. What happens is
 recorded once, as it happens (hospitaldb.record.recorder), and every report reads that
-record. flows/refresh.py is the entry point Prefect deploys and `python
+record, handed over as a value when the run ends. flows/refresh.py is the entry point Prefect deploys and `python
 flows/refresh.py` runs (hospitaldb.local.cli).
 """
 

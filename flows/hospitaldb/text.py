@@ -16,16 +16,20 @@ _SECRET_PATTERNS = (
     (re.compile(r"([a-z][a-z0-9+.-]*://[^/\s:@]*):[^\s/]*@", re.IGNORECASE), r"\1:***@"),
     (re.compile(r"((?:password|passwd|pwd)\s*=\s*)('[^']*'|\"[^\"]*\"|\S+)", re.IGNORECASE), r"\1***"),
 )
-# Webhook URLs carry their secret in the path: keep the host, drop the rest.
-_WEBHOOK = re.compile(r"(https?://[^\s/?#]+)[/?#]\S*", re.IGNORECASE)
-
-
-_ANY_URL = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/?#]+)[/?#]\S*", re.IGNORECASE)
+# A URL with something after its host: group 1 is its scheme and host.
+_URL_WITH_PATH = re.compile(r"([a-z][a-z0-9+.-]*://[^\s/?#]+)[/?#]\S*", re.IGNORECASE)
 
 
 def without_url_paths(text: str) -> str:
     """Every URL cut to its scheme and host: a notification service's URL may carry its key anywhere."""
-    return _ANY_URL.sub(lambda url: f"{url[1]}/***", text)
+    return _URL_WITH_PATH.sub(lambda url: f"{url[1]}/***", text)
+
+
+def _without_webhook_path(url: re.Match[str]) -> str:
+    """A webhook URL carries its secret in the path: keep the host, drop the rest."""
+    scheme = url[1].split("://", 1)[0].lower()
+    webhook = scheme.endswith(("http", "https")) and "hook" in url[0].lower()
+    return f"{url[1]}/***" if webhook else url[0]
 
 
 def shorten(text: str, limit: int) -> str:
@@ -38,7 +42,7 @@ def redact(text: str) -> str:
     """Remove passwords, connection-string credentials and webhook paths from text."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
-    return _WEBHOOK.sub(lambda url: f"{url[1]}/***" if "hook" in url[0].lower() else url[0], text)
+    return _URL_WITH_PATH.sub(_without_webhook_path, text)
 
 
 def safe(text: str, limit: int) -> str:

@@ -21,7 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.tools.local_prefect import prefect_cli
+from support.prefect_servers import prefect_cli
 from support.receivers import SMTP_PASSWORD, SMTP_USER, SmtpServer, WebhookServer
 
 AUTH_STRING = "hospitaldb-ops:Auth-String-For-Tests-3f9"

@@ -15,7 +15,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from hospitaldb.tools.local_prefect import free_port
+from support.prefect_servers import free_port
 
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "smtp-Pa55"

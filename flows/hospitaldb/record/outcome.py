@@ -8,7 +8,7 @@ summary are functions of it. No reporter decides a status from an error's words 
 task's name.
 
 Everything here is safe to show: object, step and check names, counts, SQLSTATEs,
-file:line, and error texts that passed hospitaldb.engine.errors' allowlist. Never a value
+file:line, and error texts that passed hospitaldb.engine.allowlist. Never a value
 from a patient's row.
 """
 

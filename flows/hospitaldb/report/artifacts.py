@@ -1,6 +1,6 @@
 """Prefect artifacts for every refresh run: a table of steps and a short markdown summary.
 
-Both render the run's recorded outcome (hospitaldb.outcome): the status is the
+Both render the run's recorded outcome (hospitaldb.record.outcome): the status is the
 one the run recorded, never read from an error's words. Keys are stable
 (artifact keys allow only [a-z0-9-]), so the Artifacts page shows the history of
 each across runs.

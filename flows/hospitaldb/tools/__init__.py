@@ -1,1 +1,1 @@
-"""Offline tools a worker never imports: validation, the least-privilege roles, the server guard, test servers."""
+"""Offline tools a worker never imports: validation, the least-privilege roles, the server guard, the image."""

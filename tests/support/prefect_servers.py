@@ -1,6 +1,7 @@
 """A real `prefect server start` and `prefect worker start`, as subprocesses on loopback.
 
-For the tests and the benchmark, which run the deployment path on real parts.
+For the tests and the benchmark, which run the deployment path on real parts. Not shipped in the
+runtime package: a worker never starts a server.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Create the least-privilege database roles, hand etl_audit to its owner, grant what the SQL needs.
+"""`hospitaldb roles`, by path: create the least-privilege database roles, hand etl_audit to its owner, grant what the SQL needs.
 
     HOSPITALDB_ADMIN_DATABASE_URL=postgresql://ADMIN@HOST:5432/hospitaldb python deployments/create_roles.py
     python deployments/create_roles.py --refresher etl_refresher --reader bi_status --owner etl_owner
@@ -13,46 +13,9 @@ database block, and the reader in the BI tool. See hospitaldb.tools.roles for wh
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from hospitaldb import settings
-from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.tools.roles import RoleNames, create_roles
-
-
-def main(argv: list[str] | None = None) -> int:
-    defaults = RoleNames()
-    parser = argparse.ArgumentParser(
-        prog="python deployments/create_roles.py", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--refresher", default=defaults.refresher, help="the role the refresh logs in as")
-    parser.add_argument(
-        "--reader", default=defaults.reader, help="the role that may read etl_audit.data_status"
-    )
-    parser.add_argument("--owner", default=defaults.owner, help="the role (NOLOGIN) that owns etl_audit")
-    args = parser.parse_args(argv)
-    url = settings.ADMIN_DATABASE_URL.read()
-    if not url:
-        print(
-            f"error    set {settings.ADMIN_DATABASE_URL} to an administrator's database URL", file=sys.stderr
-        )
-        return 2
-    try:
-        connection = target_from_url(url, settings.ADMIN_DATABASE_URL.name).connect(
-            purpose="roles", autocommit=True
-        )
-    except DatabaseNotConfigured as error:
-        print(f"error    {error}", file=sys.stderr)
-        return 2
-    try:
-        for statement in create_roles(connection, RoleNames(args.owner, args.refresher, args.reader)):
-            print(f"{statement};")
-    finally:
-        connection.close()
-    print(f"-- done. Set the passwords of {args.refresher} and {args.reader} before they log in.")
-    return 0
-
+from hospitaldb.tools.roles_command import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:], prog="python deployments/create_roles.py"))

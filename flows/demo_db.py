@@ -1,54 +1,13 @@
-"""Create (or recreate) the demo HospitalDB and fill it with deterministic synthetic data.
+"""Create (or recreate) the demo HospitalDB: `hospitaldb demo-db`, by path.
 
-    python flows/demo_db.py --database-url URL [--visits N] [--seed S] [--force]
-
-The work is done by hospitaldb.local.demo; this is its command line.
+python flows/demo_db.py --database-url URL [--visits N] [--seed S] [--force]
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-import psycopg2
-
-from hospitaldb.engine.database import target_from_url
-from hospitaldb.engine.errors import StepError
-from hospitaldb.local.demo import NotADemoDatabase, build_demo_database
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python flows/demo_db.py", description=(__doc__ or "").split("\n\n")[0]
-    )
-    parser.add_argument("--database-url", required=True, help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
-    parser.add_argument("--visits", type=int, default=20_000, help="number of visits (default 20000)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="replace the HospitalDB schemas even if the database holds other data",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        seconds = build_demo_database(args.database_url, args.visits, args.seed, args.force)
-    except (NotADemoDatabase, ValueError) as error:
-        print(f"demo_db: {error}", file=sys.stderr)
-        return 2
-    except StepError as error:
-        print(f"demo_db: {error}", file=sys.stderr)
-        return 1
-    except psycopg2.Error as error:
-        print(f"demo_db: database error: {str(error).strip()}", file=sys.stderr)
-        return 1
-    target = target_from_url(args.database_url, "--database-url")
-    print(
-        f"Loaded {args.visits:,} demo visits (seed {args.seed}) into {target.describe()} in {seconds:.1f} s"
-    )
-    return 0
-
+from hospitaldb.local.demo_command import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:], prog="python flows/demo_db.py"))

@@ -1,5 +1,8 @@
-"""`python flows/refresh.py`: run the refresh once, here, and print a summary.
+"""`hospitaldb refresh` and `python flows/refresh.py`: run the refresh once, here, and print a summary.
 
+Every flow parameter is an option, derived from the flow's own parameter schema (its
+signature and docstring), so the two cannot drift: `--dry-run`, `--parallel-views 2`,
+`--no-upkeep`... An option not given is not passed, and the flow's default applies.
 Only this local entry point falls back to the embedded demo database
 (hospitaldb.local.demo); a deployment run with no database configured fails and says
 how to configure one.
@@ -9,82 +12,92 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from hospitaldb import settings
 from hospitaldb.engine.database import DatabaseNotConfigured
-from hospitaldb.engine.steps import STEPS
 from hospitaldb.record.outcome import outcome_in
-from hospitaldb.refresh import DEFAULT_RETRIES, hospitaldb_refresh
 from hospitaldb.report.summary import summary_text
 from hospitaldb.statuses import RunStatus
 
+# The names these options had before they were derived from the flow: still accepted.
+ALIASES = {"statement_timeout_seconds": ["--statement-timeout"], "lock_timeout_seconds": ["--lock-timeout"]}
+TYPES = {"integer": int, "number": float, "string": str}
+METAVARS = {"integer": "N", "number": "NUMBER", "string": "NAME"}
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+def refresh_parser(prog: str = "python flows/refresh.py") -> argparse.ArgumentParser:
+    from hospitaldb.refresh import hospitaldb_refresh
+
     parser = argparse.ArgumentParser(
-        prog="python flows/refresh.py",
+        prog=prog,
         description=(
             "Run the HospitalDB refresh once, here. The database comes from --database-url, "
             f"else {settings.DATABASE_URL}, else the 'hospitaldb-postgres' block; with none of them, "
             "an embedded demo PostgreSQL is started under .hospitaldb/ and filled with demo data "
-            "on first use."
+            "on first use. Every other option is a flow parameter (docs: configuration)."
         ),
     )
-    parser.add_argument("--database-url", help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
-    parser.add_argument(
-        "--steps",
-        nargs="+",
-        choices=STEPS,
-        metavar="STEP",
-        help=f"steps to run, in pipeline order (default all): {', '.join(STEPS)}",
+    local = parser.add_argument_group("this run only")
+    local.add_argument(
+        "--database-url",
+        help="postgresql://USER@HOST:PORT/DBNAME (a password here is visible to other local users "
+        "in the process list: prefer ~/.pgpass or the environment)",
     )
-    parser.add_argument("--database-block", help="SqlAlchemyConnector block name")
-    parser.add_argument(
+    local.add_argument(
         "--demo-visits",
         type=int,
         default=20_000,
         help="visits in the embedded demo database when it is first built (default 20000)",
     )
-    parser.add_argument("--statement-timeout", type=float, default=3600, metavar="SECONDS")
-    parser.add_argument("--lock-timeout", type=float, default=30, metavar="SECONDS")
-    parser.add_argument("--retries", type=int, default=DEFAULT_RETRIES)
-    parser.add_argument(
-        "--skip-source-checks",
-        action="store_true",
-        help="do not enforce the source checks (a deliberate reload); counts are still recorded",
+    add_flow_parameters(
+        parser.add_argument_group("flow parameters"), hospitaldb_refresh.parameters.model_dump()
     )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="run every step and its checks, print what each would change, and roll back",
-    )
-    parser.add_argument(
-        "--allow-shrink",
-        action="store_true",
-        help="let a refreshed object lose more than half of its rows (the shrink guard)",
-    )
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_flow_parameters(group: Any, schema: Mapping[str, Any]) -> None:
+    """One option per parameter of a flow's parameter schema, in the flow's order."""
+    for name, spec in schema["properties"].items():
+        kind, items = _kind(spec)
+        description = " ".join(spec.get("description", "").split()).replace("%", "%%")
+        options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if kind == "boolean":
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind == "array":
+            options["nargs"] = "+"
+            options["choices"] = items.get("enum")
+            options["metavar"] = name.removesuffix("s").upper()
+        else:
+            options["type"] = TYPES[kind]
+            options["metavar"] = "SECONDS" if name.endswith("_seconds") else METAVARS[kind]
+        default = spec.get("default")
+        shown = "none" if default is None else str(default).lower() if kind == "boolean" else default
+        options["help"] = f"{description} (default: {shown})"
+        group.add_argument("--" + name.replace("_", "-"), *ALIASES.get(name, []), **options)
+
+
+def _kind(spec: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """The JSON type of a parameter (an optional one: its non-null type) and, for a list, its items."""
+    typed = next(
+        (option for option in spec.get("anyOf", [spec]) if option.get("type") not in (None, "null")), spec
+    )
+    return typed.get("type", "string"), typed.get("items", {})
+
+
+def main(argv: list[str] | None = None, prog: str = "python flows/refresh.py") -> int:
     from hospitaldb.local.demo import choose_local_database
+    from hospitaldb.refresh import hospitaldb_refresh
 
-    args = parse_args(argv)
+    args = vars(refresh_parser(prog).parse_args(argv))
+    database_url, demo_visits = args.pop("database_url"), args.pop("demo_visits")
     try:
-        where = choose_local_database(args.database_url, args.database_block, args.demo_visits)
+        where = choose_local_database(database_url, args.get("database_block"), demo_visits)
     except DatabaseNotConfigured as error:
         print(f"Refresh not started: {error}", file=sys.stderr)
         return 2
-    state = hospitaldb_refresh(
-        steps=args.steps,
-        database_block=args.database_block,
-        statement_timeout_seconds=args.statement_timeout,
-        lock_timeout_seconds=args.lock_timeout,
-        retries=args.retries,
-        skip_source_checks=args.skip_source_checks,
-        allow_shrink=args.allow_shrink,
-        dry_run=args.dry_run,
-        return_state=True,
-    )
+    state = hospitaldb_refresh(**args, return_state=True)
     outcome = outcome_in(state)
     if outcome is None:  # the run ended before its body started (parameters refused by Prefect)
         print(f"\nRefresh not started: {state.name}; see the run's logs", file=sys.stderr)

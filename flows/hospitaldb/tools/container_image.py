@@ -27,7 +27,7 @@ from hospitaldb.paths import PROJECT_ROOT
 ROOT = PROJECT_ROOT
 CONTAINERFILE = ROOT / "deployments" / "container" / "Containerfile"
 BUILD = ROOT / "build"
-DEFAULT_TAG = "localhost/hospitaldb-refresh:latest"
+IMAGE_NAME = "localhost/hospitaldb-refresh"
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 BOOTSTRAP_BASE = "localhost/hospitaldb-base:bookworm"
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
@@ -115,6 +115,13 @@ def requirements_for_older_pythons(wheels: Path, python: str = "3.11.0") -> list
     return sorted(missing)
 
 
+def default_tag() -> str:
+    """The image tag is the package's version, as `hospitaldb --version` and prefect.yaml say it."""
+    from hospitaldb.local.command import package_version
+
+    return f"{IMAGE_NAME}:{package_version()}"
+
+
 def stage_context() -> Path:
     """The build context: only what the image needs."""
     context = BUILD / "image-context"
@@ -187,7 +194,7 @@ def build_image(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dev.py image", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--tag", default=DEFAULT_TAG)
+    parser.add_argument("--tag", default=default_tag(), help="default: the image name and this version")
     bases = parser.add_mutually_exclusive_group()
     bases.add_argument("--base", help=f"base image with Python 3.11 (default {DEFAULT_BASE})")
     bases.add_argument("--bootstrap-base", action="store_true", help="make a Debian base with debootstrap")

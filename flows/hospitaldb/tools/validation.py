@@ -15,6 +15,7 @@ Each problem is printed as FILE:LINE: MESSAGE; the exit code is 1 if there is an
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import os
@@ -88,14 +89,21 @@ def print_lineage(mermaid: bool = False) -> int:
     return 0
 
 
-def main(root: Path = PROJECT_ROOT, args: list[str] | None = None) -> int:
+def main(root: Path = PROJECT_ROOT, args: list[str] | None = None, prog: str = "hospitaldb validate") -> int:
     """Validate the project in root; print each problem as FILE:LINE: MESSAGE.
 
     With --lineage, print what each refreshed object reads instead (--mermaid: as a Mermaid chart).
     """
-    args = sys.argv[1:] if args is None else args
-    if "--lineage" in args or "--mermaid" in args:
-        return print_lineage(mermaid="--mermaid" in args)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Offline checks, no database or Prefect server needed: every SQL file parses, every "
+        "check is one SELECT, the flow and its steps load, prefect.yaml is sound.",
+    )
+    parser.add_argument("--lineage", action="store_true", help="print what each refreshed object reads")
+    parser.add_argument("--mermaid", action="store_true", help="the lineage as a Mermaid flowchart")
+    options = parser.parse_args(sys.argv[1:] if args is None else args)
+    if options.lineage or options.mermaid:
+        return print_lineage(mermaid=options.mermaid)
     root = root.resolve()
     # Entrypoints in prefect.yaml are paths relative to the project, as for `prefect deploy`.
     os.chdir(root)

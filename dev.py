@@ -120,7 +120,8 @@ class Stage:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with self.log.open("w") as output:
-            command = [str(PYTHON), "-m", "pytest", *self.args]
+            # The slowest tests in each log: where CI time goes, for whoever rebalances the lanes.
+            command = [str(PYTHON), "-m", "pytest", "--durations=15", *self.args]
             self.returncode = subprocess.run(
                 command, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT
             ).returncode

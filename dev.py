@@ -6,9 +6,11 @@
     python3 dev.py test [ARGS]  run the test suite; ARGS go to pytest
     python3 dev.py lint         ruff check and format check
     python3 dev.py validate     every SQL file parses, the flow imports
+    python3 dev.py docs         build the documentation site into build/site (strict: a warning fails)
+    python3 dev.py screenshots  the Prefect UI pictures of docs/images/, again (needs Chromium)
     python3 dev.py image [ARGS] build the container image (docker or podman); ARGS go to
                                 deployments/container/build_image.py (--help)
-    python3 dev.py ci           lint, validate, the unit tests; then side by side: the suite on
+    python3 dev.py ci           lint, validate, docs, the unit tests; then side by side: the suite on
                                 embedded PostgreSQL, the suite on the PostgreSQL server when
                                 one answers, and the end-to-end and container tests (once)
 
@@ -102,6 +104,17 @@ def validate(_: list[str]) -> int:
     return run(str(PYTHON), "tools/validate.py")
 
 
+def docs(args: list[str]) -> int:
+    ensure_environment("requirements-dev.txt")
+    # Material's banner about its successor is not a warning of this build.
+    return run(str(PYTHON), "-m", "mkdocs", "build", "--strict", *args, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+def screenshots(args: list[str]) -> int:
+    ensure_environment("requirements-dev.txt")
+    return run(str(PYTHON), "docs/screenshots.py", *args)
+
+
 @dataclass
 class Stage:
     """One pytest run of CI, with its own log."""
@@ -164,7 +177,7 @@ def ci(args: list[str]) -> int:
     (own Prefect servers, workers, deploy.sh); the killed-run and server-auth tests, then the
     container test. Each slow test runs once."""
     started = time.monotonic()
-    for step in (lint, validate):
+    for step in (lint, validate, docs):
         if step([]):
             return 1
     print("\n== CI stages side by side (logs in build/ci/) ==", flush=True)
@@ -205,7 +218,16 @@ def ci(args: list[str]) -> int:
     return 0 if passed else 1
 
 
-COMMANDS = {"demo": demo, "test": test, "image": image, "lint": lint, "validate": validate, "ci": ci}
+COMMANDS = {
+    "demo": demo,
+    "test": test,
+    "image": image,
+    "lint": lint,
+    "validate": validate,
+    "docs": docs,
+    "screenshots": screenshots,
+    "ci": ci,
+}
 
 
 def main() -> int:

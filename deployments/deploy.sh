@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # From zero to scheduled deployments, non-interactively and idempotently:
 #   1. validate prefect.yaml offline (Prefect itself ignores unknown keys);
-#   2. create or update the blocks from HOSPITALDB_* variables (see README "Alerts"), only on a
+#   2. create or update the blocks from HOSPITALDB_* variables (see docs/alerts.md), only on a
 #      server that asks for credentials (PREFECT_API_AUTH_STRING here) or that nothing beyond
 #      this machine's loopback can reach: anyone who can call a server's API reads its secrets;
 #   3. create the work pool if it does not exist;
@@ -10,7 +10,7 @@
 #      stop (worker and process killed together) and posts to the Slack block.
 #
 #   bash deployments/deploy.sh                  # process work pool, runs this checkout
-#   bash deployments/deploy.sh --image IMAGE    # Docker work pool, runs IMAGE (README: Containers)
+#   bash deployments/deploy.sh --image IMAGE    # Docker work pool, runs IMAGE (docs/deploy.md, Containers)
 #
 # Needs PREFECT_API_URL (a running `prefect server start`, or Prefect Cloud), with
 # PREFECT_API_AUTH_STRING (or Prefect Cloud's PREFECT_API_KEY) when the server asks for it,

@@ -9,7 +9,6 @@ needs no path set-up, however Prefect loads it.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from hospitaldb.local.cli import main
@@ -18,6 +17,4 @@ from hospitaldb.refresh import hospitaldb_refresh
 __all__ = ["hospitaldb_refresh"]
 
 if __name__ == "__main__":
-    # A local run's temporary server has no network to send usage data to; don't try.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     sys.exit(main())

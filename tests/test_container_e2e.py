@@ -39,7 +39,7 @@ def engine() -> str:
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
     found = container_engine("podman")
     if found is None:
-        pytest.skip("podman is not installed or does not run here (see README: Containers)")
+        pytest.skip("podman is not installed or does not run here (see docs/deploy.md, Containers)")
     if not settings.TEST_DATABASE_URL.read():
         pytest.skip(
             "needs the PostgreSQL server (HOSPITALDB_TEST_DATABASE_URL): containers reach it over TCP"

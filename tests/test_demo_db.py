@@ -115,7 +115,7 @@ GROUP BY c.oid
 
 def test_every_materialized_view_returns_its_rows_in_unique_key_order(demo_database):
     # The concurrent refresh sorts the new rows on the whole row, key first; rows
-    # that arrive in key order make that sort cheap (README, Performance).
+    # that arrive in key order make that sort cheap (docs/performance.md).
     views = query(demo_database, UNIQUE_KEYS)
     assert len(views) == 4
     for view, definition, key in views:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,15 @@ from hospitaldb.paths import PROJECT_ROOT
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
 pytestmark = pytest.mark.server_agnostic
+
+
+STEP_LINE = re.compile(r"^(refresh_\w+)\s+(\w+)\s+(\d+)\s+[\d.]+\s+[\d,]+\s+(.+)$", re.MULTILINE)
+SAMPLES = (PROJECT_ROOT / "README.md", PROJECT_ROOT / "docs" / "get-started.md")
+
+
+def step_columns(text: str) -> dict[str, tuple[str, str, str]]:
+    """Each step's status, statements and checks in a summary (seconds and rows vary with the data)."""
+    return {match[1]: (match[2], match[3], match[4].strip()) for match in STEP_LINE.finditer(text)}
 
 
 def run_local(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +61,8 @@ def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect):
     ):
         assert step in first.stdout
     assert str(local / "pgdata") in first.stdout
+    for sample in SAMPLES:  # the sample output the docs show is this run's, but for times and rows
+        assert step_columns(sample.read_text()) == step_columns(first.stdout), sample.name
 
     second = run_local(env, "--steps", "refresh_dashboards")
     assert second.returncode == 0, second.stderr

@@ -204,11 +204,11 @@ def hospitaldb_refresh(
             views it reads have committed, and commits on its own once its checks pass: each
             view is atomic and checked, the step is not. If one view fails, the views that
             committed before it keep their new data and the rest their previous data
-            (README, "Parallel views"). Dry runs stay serial.
+            (docs: performance, "Parallel views"). Dry runs stay serial.
         parallel_workers_per_query: PostgreSQL max_parallel_workers_per_gather for the run's
             sessions (default: the server's, usually 2). 0 leaves the other cores to dashboard
             queries: measured to help where the data fits in memory; where the refresh reads
-            from disk it slowed it and did not help readers (README, "From 1M to 10M visits").
+            from disk it slowed it and did not help readers (docs: performance, "From 1M to 10M visits").
         alert_emails: who gets email alerts (default: HOSPITALDB_ALERT_EMAILS, comma-separated).
         alert_blocks: where alerts and notices go: Prefect blocks as 'block-type-slug/block-name',
             each an EmailServerCredentials or any notification block (Slack, Microsoft Teams,

@@ -2,8 +2,8 @@
 
 Each setting is read when it is needed (`setting.read()`), never at import time,
 so a worker picks up a change without a restart of anything but the run. The
-README's tables of variables are checked against `ALL` by a test, so a variable
-cannot be added here without being documented there, or the other way round.
+configuration page (docs/configuration.md) draws its table of variables from `ALL`
+when the site is built, so a variable added here is documented there.
 A few are read outside Python (dev.py before the package is installed, deploy.sh,
 prefect.yaml); they are listed here all the same, with who reads them.
 """

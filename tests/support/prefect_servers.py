@@ -45,6 +45,7 @@ def prefect_server(
     host: str = "127.0.0.1",
     auth_string: str | None = None,
     schedules: bool = True,
+    ui: bool = False,
 ) -> Iterator[dict[str, str]]:
     """Start a Prefect server; yield the environment that CLI calls and workers need.
 
@@ -53,6 +54,7 @@ def prefect_server(
     With schedules=False the server's scheduler is off: deployments keep their schedules but
     no run is created from them, so a worker runs only the runs asked for (prefect.yaml's
     hourly freshness check would otherwise start, and alert, in the middle of a test).
+    With ui=True it serves its UI too, talking to its own API (docs/screenshots.py).
     """
     port = free_port()
     env = {
@@ -60,7 +62,8 @@ def prefect_server(
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://{host}:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
     }
     server_env = dict(env)
     if database_url:

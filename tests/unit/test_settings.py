@@ -1,9 +1,10 @@
-"""Every HOSPITALDB_* variable is read through hospitaldb.settings and documented in the README."""
+"""Every HOSPITALDB_* variable is read through hospitaldb.settings and documented on the configuration page."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 from hospitaldb import settings
 from hospitaldb.paths import PROJECT_ROOT
@@ -18,14 +19,19 @@ def tracked_files() -> list[str]:
     return [name for name in listed.stdout.split() if (PROJECT_ROOT / name).is_file()]
 
 
-def readme_table_rows() -> dict[str, str]:
-    """Variable name -> its row, for every row of the README's variable table."""
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    return {match[1]: match[0] for match in re.finditer(r"^\| `(HOSPITALDB_\w+)` \|.*$", readme, re.M)}
+def documented_rows() -> dict[str, str]:
+    """Variable name -> its row, in the table the configuration page shows (drawn at build time)."""
+    sys.path.insert(0, str(PROJECT_ROOT / "docs"))
+    from hooks import settings_table
+
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    assert "<!-- generated: settings -->" in page, "the configuration page shows the settings table"
+    table = settings_table()
+    return {match[1]: match[0] for match in re.finditer(r"^\| `(HOSPITALDB_\w+)` \|.*$", table, re.M)}
 
 
-def test_the_readme_table_lists_every_setting_and_nothing_else():
-    rows = readme_table_rows()
+def test_the_configuration_page_lists_every_setting_and_nothing_else():
+    rows = documented_rows()
     assert set(rows) == {setting.name for setting in settings.ALL}
     for setting in settings.ALL:
         assert setting.meaning.split(" (")[0].split(";")[0] in rows[setting.name], setting.name

@@ -58,7 +58,7 @@ POSTGRES_DRIVERS = frozenset({"postgresql", "postgresql+psycopg2", "postgres"})
 HOW_TO_CONFIGURE = (
     f"Set the environment variable {settings.DATABASE_URL}=postgresql://USER:PASSWORD@HOST:5432/DBNAME, "
     f"or create the SqlAlchemyConnector block '{DEFAULT_DATABASE_BLOCK}' "
-    f"(python deployments/create_blocks.py reads HOSPITALDB_DB_* variables; see README 'Configuration')."
+    f"(python deployments/create_blocks.py reads HOSPITALDB_DB_* variables; see docs/configuration.md)."
 )
 
 

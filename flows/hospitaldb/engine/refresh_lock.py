@@ -90,7 +90,7 @@ def _connect(target: DatabaseTarget, limits: Limits, retry_delays: Sequence[floa
                 raise DatabaseUnavailable(
                     f"Cannot connect to {target.describe()}: {report(error).text}. Nothing was "
                     "refreshed. Check that the server is up and reachable from this worker, and the "
-                    "connection settings (README 'Configuration')."
+                    "connection settings (docs/configuration.md)."
                 ) from None
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -11,6 +11,7 @@ how to configure one.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,12 @@ from hospitaldb.statuses import RunStatus
 
 # The names these options had before they were derived from the flow: still accepted.
 ALIASES = {"statement_timeout_seconds": ["--statement-timeout"], "lock_timeout_seconds": ["--lock-timeout"]}
+# A local run's temporary Prefect server: it has no network to send usage data to, and Prefect's
+# 20 s to start it is too short on a busy two-core machine (the demo failed so, mid-CI).
+LOCAL_PREFECT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
 TYPES = {"integer": int, "number": float, "string": str}
 METAVARS = {"integer": "N", "number": "NUMBER", "string": "NAME"}
 
@@ -74,7 +81,8 @@ def add_flow_parameters(group: Any, schema: Mapping[str, Any]) -> None:
             options["metavar"] = "SECONDS" if name.endswith("_seconds") else METAVARS[kind]
         default = spec.get("default")
         shown = "none" if default is None else str(default).lower() if kind == "boolean" else default
-        options["help"] = f"{description} (default: {shown})"
+        choices = f" One or more of: {', '.join(items['enum'])}." if items.get("enum") else ""
+        options["help"] = f"{description}{choices} (default: {shown})"
         group.add_argument("--" + name.replace("_", "-"), *ALIASES.get(name, []), **options)
 
 
@@ -91,6 +99,8 @@ def main(argv: list[str] | None = None, prog: str = "python flows/refresh.py") -
     from hospitaldb.refresh import hospitaldb_refresh
 
     args = vars(refresh_parser(prog).parse_args(argv))
+    for name, value in LOCAL_PREFECT.items():
+        os.environ.setdefault(name, value)
     database_url, demo_visits = args.pop("database_url"), args.pop("demo_visits")
     try:
         where = choose_local_database(database_url, args.get("database_block"), demo_visits)

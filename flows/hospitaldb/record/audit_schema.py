@@ -44,7 +44,7 @@ def upgrade_schema(connection: Any) -> None:
         raise AuditSchemaNotUpgradable(
             "etl_audit is missing or older than this version's sql/schema/05_etl_audit.sql, and this role "
             "may not create or change it: run `python deployments/create_roles.py` as an administrator "
-            "(README, 'Least privilege')"
+            "(docs/security.md, 'Least privilege')"
         ) from None
     finally:
         if not connection.closed:

@@ -40,7 +40,7 @@ SLACK_BLOCK_TYPE = "slack-incoming-webhook"
 DEFAULT_TIMEOUT_SECONDS = 20.0
 ERROR_LENGTH = 700
 HOW_TO_CREATE = (
-    "Create it with `python deployments/create_blocks.py` (README 'Alerts'), in the Prefect UI "
+    "Create it with `python deployments/create_blocks.py` (docs/alerts.md), in the Prefect UI "
     "(Blocks), or name another: `prefect block ls` lists them"
 )
 

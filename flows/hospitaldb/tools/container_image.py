@@ -51,7 +51,7 @@ def container_engine(preferred: str | None = None) -> str | None:
 def _engine(preferred: str | None) -> str:
     engine = container_engine(preferred)
     if engine is None:
-        raise SystemExit("no working docker or podman (`docker info` failed); see README: Containers")
+        raise SystemExit("no working docker or podman (`docker info` failed); see docs/deploy.md, Containers")
     return engine
 
 

@@ -1,6 +1,6 @@
 """Least privilege: the database roles the refresh runs as, with exactly the grants its SQL needs.
 
-    python deployments/create_roles.py        (README, "Least privilege")
+    python deployments/create_roles.py        (docs/security.md, "Least privilege")
 
 Three roles (names settable):
 - the owner of etl_audit (NOLOGIN): its tables and views, data_status's definition among them;

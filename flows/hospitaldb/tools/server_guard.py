@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 HOW_TO_PROTECT = (
     "Start the server with PREFECT_SERVER_API_AUTH_STRING='USER:A-LONG-RANDOM-PASSWORD' (behind TLS, see "
-    "README 'Deploy'), export PREFECT_API_AUTH_STRING with the same value here and for every worker, and "
+    "docs/deploy.md), export PREFECT_API_AUTH_STRING with the same value here and for every worker, and "
     "run this again; or use Prefect Cloud (PREFECT_API_KEY)."
 )
 

@@ -172,10 +172,10 @@ def run_lanes(lanes: list[list[Stage]]) -> bool:
 
 
 def ci(args: list[str]) -> int:
-    """Lint and validate; then four lanes side by side: the suite on embedded PostgreSQL; the suite
-    on the PostgreSQL server (what depends on the server); the unit tests and the end-to-end tests
-    (own Prefect servers, workers, deploy.sh); the killed-run and server-auth tests, then the
-    container test. Each slow test runs once."""
+    """Lint, validate, build the docs; then lanes side by side: the suite on embedded PostgreSQL; the
+    suite on the PostgreSQL server (what depends on the server); what holds whatever PostgreSQL serves
+    it, once; the unit tests and the end-to-end tests (own Prefect servers, workers, deploy.sh); the
+    killed-run and server-auth tests, then the container test. Each slow test runs once."""
     started = time.monotonic()
     for step in (lint, validate, docs):
         if step([]):
@@ -188,8 +188,13 @@ def ci(args: list[str]) -> int:
     server_url = os.environ.get(SERVER_URL_ENV) or (LOCAL_SERVER_URL if server_answers() else None)
     if server_url:
         on_server = {**os.environ, SERVER_URL_ENV: server_url}
-        # What holds whatever PostgreSQL serves it ran in the embedded lane already.
+        # What holds whatever PostgreSQL serves it runs once, in a lane of its own; the rest on both.
         on_this_server = ["tests", "--ignore=tests/unit", "-m", "not e2e and not server_agnostic", *args]
+        agnostic = ["tests", "--ignore=tests/unit", "-m", "server_agnostic and not e2e", *args]
+        lanes = [
+            [Stage("suite on embedded PostgreSQL", on_this_server, embedded)],
+            [Stage("what holds on any PostgreSQL", agnostic, embedded)],
+        ]
         # The killed-run test mostly waits out 90 s of missed heartbeats: the server-auth tests
         # and the image build fit beside it.
         apart = ["tests/test_killed_run_e2e.py", "tests/test_server_auth.py"]

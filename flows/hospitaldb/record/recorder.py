@@ -210,11 +210,13 @@ class RunRecorder:
             raise handed_over(DatabaseError(error), self.outcome) from None
         except Exception as error:
             self.finish(error)
-            raise handed_over(error, self.outcome)  # noqa: B904 (the same error, re-raised)
+            handed_over(error, self.outcome)
+            raise
         except BaseException as error:  # TerminationSignal: cancelled, or the process is being stopped
             status = stopped_as()
             self.interrupted(status, write=status == RunStatus.CANCELLED)
-            raise handed_over(error, self.outcome)  # noqa: B904
+            handed_over(error, self.outcome)
+            raise
         else:
             self.finish()
         finally:

@@ -118,6 +118,41 @@ LEAKS = {
         CLINIC_STEPS["refresh_phase2_materialized_views"],
         "UPDATE clinic_raw.patients SET patient_id = 1",
     ),
+    # A row's value where PostgreSQL expects a name: the message quotes it, with no CONTEXT.
+    "a_value_used_as_a_relation_name": (
+        "42P01",
+        STEP2,
+        "-- Ward counts.\nINSERT INTO clinic_mart.ward_counts\n"
+        "SELECT ward_id, count(quote_ident(split_part(full_name, ' ', 2))::regclass) FROM clinic_raw.patients\n"
+        "GROUP BY ward_id;\n",
+        "",
+    ),
+    "a_value_used_as_a_setting_name": (
+        "42704",
+        STEP2,
+        "-- Ward counts.\nINSERT INTO clinic_mart.ward_counts\n"
+        "SELECT ward_id, count(current_setting(split_part(full_name, ' ', 2))) FROM clinic_raw.patients\n"
+        "GROUP BY ward_id;\n",
+        "",
+    ),
+    "a_value_used_as_a_role_name": (
+        "42704",
+        STEP2,
+        "-- Ward counts.\nINSERT INTO clinic_mart.ward_counts\n"
+        "SELECT ward_id, count(quote_ident(split_part(full_name, ' ', 2))::regrole) FROM clinic_raw.patients\n"
+        "GROUP BY ward_id;\n",
+        "",
+    ),
+    # A fixed-text SQLSTATE (a statement timeout's) with a function's own words.
+    "a_timeout_sqlstate_raised_with_a_name": (
+        "57014",
+        STEP2,
+        "-- A guard in PL/pgSQL.\nDO $$\nBEGIN\n"
+        "    RAISE EXCEPTION USING ERRCODE = '57014',\n"
+        "        MESSAGE = 'bad patient ' || (SELECT full_name FROM clinic_raw.patients LIMIT 1);\n"
+        "END\n$$;\n",
+        "",
+    ),
     "raise_in_a_do_block": (
         "P0001",
         STEP2,

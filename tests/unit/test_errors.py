@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hospitaldb.engine.allowlist import message_may_be_shown, names_of
+from hospitaldb.engine.allowlist import may_show, message_may_be_shown, names_of, names_proven
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,44 @@ def test_the_names_beside_the_message_are_identifiers():
         names_of(SimpleNamespace(schema_name=None, table_name=None, column_name=None, constraint_name=None))
         == ""
     )
+
+
+STEP_SQL = "INSERT INTO clinic_mart.ward_counts SELECT ward_id, count(*) FROM clinic_raw.patients GROUP BY 1"
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "in_function", "shown"),
+    [
+        # Names the statement holds: our SQL, shown.
+        ("42P01", 'relation "clinic_raw.patients" does not exist', False, True),
+        ("42703", 'column "ward_id" does not exist', False, True),
+        ("42601", 'syntax error at or near "GROUP"', False, True),
+        ("42501", "permission denied for table ward_counts", False, True),
+        # A row's value cast to a name: quoted back as a name the statement does not hold.
+        ("42P01", 'relation "Quixotepatient" does not exist', False, False),
+        ("42704", 'unrecognized configuration parameter "Quixotepatient"', False, False),
+        ("42704", 'role "Quixotepatient" does not exist', False, False),
+        ("55P03", 'could not obtain lock on relation "Quixotepatient"', False, False),
+        # A fixed-text SQLSTATE: its fixed words anywhere, any other words nowhere.
+        ("57014", "canceling statement due to statement timeout", True, True),
+        ("55P03", "canceling statement due to lock timeout", True, True),
+        ("40P01", "deadlock detected", True, True),
+        ("57014", "bad patient Zelda Quixotepatient", True, False),
+        # Fixed texts of classes whose other messages quote values: shown, they hold none.
+        ("22012", "division by zero", False, True),
+        ("22003", "integer out of range", True, True),
+        ("21000", "more than one row returned by a subquery used as an expression", False, True),
+        ("22003", 'value "918273645" is out of range for type smallint', False, False),
+        ("22P02", 'invalid input syntax for type integer: "NOTE-SECRET-4242"', False, False),
+        ("P0001", "division by zero", True, False),  # a RAISE's words, however innocent
+    ],
+)
+def test_a_message_is_shown_only_when_its_words_hold_no_value(sqlstate, message, in_function, shown):
+    assert may_show(sqlstate, message, raised_in_a_function=in_function, statement=STEP_SQL) is shown
+
+
+def test_names_are_proven_against_the_statement_and_sql_the_code_writes_itself_needs_no_proof():
+    assert names_proven('relation "CLINIC_RAW.PATIENTS" does not exist', STEP_SQL)
+    assert names_proven("permission denied for table ward_counts", STEP_SQL)  # nothing quoted
+    assert not names_proven('relation "Quixotepatient" does not exist', STEP_SQL)
+    assert names_proven('relation "x" does not exist', None)

@@ -8,11 +8,15 @@ allowlist, never by looking for values:
 
 - always: the SQLSTATE and its condition name, and where it failed (file:line of
   the statement, which is our SQL, not data);
-- the primary message (and hint) only for classes whose messages name objects and
-  settings, never values: connection, syntax and access rules, missing objects,
-  locks, timeouts, deadlocks, resources, operator intervention; and not even those
-  when raised inside a function (its SQL may be built from data), unless the
-  message is fixed text;
+- PostgreSQL's own fixed texts, which hold nothing from a row (`division by zero`,
+  `canceling statement due to statement timeout`), in any class, wherever raised;
+- otherwise the primary message (and hint) only for classes whose messages name
+  objects and settings, never values: connection, syntax and access rules, missing
+  objects, locks, timeouts, deadlocks, resources, operator intervention; not when
+  raised inside a function (its SQL may be built from data, and a RAISE can give any
+  SQLSTATE its own words); and only when every name it quotes is in the statement's
+  own text: SQL that casts a row's value to a name (`full_name::regclass`,
+  `current_setting(full_name)`) gets that value quoted back as a "name";
 - otherwise the names PostgreSQL reports on its own (schema, table, column,
   constraint), and a note that the message was withheld and where to read it:
   the database server's log, for those allowed to read it;
@@ -24,6 +28,7 @@ it, DETAIL included, in the run's traceback.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg2
@@ -40,10 +45,62 @@ from hospitaldb.text import safe
 MESSAGE_SAFE_CLASSES = frozenset(
     {"08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55", "57", "58"}
 )
-# Fixed texts, safe even when raised inside a function (timeouts, locks, deadlocks, shutdowns).
+# SQLSTATEs whose messages are PostgreSQL's fixed texts (timeouts, locks, deadlocks, shutdowns)...
 FIXED_MESSAGE_SQLSTATES = frozenset(
     {"57014", "55P03", "40001", "40P01", "57P01", "57P02", "57P03", "53300", "53200", "25P02"}
 )
+# ...and the texts themselves (PostgreSQL 13 to 18), with the few fixed texts of other classes that
+# hold no value. Only these words are shown for these SQLSTATEs inside a function: a RAISE can
+# give any SQLSTATE a message of its own.
+FIXED_TEXTS: dict[str, frozenset[str]] = {
+    "57014": frozenset(
+        {"canceling statement due to statement timeout", "canceling statement due to user request"}
+    ),
+    "55P03": frozenset({"canceling statement due to lock timeout"}),
+    "40001": frozenset(
+        {
+            "could not serialize access due to concurrent update",
+            "could not serialize access due to concurrent delete",
+            "could not serialize access due to read/write dependencies among transactions",
+        }
+    ),
+    "40P01": frozenset({"deadlock detected"}),
+    "57P01": frozenset({"terminating connection due to administrator command"}),
+    "57P02": frozenset({"terminating connection due to crash of another server process"}),
+    "57P03": frozenset(
+        {
+            "the database system is starting up",
+            "the database system is shutting down",
+            "the database system is in recovery mode",
+            "the database system is not yet accepting connections",
+            "the database system is not accepting connections",
+        }
+    ),
+    "53300": frozenset(
+        {
+            "sorry, too many clients already",
+            "remaining connection slots are reserved for non-replication superuser connections",
+            "remaining connection slots are reserved for roles with the SUPERUSER attribute",
+        }
+    ),
+    "53200": frozenset({"out of memory"}),
+    "25P02": frozenset({"current transaction is aborted, commands ignored until end of transaction block"}),
+    "22012": frozenset({"division by zero"}),
+    "22003": frozenset(
+        {
+            "integer out of range",
+            "smallint out of range",
+            "bigint out of range",
+            "numeric field overflow",
+            "value out of range: overflow",
+            "value out of range: underflow",
+        }
+    ),
+    "21000": frozenset({"more than one row returned by a subquery used as an expression"}),
+}
+# PostgreSQL quotes a name in a message as "name", without doubling quotes inside it: a name
+# holding a quote is not proven, and withheld.
+QUOTED_NAME = re.compile(r'"([^"]*)"')
 MESSAGE_LENGTH = 500
 WITHHELD = (
     "PostgreSQL's message was withheld: it can hold values from a row. The database's log has it, "
@@ -59,8 +116,13 @@ class ErrorReport:
     sqlstate: str | None = None
 
 
-def report(error: BaseException) -> ErrorReport:
-    """The allowlisted part of a database error (see the module's docstring)."""
+def report(error: BaseException, statement: str | None = None) -> ErrorReport:
+    """The allowlisted part of a database error (see the module's docstring).
+
+    statement: the text of the SQL that failed, to prove the names its message quotes; None
+    for SQL the code writes itself around a step (row counts, COMMIT) and for connecting,
+    whose names come from the plan and the configuration, never from a row.
+    """
     if not isinstance(error, psycopg2.Error):
         return ErrorReport(safe(f"{type(error).__name__}: {error}", MESSAGE_LENGTH))
     code = error.pgcode
@@ -70,14 +132,38 @@ def report(error: BaseException) -> ErrorReport:
             return ErrorReport(safe(str(error) or type(error).__name__, MESSAGE_LENGTH))
         return ErrorReport(f"{type(error).__name__} in the driver; its message was withheld")
     diag = error.diag
-    if message_may_be_shown(code, raised_in_a_function=bool(diag.context)) and diag.message_primary:
-        hint = f" ({diag.message_hint})" if diag.message_hint else ""
-        return ErrorReport(safe(diag.message_primary + hint, MESSAGE_LENGTH), code)
+    message, in_function = diag.message_primary, bool(diag.context)
+    if message and may_show(code, message, raised_in_a_function=in_function, statement=statement):
+        hint = diag.message_hint
+        shown_hint = hint and not in_function and names_proven(hint, statement)
+        return ErrorReport(safe(message + (f" ({hint})" if shown_hint else ""), MESSAGE_LENGTH), code)
     return ErrorReport(f"{_condition(code)}{names_of(diag)}. {WITHHELD}", code)
 
 
+def may_show(sqlstate: str, message: str, *, raised_in_a_function: bool, statement: str | None) -> bool:
+    """The allowlist, words included: may this message be shown?"""
+    if message in FIXED_TEXTS.get(sqlstate, ()):
+        return True  # PostgreSQL's own words, which hold no value
+    return (
+        not raised_in_a_function
+        and message_may_be_shown(sqlstate, raised_in_a_function=False)
+        and names_proven(message, statement)
+    )
+
+
+def names_proven(text: str, statement: str | None) -> bool:
+    """Every name text quotes stands in the statement's own text (our SQL), so it is no row's value."""
+    if statement is None:
+        return True
+    ours = statement.lower()
+    return all(name.lower() in ours for name in QUOTED_NAME.findall(text))
+
+
 def message_may_be_shown(sqlstate: str, *, raised_in_a_function: bool) -> bool:
-    """The allowlist: may PostgreSQL's message of an error with this SQLSTATE be shown?"""
+    """The allowlist's first gate, by SQLSTATE alone: may a message of this SQLSTATE be shown at all?
+
+    A fixed-text SQLSTATE passes it even inside a function; `may_show` then asks for the fixed words.
+    """
     if sqlstate in FIXED_MESSAGE_SQLSTATES:
         return True
     return sqlstate[:2] in MESSAGE_SAFE_CLASSES and not raised_in_a_function

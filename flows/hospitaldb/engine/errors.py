@@ -25,7 +25,10 @@ from hospitaldb.statuses import RunStatus
 
 
 class Statement(Protocol):
-    """Where a failing statement stands (engine.sql_script.Statement): its file:line and first line."""
+    """A failing statement (engine.sql_script.Statement): its text, its file:line and first line."""
+
+    @property
+    def text(self) -> str: ...
 
     @property
     def location(self) -> str: ...
@@ -113,7 +116,7 @@ class StepError(RefreshError):
 
     @classmethod
     def from_database_error(cls, step: str, error: BaseException, statement: Statement | None) -> StepError:
-        visible = report(error)
+        visible = report(error, statement.text if statement else None)
         return cls(
             step, visible.text, statement=statement, sqlstate=visible.sqlstate, transient=is_transient(error)
         )

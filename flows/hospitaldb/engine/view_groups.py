@@ -139,7 +139,7 @@ def with_parallel_views(
     for step, plan in plans.items():
         if len(plan.objects) > 1 and splits_into_views(plan):
             groups = group_views(plan, lineage)
-            serial = {name.name: getattr(plan, name.name) for name in fields(plan)}
+            serial = {field.name: getattr(plan, field.name) for field in fields(plan)}
             split[step] = ParallelPlan(**serial, sessions=sessions, groups=tuple(groups))
             logger.info(
                 "parallel_views: %s refreshes %d views in %d group(s), up to %d sessions, each group "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hospitaldb.local.cli import refresh_parser
+from hospitaldb.local.cli import password_warning, refresh_parser
 from hospitaldb.local.command import COMMANDS, main, package_version
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.refresh import hospitaldb_refresh
@@ -74,3 +74,13 @@ def test_every_subcommand_answers_help_and_an_unknown_one_says_what_there_is(cap
         assert done.stdout.startswith("usage:"), name
     assert main(["refrsh"]) == 2
     assert "no command 'refrsh'" in capsys.readouterr().err
+
+
+def test_a_password_on_the_command_line_is_warned_about_and_never_repeated(capsys):
+    assert main(["refresh", "--database-url", "mysql://clerk:S3cret-pw@db.example/hospitaldb"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a password" in err and "~/.pgpass" in err
+    assert "S3cret-pw" not in err
+    for url in ("postgresql://clerk@db.example/hospitaldb", None):
+        assert password_warning(url) is None
+    assert password_warning("postgresql://clerk@db.example/hospitaldb?password=S3cret-pw")

@@ -94,6 +94,23 @@ def _kind(spec: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
     return typed.get("type", "string"), typed.get("items", {})
 
 
+def password_warning(database_url: str | None) -> str | None:
+    """A warning when a password came on the command line, where every local user can read it (ps)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(database_url) if database_url else None
+    except Exception:  # not a URL at all: choose_local_database says so, without repeating it
+        return None
+    if url is None or (url.password is None and "password" not in url.query):
+        return None
+    return (
+        "Warning: --database-url holds a password, which every user of this machine can read in the "
+        "process list while the refresh runs. Put it in ~/.pgpass (or a libpq service file, PGSERVICE) "
+        "and leave it out of the URL (docs: get started)."
+    )
+
+
 def main(argv: list[str] | None = None, prog: str = "python flows/refresh.py") -> int:
     from hospitaldb.local.demo import choose_local_database
     from hospitaldb.refresh import hospitaldb_refresh
@@ -102,6 +119,9 @@ def main(argv: list[str] | None = None, prog: str = "python flows/refresh.py") -
     for name, value in LOCAL_PREFECT.items():
         os.environ.setdefault(name, value)
     database_url, demo_visits = args.pop("database_url"), args.pop("demo_visits")
+    warning = password_warning(database_url)
+    if warning:
+        print(warning, file=sys.stderr)
     try:
         where = choose_local_database(database_url, args.get("database_block"), demo_visits)
     except DatabaseNotConfigured as error:

@@ -122,3 +122,19 @@ def test_invalid_smtp_type_is_an_error_naming_the_variable(prefect):
     done = create_blocks(prefect, HOSPITALDB_SMTP_HOST="smtp.example", HOSPITALDB_SMTP_TYPE="TLS")
     assert done.returncode == 1
     assert "HOSPITALDB_SMTP_TYPE must be SSL, STARTTLS or INSECURE" in done.stderr
+
+
+def test_a_password_in_the_urls_query_is_stored_as_the_blocks_secret(prefect):
+    url = "postgresql://refresher@db.hospital.example:6432/hospitaldb?password=query-secret&sslmode=require"
+    done = create_blocks(prefect, HOSPITALDB_DATABASE_URL=url)
+    assert done.returncode == 0, done.stderr
+    assert "query-secret" not in done.stdout + done.stderr
+
+    database = SqlAlchemyConnector.load("hospitaldb-postgres")
+    assert database.connection_info.password.get_secret_value() == "query-secret"
+    assert database.connection_info.query == {"sslmode": "require"}
+    with get_client(sync_client=True) as client:
+        stored = client.read_block_document_by_name(
+            "hospitaldb-postgres", SqlAlchemyConnector.get_block_type_slug(), include_secrets=False
+        )
+    assert "query-secret" not in str(stored.data)

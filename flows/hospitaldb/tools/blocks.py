@@ -64,13 +64,17 @@ def database_block() -> str:
 
     if env(settings.DATABASE_URL):
         url = target_from_url(env(settings.DATABASE_URL), settings.DATABASE_URL.name).url
+        # libpq takes ?password= too: it is a password all the same, stored as the block's secret,
+        # never in its plain query field.
+        query = dict(url.query)
+        password = url.password or query.pop("password", None)
         parts = {
             "host": url.host,
             "port": url.port,
             "database": url.database,
             "username": url.username,
-            "password": url.password,
-            "query": dict(url.query) or None,
+            "password": password,
+            "query": query or None,
         }
     else:
         require(settings.DB_HOST, settings.DB_NAME, settings.DB_USER)

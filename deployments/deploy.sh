@@ -48,6 +48,8 @@ fi
 HOSPITALDB_PROJECT_DIR="$(pwd)" prefect --no-prompt deploy --all --prefect-file "$prefect_file"
 python deployments/create_automations.py
 echo
+echo "Block secrets are encrypted on the server with PREFECT_SERVER_ENCRYPTION_KEY where it is set, else with a"
+echo "key kept in the server's own database (a backup of it is every secret): docs/security.md."
 echo "Deployed. Start a worker (keep it running), with the same PREFECT_API_URL and PREFECT_API_AUTH_STRING:"
 echo "  prefect worker start --pool $pool"
 echo "First manual run:  prefect deployment run 'hospitaldb-refresh/nightly' --watch"

@@ -4,6 +4,7 @@
 #   2. create or update the blocks from HOSPITALDB_* variables (see docs/alerts.md), only on a
 #      server that asks for credentials (PREFECT_API_AUTH_STRING here) or that nothing beyond
 #      this machine's loopback can reach: anyone who can call a server's API reads its secrets;
+#      beyond loopback only over https (HOSPITALDB_ALLOW_PLAIN_HTTP=true accepts http, warned);
 #   3. create the work pool if it does not exist;
 #   4. `prefect --no-prompt deploy --all` (the nightly and on-demand deployments);
 #   5. create or update the automation that marks a run Crashed when its heartbeats

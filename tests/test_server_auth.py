@@ -1,5 +1,6 @@
 """Only those who should: secrets go only to a Prefect server that asks for credentials, unless nothing
-beyond this machine's loopback can reach it; and such a server answers nobody without them."""
+beyond this machine's loopback can reach it, and beyond loopback only over https unless plain http is
+accepted on purpose; and such a server answers nobody without them."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def address_beyond_loopback() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def test_deploy_stores_no_secret_on_an_open_server_beyond_loopback_and_does_behind_credentials(
+def test_deploy_stores_no_secret_on_an_open_server_beyond_loopback_nor_over_plain_http_unless_accepted(
     tmp_path, smtp_server, webhook_server
 ):
     with address_beyond_loopback() as address:
@@ -85,17 +86,29 @@ def test_deploy_stores_no_secret_on_an_open_server_beyond_loopback_and_does_behi
         assert "Not-For-Strangers" not in output
         assert stored == [], "nothing was stored"
 
+        # Behind credentials, but over plain http to another host: the auth string and the secrets
+        # would cross the network in clear. deploy.sh refuses; the explicit opt-out stores, warned.
         with prefect_server(tmp_path / "closed", host=address, auth_string=AUTH_STRING) as env:
-            created = subprocess.run(
+            environment = deploy_environment(env, DATABASE_URL, smtp_server, webhook_server)
+            plain = deploy(environment)
+            with client_of(env) as client:
+                stored = client.read_block_documents()
+            accepted = subprocess.run(
                 [sys.executable, "deployments/create_blocks.py"],
                 cwd=PROJECT_ROOT,
-                env=deploy_environment(env, DATABASE_URL, smtp_server, webhook_server),
+                env={**environment, "HOSPITALDB_ALLOW_PLAIN_HTTP": "true"},
                 capture_output=True,
                 text=True,
             )
             status, _ = anonymous_block_listing(env["PREFECT_API_URL"])
-        assert created.returncode == 0, created.stdout + created.stderr
-        assert created.stdout.count("saved") == 3
+        output = plain.stdout + plain.stderr
+        assert plain.returncode != 0, output
+        assert f"The Prefect server at {address} is reached over plain http" in output
+        assert "Not-For-Strangers" not in output
+        assert stored == [], "nothing was stored over plain http"
+        assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+        assert accepted.stdout.count("saved") == 3
+        assert "over plain http (HOSPITALDB_ALLOW_PLAIN_HTTP=true)" in accepted.stderr
         assert status == 401
 
 

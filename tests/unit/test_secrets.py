@@ -65,3 +65,27 @@ def test_loopback_is_an_address_not_a_name():
         False,
         False,
     ]
+
+
+@pytest.mark.parametrize(
+    ("host", "scheme", "allowed", "refused"),
+    [
+        (
+            "10.20.30.40",
+            "http",
+            False,
+            True,
+        ),  # behind credentials, but the string crosses the network in clear
+        ("prefect.hospital.example", "http", False, True),
+        ("10.20.30.40", "http", True, False),  # the explicit opt-out (warned about by `hospitaldb blocks`)
+        ("prefect.hospital.example", "https", False, False),
+        ("127.0.0.1", "http", False, False),  # one machine: nothing crosses a network
+    ],
+)
+def test_beyond_loopback_secrets_go_only_over_https_unless_plain_http_is_accepted(
+    host, scheme, allowed, refused
+):
+    why = refusal(host, False, [], scheme=scheme, plain_http_allowed=allowed)
+    assert (why is not None) == refused
+    if why:
+        assert "plain http" in why and "HOSPITALDB_ALLOW_PLAIN_HTTP" in why and "https://" in why

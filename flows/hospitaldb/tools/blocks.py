@@ -174,16 +174,22 @@ BLOCKS: dict[str, Callable[[], str]] = {
 
 
 def server_refuses_secrets() -> str | None:
-    """Why the Prefect server must not be given secrets (hospitaldb.tools.server_guard), or None."""
+    """Why the Prefect server must not be given secrets (hospitaldb.tools.server_guard), or None.
+
+    What the guard accepted but cannot vouch for is printed as a warning.
+    """
     from prefect.settings import PREFECT_API_URL
 
     api_url = PREFECT_API_URL.value()
     if not api_url:
         return "PREFECT_API_URL is not set: the blocks would go to a temporary server and be lost."
     try:
-        return check(api_url)
+        verdict = check(api_url)
     except OSError as error:
         return f"Cannot reach the Prefect server at {api_url}: {error}. Nothing was stored."
+    for warning in verdict.warnings:
+        print(f"warning  {warning}", file=sys.stderr)
+    return verdict.refusal
 
 
 def main(argv: list[str] | None = None, prog: str = "hospitaldb blocks") -> int:

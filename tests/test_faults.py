@@ -234,6 +234,7 @@ def test_a_run_killed_with_sigkill_is_marked_abandoned_by_the_next_run(demo_data
         demo_database, "SELECT step, status FROM etl_audit.step_attempts WHERE flow_run_id = %s", killed
     )
     assert sorted(attempts) == [
+        ("check_sources", "completed"),
         ("refresh_phase2_materialized_views", "completed"),
         ("refresh_phase3_reporting_tables", "abandoned"),
     ]

@@ -119,7 +119,12 @@ def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_ru
     assert by_step(last)[STEP2]["last_success"] == step2_success
 
     trend = by_step(monitor(demo_database, "duration_trend"))
-    assert {step: row["attempts"] for step, row in trend.items()} == {STEP1: 3, STEP2: 2, STEP3: 2}
+    assert {step: row["attempts"] for step, row in trend.items()} == {
+        "check_sources": 3,
+        STEP1: 3,
+        STEP2: 2,
+        STEP3: 2,
+    }
     assert all(
         0 < row["median_seconds"] <= row["p95_seconds"] <= row["max_seconds"] for row in trend.values()
     )
@@ -129,7 +134,12 @@ def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_ru
         step: (r["attempts"], r["retries"], r["failed_attempts"], r["failed_runs"])
         for step, r in failures.items()
     }
-    assert summary == {STEP1: (3, 0, 0, 0), STEP2: (4, 1, 2, 1), STEP3: (2, 0, 0, 0)}
+    assert summary == {
+        "check_sources": (3, 0, 0, 0),
+        STEP1: (3, 0, 0, 0),
+        STEP2: (4, 1, 2, 1),
+        STEP3: (2, 0, 0, 0),
+    }
 
     freshness = {row["object_name"]: row for row in monitor(demo_database, "freshness")}
     assert set(freshness) == set(REFRESHED_OBJECTS)

@@ -392,6 +392,24 @@ def test_a_lock_on_a_staging_table_fails_the_source_checks_at_the_runs_lock_time
     message = error_text(state)
     assert "check_sources" in message and "lock timeout" in message and "SQLSTATE 55P03" in message
     assert task_runs(retried)["check_sources"].run_count == 2, "a lock timeout is retried like a step's"
+    # Every attempt on record, the retry among them: in etl_audit and in the monitoring answers.
+    attempts = query(
+        demo_database,
+        "SELECT attempt, status, sqlstate FROM etl_audit.step_attempts WHERE flow_run_id = %s ORDER BY attempt",
+        (str(retried.state_details.flow_run_id),),
+    )
+    assert attempts == [(1, "failed", "55P03"), (2, "failed", "55P03")]
+    (sources,) = [
+        row
+        for row in run_monitoring_query(target_from_url(demo_database, "test"), "retries_and_failures")
+        if row["step"] == "check_sources"
+    ]
+    assert (sources["attempts"], sources["retries"], sources["failed_attempts"], sources["failed_runs"]) == (
+        3,
+        1,
+        3,
+        2,
+    )
     assert checksums(demo_database) == before
     run_id = str(state.state_details.flow_run_id)
     assert (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger, runtime
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from hospitaldb.engine.database import resolve_database
@@ -22,8 +22,10 @@ from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import last_freshness_alert
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.report.alerts import describe_staleness
+from hospitaldb.report.healing import heal_earlier_runs
 from hospitaldb.report.hooks import report_failure, report_interruption
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
+from hospitaldb.report.telling import RunTeller
 from hospitaldb.run_context import recorder_for_this_run, stopped_as
 
 
@@ -52,12 +54,17 @@ def hospitaldb_freshness_check(
     """
     logger = get_run_logger()
     # The record of this check (no etl_audit row: that trail is the refresh's), for its failure alert.
-    with recorder_for_this_run().recording(stopped_as=stopped_as):
-        return _check(database_block, max_age_hours, realert_hours, logger)
+    teller = RunTeller.for_this_run(logger)  # its own failure is told like a refresh's
+    with recorder_for_this_run().recording(stopped_as=stopped_as, tell=teller):
+        return _check(database_block, max_age_hours, realert_hours, teller.settings, logger)
 
 
 def _check(
-    database_block: str | None, max_age_hours: float, realert_hours: float, logger: Any
+    database_block: str | None,
+    max_age_hours: float,
+    realert_hours: float,
+    alert_settings: AlertSettings,
+    logger: Any,
 ) -> dict[str, Any]:
     target = resolve_database(database_block)
     audit = AuditLog(target, logger)
@@ -66,6 +73,9 @@ def _check(
             raise FreshnessUnknown(
                 f"cannot read or create the audit trail (schema etl_audit) in {target.describe()}"
             )
+        # A refresh Prefect still shows running, though it ended (the API was down): set from etl_audit,
+        # which also frees the nightly deployment's concurrency slot for the next run.
+        heal_earlier_runs(audit, logger, None)
         steps = run_monitoring_query(target, "last_successful_refresh")
         stale = [row for row in steps if row["hours_ago"] is None or row["hours_ago"] > max_age_hours]
         if not stale:
@@ -83,7 +93,7 @@ def _check(
             return {"stale_steps": stale_steps, "alerted": False}
         delivered = deliver(
             describe_staleness(stale, max_age_hours),
-            AlertSettings.from_parameters(runtime.flow_run.parameters),
+            alert_settings,
             logger,
         )
         alerted = any(delivered.values())

@@ -34,9 +34,11 @@ from hospitaldb.engine.view_groups import ParallelPlan, with_parallel_views
 from hospitaldb.record.audit_history import last_successful_source_counts
 from hospitaldb.record.outcome import REFRESH_FLOW, ReturnedSteps
 from hospitaldb.record.recorder import RunRecorder
-from hospitaldb.report.artifacts import checks_summary, publish_run_artifacts
+from hospitaldb.report.artifacts import checks_summary
+from hospitaldb.report.healing import heal_earlier_runs, report_when_back
 from hospitaldb.report.hooks import report_failure, report_interruption, report_recovery
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.report.telling import RunTeller
 from hospitaldb.run_context import recorder_for_this_run, stopped_as
 
 DEFAULT_RETRIES = 3
@@ -54,6 +56,12 @@ def retry_on_transient_error(task: Task, task_run: Any, state: Any) -> bool:
     return False
 
 
+def this_attempt() -> tuple[int, str | None]:
+    """Which attempt of its task this is, and the task run's id (for healing its state in Prefect)."""
+    run_id = runtime.task_run.id
+    return runtime.task_run.run_count or 1, str(run_id) if run_id else None
+
+
 def run_step(
     step: StepName, recorder: RunRecorder, plan: StepPlan | ParallelPlan, lock: HeldLock
 ) -> dict[str, Any]:
@@ -64,7 +72,7 @@ def run_step(
     with its statements and check results, so a rolled-back attempt is not lost.
     """
     logger = get_run_logger()
-    with recorder.step_attempt(step, runtime.task_run.run_count or 1) as attempt:
+    with recorder.step_attempt(step, *this_attempt()) as attempt:
         lock.verify(step)
         refresh = run_step_transaction
         if isinstance(plan, ParallelPlan):  # each group of views commits on its own, once its checks pass
@@ -120,16 +128,18 @@ def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) 
 
     The counts are recorded either way (not in a dry run): a completed run's counts are
     the next run's baseline. With enforce=False (skip_source_checks) problems are logged,
-    not raised. A lock timeout on a staging table is transient: retried like a step's.
+    not raised. A lock timeout on a staging table is transient: retried like a step's, and
+    each attempt is on record like a step's (etl_audit.step_attempts, step 'check_sources').
     """
     logger = get_run_logger()
-    recorder.sources_attempt(runtime.task_run.run_count or 1)
-    previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
-    states, volumes, seconds = read_sources(recorder.target, recorder.limits, previous, files)
-    results, problems = evaluate(states, previous, seconds, logger, volumes)
-    recorder.sources_checked(enforce, states, results, problems, seconds)
-    if problems and enforce:
-        raise SourceCheckFailed(problems)
+    with recorder.step_attempt(SOURCE_CHECKS, *this_attempt()) as attempt:
+        previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
+        states, volumes, seconds = read_sources(recorder.target, recorder.limits, previous, files)
+        results, problems = evaluate(states, previous, seconds, logger, volumes)
+        recorder.sources_checked(enforce, states, results, problems, seconds)
+        if problems and enforce:
+            raise SourceCheckFailed(problems)
+        attempt.passed()
     if problems:
         logger.warning("source checks skipped (skip_source_checks): %s", "; ".join(p.text for p in problems))
 
@@ -222,7 +232,9 @@ def hospitaldb_refresh(
     recorder = recorder_for_this_run(dry_run=dry_run)
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     files = SqlFiles()  # each SQL file of the run read and parsed once
-    with recorder.recording(publish=publish_run_artifacts, stopped_as=stopped_as):
+    # Where its alert goes, loaded now: the run tells its own failure, even with the Prefect API down.
+    teller = RunTeller.for_this_run(logger)
+    with recorder.recording(publish=report_when_back, stopped_as=stopped_as, tell=teller):
         target = recorder.use_database(
             resolve_database(database_block),
             Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),
@@ -243,6 +255,8 @@ def hospitaldb_refresh(
         recorder.planned(lineage)
         with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:
             recorder.abandon_stale_runs()
+            if recorder.audit and not dry_run:  # runs Prefect never heard end: set from etl_audit
+                heal_earlier_runs(recorder.audit, logger, recorder.outcome.flow_run_id)
             check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
                 recorder, files, enforce=not skip_source_checks
             )

@@ -64,6 +64,12 @@ ALERT_FROM = Setting("HOSPITALDB_ALERT_FROM", "the flow", "sender address (defau
 ALERT_TIMEOUT_SECONDS = Setting(
     "HOSPITALDB_ALERT_TIMEOUT_SECONDS", "the flow", "time limit per alert channel, in seconds (default 20)"
 )
+API_WAIT_SECONDS = Setting(
+    "HOSPITALDB_API_WAIT_SECONDS",
+    "the flow",
+    "how long a run that ended while the Prefect API was down waits for it, to report its final state, "
+    "task runs and artifacts (default 900; its alert and etl_audit never wait)",
+)
 
 # Blocks, read once by deployments/create_blocks.py.
 ALLOW_PLAIN_HTTP = Setting(

@@ -257,3 +257,22 @@ ALTER TABLE etl_audit.refresh_runs ADD CONSTRAINT refresh_runs_outcome_check
     CHECK (outcome IN ('running', 'completed', 'failed', 'check_failed', 'sources_refused', 'refused',
                        'cancelled', 'crashed', 'abandoned'));
 CREATE INDEX IF NOT EXISTS refresh_runs_finished_at_idx ON etl_audit.refresh_runs (finished_at);
+
+-- run_notices: the alert (or recovery notice) each run's end was told with, by whom: 'run'
+-- (its own process, as it ended: no Prefect API needed) or 'hook' (a state hook, when the run
+-- could not tell it itself), and the channels that took it (empty: every channel failed, and
+-- the run's logs say why). Whoever tries first writes the row; a hook that finds one sends
+-- nothing, so a failed run alerts once. Append-only: a row is never changed.
+CREATE TABLE IF NOT EXISTS etl_audit.run_notices (
+    flow_run_id uuid        NOT NULL,
+    kind        text        NOT NULL CHECK (kind IN ('alert', 'recovery')),
+    sent_by     text        NOT NULL CHECK (sent_by IN ('run', 'hook')),
+    channels    text[]      NOT NULL,
+    sent_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (flow_run_id, kind)
+);
+
+-- task_run_id: the Prefect task run of the attempt, so that a run whose end Prefect never
+-- heard (its API down) can have each task run set to what its attempt recorded
+-- (hospitaldb.report.healing). NULL outside Prefect task runs and before this column.
+ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS task_run_id uuid;

@@ -46,6 +46,7 @@ def prefect_server(
     auth_string: str | None = None,
     schedules: bool = True,
     ui: bool = False,
+    port: int | None = None,
 ) -> Iterator[dict[str, str]]:
     """Start a Prefect server; yield the environment that CLI calls and workers need.
 
@@ -55,8 +56,9 @@ def prefect_server(
     no run is created from them, so a worker runs only the runs asked for (prefect.yaml's
     hourly freshness check would otherwise start, and alert, in the middle of a test).
     With ui=True it serves its UI too, talking to its own API (docs/screenshots.py).
+    The same home and port start the same server again, with what it held (an outage).
     """
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -75,7 +77,7 @@ def prefect_server(
         env["PREFECT_API_AUTH_STRING"] = auth_string
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as output:
+    with log.open("a") as output:
         process = subprocess.Popen(
             [PREFECT, "server", "start", "--host", host, "--port", str(port)],
             env=server_env,

@@ -56,6 +56,8 @@ def run(status: RunStatus, step: str | None = None, **fields) -> RunOutcome:
         (RunStatus.REFUSED, None, "[HospitalDB] Refresh REFUSED before the first step"),
         (RunStatus.CANCELLED, STEP2, f"[HospitalDB] Refresh CANCELLED at {STEP2}"),
         (RunStatus.CRASHED, STEP2, f"[HospitalDB] Refresh CRASHED at {STEP2}"),
+        # The source checks failed (a lock timeout, retried and exhausted): not a step of the run.
+        (RunStatus.FAILED, "check_sources", "[HospitalDB] Refresh FAILED at check_sources"),
         # A failed state the run could not record (its parameters refused by Prefect): still FAILED.
         (RunStatus.RUNNING, None, "[HospitalDB] Refresh FAILED before the first step"),
     ],

@@ -110,13 +110,15 @@ class AuditLog(AuditSession):
 
     # --- Steps, statements, checks, objects, sources ----------------------------------------
 
-    def attempt_started(self, flow_run_id: str | None, step: str, attempt: int) -> int | None:
+    def attempt_started(
+        self, flow_run_id: str | None, step: str, attempt: int, task_run_id: str | None = None
+    ) -> int | None:
         if flow_run_id is None:
             return None
         rows = self._execute(
-            "INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt) VALUES (%s, %s, %s) "
-            "RETURNING attempt_id",
-            (flow_run_id, step, attempt),
+            "INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt, task_run_id) "
+            "VALUES (%s, %s, %s, %s) RETURNING attempt_id",
+            (flow_run_id, step, attempt, task_run_id),
         )
         return rows[0][0] if rows else None
 
@@ -253,6 +255,16 @@ class AuditLog(AuditSession):
             "SET row_count = excluded.row_count, newest = excluded.newest, checked_at = now()",
             [(flow_run_id, state.source, state.row_count, state.newest) for state in states],
         )
+
+    def run_told(self, outcome: RunOutcome) -> None:
+        """The run's alert or notice was delivered: on record once, so that no hook sends it again."""
+        notice = outcome.notice
+        if notice is not None and outcome.flow_run_id is not None:
+            self._execute(
+                "INSERT INTO etl_audit.run_notices (flow_run_id, kind, sent_by, channels) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, kind) DO NOTHING",
+                (outcome.flow_run_id, notice.kind, notice.sent_by, list(notice.channels)),
+            )
 
     # --- The freshness check ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from hospitaldb.engine.lineage import Lineage
 from hospitaldb.record.audit_session import AuditSession
-from hospitaldb.record.outcome import PreviousRun, RunOutcome, StepOutcome
+from hospitaldb.record.outcome import Notice, PreviousRun, RunOutcome, StepOutcome
 from hospitaldb.statuses import RunStatus, StepStatus
 
 
@@ -30,7 +30,8 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
     last_attempts = {
         row[0]: row[1:]
         for row in audit.read(
-            "SELECT DISTINCT ON (step) step, attempt, status, statements, duration_seconds, rows_affected "
+            "SELECT DISTINCT ON (step) step, attempt, status, statements, duration_seconds, rows_affected, "
+            "task_run_id::text "
             "FROM etl_audit.step_attempts WHERE flow_run_id = %s ORDER BY step, attempt DESC",
             (flow_run_id,),
         )
@@ -51,6 +52,11 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
         )
         for step_name in steps
     ]
+    notices = audit.read(
+        "SELECT kind, channels, sent_by FROM etl_audit.run_notices WHERE flow_run_id = %s "
+        "ORDER BY sent_at LIMIT 1",
+        (flow_run_id,),
+    )
     return RunOutcome(
         flow_name=flow_name,
         flow_run_id=flow_run_id,
@@ -65,6 +71,7 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
         sqlstate=sqlstate,
         finished_at=finished_at,
         lineage=lineage if objects else None,
+        notice=Notice(notices[0][0], tuple(notices[0][1]), notices[0][2]) if notices else None,
     )
 
 
@@ -104,9 +111,10 @@ def last_freshness_alert(audit: AuditSession, within_hours: float) -> Any:
 def _step_as_recorded(step: str, last_attempt: tuple[Any, ...] | None) -> StepOutcome:
     if last_attempt is None:
         return StepOutcome(step)
-    attempt, status, statements, seconds, rows = last_attempt
+    attempt, status, statements, seconds, rows, task_run_id = last_attempt
     return StepOutcome(
         step,
+        task_run_id=task_run_id,
         status=StepStatus(status),
         attempts=attempt,
         statements=statements,

@@ -51,6 +51,7 @@ class StepOutcome:
     upkeep: list[Upkeep] = field(default_factory=list)  # what was analysed or vacuumed after it committed
     published: list[str] = field(default_factory=list)  # objects committed: all, or (parallel_views) some
     failure: Failure | None = None  # why its last attempt failed, decided once, as that attempt ended
+    task_run_id: str | None = None  # its last attempt's Prefect task run (hospitaldb.report.healing)
 
     def to_dict(self) -> dict[str, Any]:
         """The step as the flow returns it."""
@@ -89,6 +90,15 @@ class HeldBack:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """The alert or recovery notice a run's end was told with, and which channels took it (maybe none)."""
+
+    kind: str  # 'alert' (failed, refused, cancelled, crashed) or 'recovery'
+    channels: tuple[str, ...]  # where it arrived; () when every channel failed
+    sent_by: str = "run"  # 'run': its own process, as it ended; 'hook': a state hook, after it
+
+
+@dataclass(frozen=True)
 class RunOutcome:
     """One run of a flow: made anew as things happen, persisted in etl_audit, read by every reporter."""
 
@@ -108,6 +118,7 @@ class RunOutcome:
     finished_at: datetime | None = None
     previous: PreviousRun | None = None  # read when a run completes: did it recover from a failure?
     lineage: Lineage | None = None  # what the selected steps refresh and read, from their SQL
+    notice: Notice | None = None  # told, once: by the run, else by a hook
 
     def step_outcome(self, step: str) -> StepOutcome:
         return next(outcome for outcome in self.steps if outcome.step == step)
@@ -129,6 +140,19 @@ class RunOutcome:
             finished_at=finished_at,
         )
 
+    def interrupted(self, status: RunStatus, finished_at: datetime) -> RunOutcome:
+        """The run, cancelled or crashed at the step in progress (rolled back but for what it committed)."""
+        step = self.step_in_progress
+        outcome = replace(
+            self,
+            status=status,
+            step=step,
+            attempts=self.step_outcome(step).attempts if step else None,
+            error=interruption_text(status, step, self.step_outcome(step).published if step else None),
+            finished_at=finished_at,
+        )
+        return outcome.with_step(step, status=StepStatus(status.value)) if step else outcome
+
     @property
     def what(self) -> str:
         """What ran, for a title: 'Refresh', or another flow's name."""
@@ -141,8 +165,8 @@ class RunOutcome:
 
     @property
     def failed_checks(self) -> list[CheckResult]:
-        if self.status == RunStatus.SOURCES_REFUSED or self.step is None:
-            return []
+        if self.status == RunStatus.SOURCES_REFUSED or self.step not in {s.step for s in self.steps}:
+            return []  # the source checks' own, or before the first step
         return [check for check in self.step_outcome(self.step).checks if check.outcome == "failed"]
 
     @property

@@ -6,7 +6,9 @@ and a write to etl_audit. An error becomes a Failure once, where it happened: at
 that failed, else as the run ends. When the body ends, `recording` hands the final outcome
 over with the flow's return value or error, for the state hooks and the command line.
 A cancel or a crash goes through one path, `interrupted`, whoever notes it first (the
-flow or a hook), with the same text.
+flow or a hook), with the same text. The run tells its own end (`tell`: its alert, or a
+recovery notice) from its own process, before its record is written and before Prefect
+hears of it: an alert must not wait for the orchestrator, nor for a failing database.
 """
 
 from __future__ import annotations
@@ -26,18 +28,26 @@ from hospitaldb.engine.errors import DatabaseError, Failure, StepError, failure_
 from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceProblem
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import previous_finished_run
-from hospitaldb.record.outcome import RunOutcome, SourcesOutcome, StepOutcome, handed_over, interruption_text
+from hospitaldb.record.outcome import (
+    Notice,
+    RunOutcome,
+    SourcesOutcome,
+    StepOutcome,
+    handed_over,
+)
+from hospitaldb.record.step_attempt import StepAttempt
 from hospitaldb.statuses import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from hospitaldb.engine.lineage import Lineage
     from hospitaldb.engine.source_checks import SourceState
-    from hospitaldb.engine.sql_runner import StatementResult, StepResult
+    from hospitaldb.engine.sql_runner import StepResult
     from hospitaldb.engine.upkeep import Upkeep
 
 Logger = logging.Logger | logging.LoggerAdapter
 PublishArtifacts = Callable[[RunOutcome, Logger], None]  # hospitaldb.report.artifacts.publish_run_artifacts
 StoppedAs = Callable[[], RunStatus]  # cancelled or crashed, when a signal stops the run
+Tell = Callable[[RunOutcome, Logger], Notice | None]  # hospitaldb.report.telling.RunTeller
 
 
 class RunRecorder:
@@ -86,9 +96,6 @@ class RunRecorder:
                 abandoned,
             )
 
-    def sources_attempt(self, number: int) -> None:
-        self._attempts[SOURCE_CHECKS] = number
-
     def sources_checked(
         self,
         enforced: bool,
@@ -105,25 +112,28 @@ class RunRecorder:
                 self.audit.checks_finished(self.outcome.flow_run_id, None, SOURCE_CHECKS, results)
 
     @contextmanager
-    def step_attempt(self, step: str, number: int) -> Iterator[StepAttempt]:
-        """One attempt of a step, on record even when it fails and rolls back.
+    def step_attempt(self, step: str, number: int, task_run_id: str | None = None) -> Iterator[StepAttempt]:
+        """One attempt of a step (or of the source checks), on record even when it fails and rolls back.
 
         Its error becomes the step's Failure here, once: the audit row, the run's ending and
         every report read that value.
         """
         self._attempts[step] = number
-        self.outcome = self.outcome.with_step(step, status=StepStatus.RUNNING, attempts=number, failure=None)
+        self.outcome = self.outcome.with_step(
+            step, status=StepStatus.RUNNING, attempts=number, failure=None, task_run_id=task_run_id
+        )
         attempt_id = (
-            self.audit.attempt_started(self.outcome.flow_run_id, step, number) if self.audit else None
+            self.audit.attempt_started(self.outcome.flow_run_id, step, number, task_run_id)
+            if self.audit
+            else None
         )
         attempt = StepAttempt(self, step, attempt_id)
         try:
             yield attempt
         except Exception as error:
             failure = failure_of(error)
-            checks = (
-                error.results if isinstance(error, CheckFailed) else self.outcome.step_outcome(step).checks
-            )
+            ran = [outcome.checks for outcome in self.outcome.steps if outcome.step == step]
+            checks = error.results if isinstance(error, CheckFailed) else (ran[0] if ran else [])
             self.outcome = self.outcome.with_step(
                 step, status=StepStatus.FAILED, checks=checks, failure=failure
             )
@@ -148,7 +158,7 @@ class RunRecorder:
 
     # --- How it ended ------------------------------------------------------------------------
 
-    def finish(self, error: BaseException | None = None) -> None:
+    def finish(self, error: BaseException | None = None, *, write: bool = True) -> None:
         """Completed, or ended by error: where, after how many attempts, and why.
 
         A step's error was made a Failure as its attempt ended: the run ends with that value.
@@ -163,8 +173,24 @@ class RunRecorder:
             failure = self._step_failure(error) or failure_of(error)
             attempts = self._attempts.get(failure.step) if failure.step else None
             self.outcome = outcome.ended(failure, attempts, now)
-        if self.audit:
+        if write and self.audit:
             self.audit.run_finished(self.outcome)
+
+    def tell(self, tell: Tell | None) -> None:
+        """Tell how the run ended (its alert, or a recovery notice), and record that it was told."""
+        if tell is None or self.outcome.notice is not None:
+            return
+        try:
+            notice = tell(self.outcome, self.logger)
+        except Exception as error:  # a bug in telling must not replace how the run ended
+            self.logger.error(
+                "the run's alert could not be made: %s (a hook tries again)", type(error).__name__
+            )
+            return
+        if notice is not None:
+            self.outcome = replace(self.outcome, notice=notice)
+            if self.audit:
+                self.audit.run_told(self.outcome)
 
     def _step_failure(self, error: BaseException) -> Failure | None:
         """The Failure recorded when the step that raised error failed, if it did."""
@@ -174,109 +200,55 @@ class RunRecorder:
 
     def interrupted(self, status: RunStatus, *, write: bool = True) -> None:
         """Cancelled or crashed, at the step in progress; written once, whoever comes first."""
-        outcome = self.outcome
-        if not outcome.status.is_interruption:
-            step = outcome.step_in_progress
-            published = outcome.step_outcome(step).published if step else None
-            outcome = replace(
-                outcome,
-                status=status,
-                step=step,
-                attempts=outcome.step_outcome(step).attempts if step else None,
-                error=interruption_text(status, step, published),
-                finished_at=datetime.now(UTC),
-            )
-            if step:
-                outcome = outcome.with_step(step, status=StepStatus(status.value))
-            self.outcome = outcome
+        if not self.outcome.status.is_interruption:
+            self.outcome = self.outcome.interrupted(status, datetime.now(UTC))
         if write and self.audit:
             self.audit.run_interrupted(self.outcome)
 
     @contextmanager
     def recording(
-        self, publish: PublishArtifacts | None = None, stopped_as: StoppedAs = lambda: RunStatus.CRASHED
+        self,
+        publish: PublishArtifacts | None = None,
+        stopped_as: StoppedAs = lambda: RunStatus.CRASHED,
+        tell: Tell | None = None,
     ) -> Iterator[RunRecorder]:
-        """Around the flow's body: record how it ends, publish, close the audit session, hand the outcome over.
+        """Around the flow's body: record how it ends, tell it, publish, close the audit session, hand the outcome over.
 
-        A crash is only noted here: its hook alerts first, then writes it (a crash leaves
-        30 s before SIGKILL; the alert must not wait for the database). A cancel is
-        written at once, for the worker's hook, which reads it from etl_audit. stopped_as
-        tells a cancel from a crash (hospitaldb.run_context asks Prefect).
+        The run tells its end before its record is written (the database may be what failed)
+        and before Prefect hears of it (with the API down no state hook runs). A cancel is
+        written first, for the worker's hook; a crash after the alert (SIGKILL follows in
+        30 s). stopped_as tells a cancel from a crash (hospitaldb.run_context asks Prefect).
         """
         try:
             yield self
         except psycopg2.Error as error:  # outside any step (a bug if it happens): never with its DETAIL
-            self.finish(error)
+            self._ended_by(error, tell)
             raise handed_over(DatabaseError(error), self.outcome) from None
         except Exception as error:
-            self.finish(error)
+            self._ended_by(error, tell)
             handed_over(error, self.outcome)
             raise
         except BaseException as error:  # TerminationSignal: cancelled, or the process is being stopped
             status = stopped_as()
             self.interrupted(status, write=status == RunStatus.CANCELLED)
+            self.tell(tell)
+            self.interrupted(status)
             handed_over(error, self.outcome)
             raise
         else:
             self.finish()
+            self.tell(tell)
         finally:
             if publish:
                 publish(self.outcome, self.logger)
             self.close()
 
+    def _ended_by(self, error: Exception, tell: Tell | None) -> None:
+        self.finish(error, write=False)
+        self.tell(tell)
+        if self.audit:
+            self.audit.run_finished(self.outcome)
+
     def close(self) -> None:
         if self.audit:
             self.audit.close()
-
-
-class StepAttempt:
-    """An attempt in progress: its statements as they finish, then its result."""
-
-    def __init__(self, recorder: RunRecorder, step: str, attempt_id: int | None) -> None:
-        self._recorder = recorder
-        self._step = step
-        self._attempt_id = attempt_id
-        self._committed: set[str] = set()
-
-    def views_committed(self, result: StepResult) -> None:
-        """A group of a step's views refreshed in its own session (parallel_views) committed: published now."""
-        self._published(result.row_counts, result.changes)
-
-    def statement_finished(self, result: StatementResult) -> None:
-        if self._recorder.audit:
-            self._recorder.audit.statement_finished(self._attempt_id, result)
-
-    def completed(self, result: StepResult) -> None:
-        recorder = self._recorder
-        recorder.outcome = recorder.outcome.with_step(
-            self._step,
-            status=StepStatus.COMPLETED,
-            attempts=recorder.outcome.step_outcome(self._step).attempts or 1,
-            statements=len(result.statements),
-            seconds=result.seconds,
-            rows=result.rows,
-            checks=result.checks,
-            changes=result.changes,
-            row_count_seconds=result.row_count_seconds,
-        )
-        audit, run_id = recorder.audit, recorder.outcome.flow_run_id
-        if audit:
-            audit.checks_finished(run_id, self._attempt_id, self._step, result.checks)
-            audit.attempt_finished(
-                self._attempt_id, StepStatus.COMPLETED, statements=len(result.statements), rows=result.rows
-            )
-        self._published(result.row_counts, result.changes)
-
-    def _published(self, row_counts: dict[str, int], changes: dict[str, dict[str, int]]) -> None:
-        """Objects this attempt committed, on record once each (a view in parallel_views, as it commits)."""
-        recorder = self._recorder
-        if recorder.outcome.dry_run:
-            return  # rolled back at the end: nothing was published
-        new = {name: counts for name, counts in changes.items() if name not in self._committed}
-        self._committed.update(new)
-        published = recorder.outcome.step_outcome(self._step).published
-        recorder.outcome = recorder.outcome.with_step(
-            self._step, published=[*published, *(name for name in new if name not in published)]
-        )
-        if recorder.audit and new:
-            recorder.audit.objects_refreshed(recorder.outcome.flow_run_id, self._attempt_id, row_counts, new)

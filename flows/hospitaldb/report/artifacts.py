@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import UUID
 
 from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.upkeep import upkeep_summary
@@ -108,20 +109,25 @@ def summary_markdown(outcome: RunOutcome) -> str:
     return "\n".join(lines)
 
 
-def publish_run_artifacts(outcome: RunOutcome, logger: logging.Logger | logging.LoggerAdapter) -> None:
-    """Create both artifacts; a failure here is logged, never raised."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+def publish_run_artifacts(outcome: RunOutcome, logger: logging.Logger | logging.LoggerAdapter) -> bool:
+    """Create both artifacts, on the outcome's own run (this one, or one being healed); False, logged, if not."""
+    from prefect.artifacts import MarkdownArtifact, TableArtifact
 
+    run = UUID(outcome.flow_run_id) if outcome.flow_run_id else None
     try:
-        create_table_artifact(
+        TableArtifact(
             table=step_rows(outcome),
             key=STEPS_ARTIFACT_KEY,
             description="HospitalDB refresh: steps of this run",
-        )
-        create_markdown_artifact(
+            flow_run_id=run,
+        ).create()
+        MarkdownArtifact(
             markdown=summary_markdown(outcome),
             key=SUMMARY_ARTIFACT_KEY,
             description="HospitalDB refresh: summary of this run",
-        )
+            flow_run_id=run,
+        ).create()
     except Exception as artifact_error:  # artifacts are a report, not part of the refresh
         logger.warning("run artifacts not created: %s", artifact_error)
+        return False
+    return True

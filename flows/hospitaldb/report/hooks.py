@@ -1,17 +1,21 @@
-"""The flows' state hooks: one alert or notice per run, each rendered from the run's outcome.
+"""The flows' state hooks: what a run could not tell itself, and its record where it could not write it.
+
+A run tells its own end from its own process (hospitaldb.report.telling) and records that
+it did (etl_audit.run_notices). A hook tells it only when the run did not: its process was
+killed outright (a worker's hook), or it never reached its body.
+So a failed run alerts once, whoever sends it.
 
 The outcome comes with the final state, as the run's body handed it over
 (hospitaldb.record.outcome.outcome_in); a hook in another process (a worker's, after the
 run's process is gone) or of a run whose body never ran reads it from etl_audit by run id.
 
-- `report_failure` (on_failure): the alert.
+- `report_failure` (on_failure): the alert, unless told.
 - `report_interruption` (on_crashed, on_cancellation): the run is noted cancelled or
-  crashed at the step in progress, the alert goes out, and only then is the record
-  written (a crash leaves 30 s before SIGKILL: the alert must not wait on the
+  crashed at the step in progress, the alert goes out unless told, and only then is the
+  record written (a crash leaves 30 s before SIGKILL: the alert must not wait on the
   database). Writing is idempotent: the flow has already written a cancel.
-- `report_recovery` (on_completion): a short notice when the run of the same database
-  that finished before this one had failed, as etl_audit records it, not as Prefect's
-  list of runs has it: one deployment may refresh several databases.
+- `report_recovery` (on_completion): the notice that this database's previous finished
+  run had failed, as etl_audit records it, unless told.
 
 Nothing here reads a task run's name, a state's message or an error's words.
 """
@@ -26,15 +30,15 @@ from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import load_outcome
 from hospitaldb.record.outcome import RunOutcome, outcome_in
 from hospitaldb.record.recorder import RunRecorder
-from hospitaldb.report.alerts import describe_failure, describe_recovery
-from hospitaldb.report.notifications import AlertSettings, deliver
+from hospitaldb.report.notifications import AlertSettings
+from hospitaldb.report.telling import run_link, tell
 from hospitaldb.statuses import RunStatus
 
 LIMIT_PARAMETERS = ("statement_timeout_seconds", "lock_timeout_seconds")
 
 
 def record_of(flow: Any, flow_run: Any, state: Any, *, writes: bool = False) -> RunRecorder:
-    """The run's outcome, as handed over with its state, else as etl_audit has it; with a writer if asked.
+    """The run's outcome, as handed over with its state, else as etl_audit has it; with a writer if it may need one.
 
     A run that recorded nothing (no database, a dry run, refused before its body ran) gets an
     outcome that says only what Prefect knows: its name and state.
@@ -47,7 +51,8 @@ def record_of(flow: Any, flow_run: Any, state: Any, *, writes: bool = False) -> 
         flow.name, str(flow_run.id), flow_run.name, dry_run=bool(parameters.get("dry_run"))
     )
     recorder = RunRecorder(outcome, flow_run_logger(flow_run=flow_run, flow=flow))
-    if outcome.dry_run or (handed is not None and not writes):
+    # A body that handed its outcome over wrote its ending; once told, there is nothing left to write.
+    if outcome.dry_run or (handed is not None and (not writes or handed.notice is not None)):
         return recorder
     try:
         target = resolve_database(parameters.get("database_block"))
@@ -62,47 +67,55 @@ def record_of(flow: Any, flow_run: Any, state: Any, *, writes: bool = False) -> 
     return recorder
 
 
-def _run_link(flow_run: Any) -> str | None:
-    from prefect.utilities.urls import url_for
-
-    try:
-        return url_for(flow_run)
-    except Exception:
-        return None
-
-
-def _alert(recorder: RunRecorder, flow_run: Any, state: Any) -> None:
-    alert = describe_failure(recorder.outcome, state.name, _run_link(flow_run))
-    deliver(alert, AlertSettings.for_run(flow_run), recorder.logger)
+def _tell(recorder: RunRecorder, flow_run: Any, state: Any) -> None:
+    """Tell the run's end, unless the run (or another hook) already did; record that it was told."""
+    notice = recorder.outcome.notice
+    if notice is not None:
+        where = ", ".join(notice.channels) or "no channel took it (logged above with why)"
+        recorder.logger.info("%s already sent by the %s: %s", notice.kind, notice.sent_by, where)
+        return
+    recorder.tell(
+        lambda outcome, logger: tell(
+            outcome,
+            AlertSettings.for_run(flow_run),
+            logger,
+            run_link(flow_run.id),
+            state_name=state.name,
+            sent_by="hook",
+        )
+    )
 
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure: one alert for the run."""
-    recorder = record_of(flow, flow_run, state)
+    """on_failure: one alert for the run, unless the run sent it."""
+    recorder = record_of(flow, flow_run, state, writes=True)
     try:
-        _alert(recorder, flow_run, state)
+        _tell(recorder, flow_run, state)
     finally:
         recorder.close()
 
 
 def report_interruption(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_crashed and on_cancellation: note it, alert, then write it."""
+    """on_crashed and on_cancellation: note it, alert unless the run did, then write it."""
     recorder = record_of(flow, flow_run, state, writes=True)
     status = RunStatus.CANCELLED if state.is_cancelled() or state.is_cancelling() else RunStatus.CRASHED
     recorder.interrupted(status, write=False)
-    _alert(recorder, flow_run, state)
     try:
+        _tell(recorder, flow_run, state)
         recorder.interrupted(status)
     finally:
         recorder.close()
 
 
 def report_recovery(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_completion: a short notice when this database's previous finished run had failed."""
+    """on_completion: the notice when this database's previous finished run had failed, unless the run sent it."""
     outcome = outcome_in(state)  # completion hooks run in the run's own process
-    previous = outcome.previous if outcome else None
+    if outcome is None or outcome.notice is not None:
+        return
+    previous = outcome.previous
     if previous is not None and previous.status.is_failure:
-        from prefect.logging.loggers import flow_run_logger
-
-        logger = flow_run_logger(flow_run=flow_run, flow=flow)
-        deliver(describe_recovery(outcome, _run_link(flow_run)), AlertSettings.for_run(flow_run), logger)
+        recorder = record_of(flow, flow_run, state, writes=True)
+        try:
+            _tell(recorder, flow_run, state)
+        finally:
+            recorder.close()

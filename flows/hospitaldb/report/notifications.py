@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hospitaldb.report.alerts import Alert
@@ -68,6 +68,24 @@ class AlertSettings:
     recipients: tuple[str, ...] = ()
     sender: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    # The channels' blocks, loaded ahead (`resolved`): their secrets in this process's memory only.
+    blocks: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def resolved(self, logger: logging.Logger | logging.LoggerAdapter) -> AlertSettings:
+        """These settings with every channel's block loaded now, while the Prefect API answers.
+
+        A run resolves its channels as it starts, so that its alert goes out from its own
+        process even if the API is down when it fails. A channel that cannot be loaded now
+        is tried again when there is something to send.
+        """
+        blocks = {}
+        for channel in self.channels:
+            try:
+                blocks[channel] = load_channel(channel)
+            except Exception as error:  # AlertNotSent, or the API not answering: tried again at delivery
+                why = str(error) if isinstance(error, AlertNotSent) else type(error).__name__
+                logger.warning("alert channel %s not loaded yet: %s", channel, safe(why, ERROR_LENGTH))
+        return replace(self, blocks=blocks)
 
     @classmethod
     def for_run(cls, flow_run: Any) -> AlertSettings:
@@ -151,7 +169,7 @@ def send_notification(alert: Alert, block: Any) -> None:
 
 def send(alert: Alert, channel: str, settings: AlertSettings) -> None:
     """Deliver the alert to one channel, or raise saying why not."""
-    block = load_channel(channel)
+    block = settings.blocks.get(channel) or load_channel(channel)
     if is_email_block(block):
         send_email(alert, block, settings)
     else:

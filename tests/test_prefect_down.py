@@ -1,0 +1,205 @@
+"""When the Prefect server itself is down: a failed refresh still alerts, at once and once, and the record heals.
+
+A real `prefect server` on loopback, stopped while a refresh waits at the start of a step and
+started again (same home, same port) after the run failed in the outage. The run's process is
+`hospitaldb_refresh(...)` with PREFECT_API_URL set, as `python flows/refresh.py` runs it; its
+alert blocks live on that server; the alerts go to a real SMTP server and webhook on loopback.
+
+Two outages: one shorter than the Prefect client's retries (the run waits, then sets its own
+final state), and one that outlasts them (the process gives up and exits, and Prefect shows the
+run Running until something heals it). The second is made in seconds by giving the run's
+client no retries (PREFECT_CLIENT_MAX_RETRIES=0): what matters is that the client gave up, not
+how long that took. HOSPITALDB_TEST_LONG_OUTAGE_SECONDS=480 makes it a real 8-minute outage
+with Prefect's default retries instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_slack import SlackWebhook
+from support.db import add_source_rows, execute, scalar
+from support.deployment import client_of
+from support.prefect_servers import free_port, prefect_server
+from support.receivers import SmtpServer, WebhookServer, save_email_block
+from support.runs import TableLock, wait_for_blocked_refresh
+
+from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.e2e
+
+NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
+LONG_OUTAGE_SECONDS = float(os.environ.get("HOSPITALDB_TEST_LONG_OUTAGE_SECONDS") or 0)
+
+
+class RestartableServer:
+    """A Prefect server that can be stopped and started again with what it held."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.port = home, free_port()
+        self._running: contextlib.ExitStack | None = None
+        self.env: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._running = contextlib.ExitStack()
+        self.env = self._running.enter_context(prefect_server(self.home, port=self.port, schedules=False))
+
+    def stop(self) -> None:
+        if self._running:
+            self._running.close()
+            self._running = None
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RestartableServer]:
+    server = RestartableServer(tmp_path / "prefect")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[SmtpServer, WebhookServer]]:
+    smtp, webhook = SmtpServer().start(), WebhookServer()
+    yield smtp, webhook
+    smtp.stop()
+    webhook.shutdown()
+    webhook.server_close()
+
+
+def alert_parameters(server: RestartableServer, smtp: SmtpServer, webhook: WebhookServer) -> str:
+    """Email and Slack blocks on the server, pointing at the loopback receivers: the run's arguments."""
+    suffix = uuid.uuid4().hex[:8]
+    with temporary_settings({PREFECT_API_URL: server.env["PREFECT_API_URL"]}):
+        save_email_block(f"email-{suffix}", smtp.port)
+        SlackWebhook(url=webhook.url).save(f"slack-{suffix}")
+    return (
+        f"email_block='email-{suffix}', slack_block='slack-{suffix}', alert_emails=['oncall@hospital.example'], "
+        "retries=0, lock_timeout_seconds=600"
+    )
+
+
+def refresh_process(server: RestartableServer, database_url: str, arguments: str, env: dict[str, str]):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from hospitaldb.refresh import hospitaldb_refresh; hospitaldb_refresh({arguments})",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**server.env, DATABASE_URL_ENV: database_url, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def the_run(database_url: str) -> str:
+    return str(scalar(database_url, "SELECT flow_run_id FROM etl_audit.refresh_runs"))
+
+
+def prefect_view(server: RestartableServer, flow_run_id: str) -> tuple[Any, list[Any], set[str]]:
+    """The run's state, its task runs' states, and its artifacts' keys, as the Prefect server shows them."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with client_of(server.env) as prefect:
+        state = prefect.read_flow_run(flow_run_id).state
+        tasks = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return state, [task.state for task in tasks], {artifact.key for artifact in artifacts}
+
+
+def assert_healed(server: RestartableServer, flow_run_id: str, final: str) -> None:
+    state, task_states, artifacts = prefect_view(server, flow_run_id)
+    assert state.type.value == final, state
+    assert task_states and all(task.is_final() for task in task_states), task_states
+    assert {"hospitaldb-refresh-steps", "hospitaldb-refresh-summary"} <= artifacts
+
+
+# (how long the client retries, how long the run waits for the API, when the server is back)
+OUTAGES = {
+    "shorter than the client's retries": ({}, "back while the run waits"),
+    "outlasting the client's retries, back while the run waits": (
+        {"PREFECT_CLIENT_MAX_RETRIES": "0", "HOSPITALDB_API_WAIT_SECONDS": "300"},
+        "back while the run waits",
+    ),
+    "outlasting the client's retries and the run's wait": (
+        {"PREFECT_CLIENT_MAX_RETRIES": "0", "HOSPITALDB_API_WAIT_SECONDS": "0"},
+        "back after the run gave up",
+    ),
+}
+
+
+@pytest.mark.parametrize("outage", list(OUTAGES))
+def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_heals(
+    demo_database, server, receivers, outage
+):
+    smtp, webhook = receivers
+    arguments = alert_parameters(server, smtp, webhook)
+    add_source_rows(demo_database)
+    execute(demo_database, NEGATIVE_PAYMENT)  # a constraint of step 2 refuses this
+    client, back = OUTAGES[outage]
+    if LONG_OUTAGE_SECONDS and client:
+        client = {}  # a real long outage, Prefect's own retries
+
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    try:
+        run = refresh_process(server, demo_database, arguments, client)
+        wait_for_blocked_refresh(demo_database, timeout=120)  # step 2 is starting
+        server.stop()
+    finally:
+        blocker.release()  # step 2 goes on, with no Prefect server, and fails
+
+    # Told from the run's own process, while the server is still down; on record in etl_audit.
+    wait_until(lambda: smtp.received and webhook.posts, 60, "the alert while Prefect is down")
+    flow_run_id = the_run(demo_database)
+    assert "FAILED at refresh_phase3_reporting_tables" in smtp.received[0].message["Subject"]
+    assert scalar(demo_database, "SELECT outcome FROM etl_audit.refresh_runs") == "failed"
+    assert scalar(demo_database, "SELECT sent_by FROM etl_audit.run_notices WHERE kind = 'alert'") == "run"
+
+    if back == "back after the run gave up":
+        output, _ = run.communicate(timeout=900)
+        assert run.returncode != 0, output
+        server.start()
+        state, _, _ = prefect_view(server, flow_run_id)
+        assert state.is_running(), "the fault: Prefect never heard how the run ended"
+        # The next run (the data mended) sets it from etl_audit, and tells of the recovery.
+        execute(demo_database, "DELETE FROM staging.payments WHERE payment_id = 999999991")
+        healer = refresh_process(server, demo_database, arguments, {})
+        output, _ = healer.communicate(timeout=600)
+        assert healer.returncode == 0, output
+        assert len(webhook.posts) == 2 and len(smtp.received) == 2, "the alert, then the recovery notice"
+        assert smtp.received[1].message["Subject"] == "[HospitalDB] Refresh recovered"
+    else:
+        time.sleep(LONG_OUTAGE_SECONDS or 10)
+        server.start()
+        output, _ = run.communicate(timeout=900)
+        assert run.returncode != 0, output
+        assert len(smtp.received) == 1 and len(webhook.posts) == 1, "one alert per channel, never two"
+    assert_healed(server, flow_run_id, "FAILED")

@@ -119,6 +119,20 @@ def test_a_refused_connection_is_transient():
     assert is_transient(refused)
 
 
+def test_a_read_only_server_is_transient_so_a_failover_is_retried(demo_database):
+    connection = psycopg2.connect(demo_database)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = on")
+            connection.commit()
+            with pytest.raises(psycopg2.Error) as raised:
+                cursor.execute("CREATE TABLE staging.written_on_a_standby (id int)")
+    finally:
+        connection.close()
+    assert raised.value.pgcode == "25006"
+    assert is_transient(raised.value)
+
+
 def silent_url(server: SilentServer, **query: str) -> str:
     """A database URL pointing at a server that accepts the connection and never says a word."""
     extra = "".join(f"&{key}={value}" for key, value in query.items())

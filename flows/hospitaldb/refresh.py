@@ -73,7 +73,8 @@ def run_step(
     """
     logger = get_run_logger()
     with recorder.step_attempt(step, *this_attempt()) as attempt:
-        lock.verify(step)
+        if lock.verify(step, retake=True):  # lost with a failed-over primary: taken again on the new one
+            logger.warning("the overlap lock's session had ended (a restart, a failover); lock taken again")
         refresh = run_step_transaction
         if isinstance(plan, ParallelPlan):  # each group of views commits on its own, once its checks pass
             refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)

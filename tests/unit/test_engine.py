@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hospitaldb.engine.database import Limits
+from hospitaldb.engine.database import Limits, target_from_url
 from hospitaldb.engine.source_checks import SourceState
 from hospitaldb.engine.sql_analysis import analyse_step, relations_named
 from hospitaldb.engine.sql_script import split_statements
@@ -92,3 +92,19 @@ def test_the_image_is_bootstrapped_from_the_mirror_apt_uses_here():
     one_line = "# local\ndeb [arch=amd64] http://apt.example/debian bookworm main\n"
     assert debian_mirror([("sources.list", one_line)]) == "http://apt.example/debian"
     assert debian_mirror([("sources.list", "deb http://apt.example/debian trixie main\n")]) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://refresher:pw@db-a:5432,db-b:5433/hospitaldb?target_session_attrs=read-write",
+        "postgresql://refresher:pw@/hospitaldb?host=db-a:5432&host=db-b:5433&target_session_attrs=read-write",
+    ],
+)
+def test_a_multi_host_url_names_every_host_to_libpq_in_order(url):
+    target = target_from_url(url, "test")
+    kwargs = target._connection_kwargs
+    assert (kwargs["host"], kwargs["port"]) == ("db-a,db-b", "5432,5433")
+    assert kwargs["target_session_attrs"] == "read-write" and kwargs["dbname"] == "hospitaldb"
+    assert target.describe() == "database 'hospitaldb' on db-a:5432,db-b:5433 (from test)"
+    assert "pw" not in target.describe()

@@ -98,7 +98,8 @@ class DatabaseTarget:
     connect_args: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def describe(self) -> str:
-        host = self.url.host or self.url.query.get("host") or "local socket"
+        hosts = self.url.query.get("host")
+        host = self.url.host or (",".join(hosts) if isinstance(hosts, tuple) else hosts) or "local socket"
         port = f":{self.url.port}" if self.url.port else ""
         return f"database '{self.url.database}' on {host}{port} (from {self.source})"
 
@@ -111,6 +112,11 @@ class DatabaseTarget:
         kwargs: dict[str, Any] = self.url.translate_connect_args(username="user", database="dbname")
         for key, value in self.url.query.items():
             kwargs[key] = value[-1] if isinstance(value, tuple) else value
+        hosts = self.url.query.get("host")
+        if isinstance(hosts, tuple):  # several hosts (a failover pair): libpq tries them in order
+            pairs = [host.rsplit(":", 1) if ":" in host else (host, "") for host in hosts]
+            kwargs["host"] = ",".join(host for host, _ in pairs)
+            kwargs["port"] = ",".join(port or str(self.url.port or 5432) for _, port in pairs)
         kwargs.update(self.connect_args)
         return {**TCP_DEFAULTS, **kwargs}
 
@@ -217,7 +223,7 @@ def target_from_url(url: str, source: str) -> DatabaseTarget:
             "it holds a password."
         )
     try:
-        parsed = make_url(url)
+        parsed = make_url(_hosts_as_query(url))
     except (ArgumentError, ValueError):
         raise DatabaseNotConfigured(
             f"{source} is not a valid database URL. Expected "
@@ -232,6 +238,19 @@ def target_from_url(url: str, source: str) -> DatabaseTarget:
     if not parsed.database:
         raise DatabaseNotConfigured(f"{source} names no database: add /DBNAME to the URL.")
     return DatabaseTarget(parsed, source)
+
+
+def _hosts_as_query(url: str) -> str:
+    """libpq's multi-host URL (postgresql://u@h1:5432,h2:5432/db), as SQLAlchemy reads it (?host=h1:5432&host=...)."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    credentials, at, hostlist = authority.rpartition("@")
+    if not separator or "," not in hostlist:
+        return url
+    query = "&".join(f"host={host}" for host in hostlist.split(",") if host)
+    path, _, parameters = path.partition("?")
+    joined = f"{query}&{parameters}" if parameters else query
+    return f"{scheme}://{credentials}{at}{slash}{path}?{joined}"
 
 
 def target_from_block(block_name: str) -> DatabaseTarget:

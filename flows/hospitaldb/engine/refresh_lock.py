@@ -6,6 +6,7 @@ session ends and PostgreSQL releases the lock: no stale lock file to clean up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,27 +58,54 @@ class HeldLock:
     """The overlap lock, held on its own session for the whole run."""
 
     connection: Any = field(repr=False)
+    target: DatabaseTarget | None = field(default=None, repr=False)
+    limits: Limits = field(default_factory=Limits, repr=False)
 
-    def verify(self, step: str) -> None:
+    def verify(self, step: str, *, retake: bool = False) -> bool:
         """Raise RefreshLockLost unless the lock's session is alive and still holds it.
 
         Called before every step attempt and right before every COMMIT: if the session was
         terminated (or the server restarted), PostgreSQL released the lock and another run
-        may hold it now, so refreshing on would be unguarded.
+        may hold it now, so refreshing on would be unguarded. Before an attempt (retake),
+        nothing of the attempt is written yet: the lock is taken again on a new session
+        (after a failover, on the new primary) if nobody else holds it, and the run goes on:
+        True then.
         """
         try:
             with self.connection.cursor() as cursor:
                 cursor.execute(HELD_QUERY, (LOCK_NAME,))
                 if cursor.fetchone()[0]:
-                    return
+                    return False
                 why = "its session no longer holds it"
         except psycopg2.Error as error:
             why = f"its session ended: {report(error).text}"
+        if retake and self.target is not None and self._taken_again(step):
+            return True
         raise RefreshLockLost(
             step,
             f"the overlap lock was lost ({why}); another refresh may be running, so this one stops "
             "instead of refreshing unguarded. Re-run when no other refresh runs",
         )
+
+    def _taken_again(self, step: str) -> bool:
+        """The lock on a new session, unless another session holds it (then False)."""
+        assert self.target is not None
+        try:
+            connection = self.target.connect(self.limits, purpose="lock", autocommit=True)
+        except psycopg2.Error as error:
+            # Mid-failover, say: the attempt fails as transient, and its retry tries again.
+            raise StepError(
+                step,
+                f"the overlap lock's session ended and no new one could be opened: {report(error).text}",
+                transient=is_transient(error),
+            ) from None
+        if _take(connection, 0) is not None:
+            connection.close()
+            return False
+        with contextlib.suppress(psycopg2.Error):
+            self.connection.close()
+        self.connection = connection
+        return True
 
 
 def _connect(target: DatabaseTarget, limits: Limits, retry_delays: Sequence[float]) -> Any:
@@ -145,7 +173,11 @@ def refresh_lock(
                 f"waited {wait_seconds:g} s. This run refreshed nothing. Let the other run "
                 "finish, or pass overlap_wait_seconds to wait for it."
             )
-        yield HeldLock(connection)
+        lock = HeldLock(connection, target, Limits(statement_timeout_seconds))
+        try:
+            yield lock
+        finally:
+            connection = lock.connection  # taken again on a new session, maybe
     finally:
         # Closing the session releases the advisory lock.
         connection.close()

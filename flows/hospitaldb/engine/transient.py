@@ -11,8 +11,9 @@ import psycopg2
 
 # SQLSTATEs that describe the moment, not the SQL: connection exceptions (08…),
 # serialization failure, deadlock, lock timeout, server shutting down or
-# starting, too many connections.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"})
+# starting, too many connections, and a read-only server (25006: a standby, or a
+# primary demoted by a failover; with a multi-host URL the retry finds the new primary).
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "25006"})
 
 # Connection failures without a SQLSTATE that a retry may well fix: the server or the
 # network is down, restarting or busy for the moment. Anything else (a disabled login, a
@@ -37,6 +38,10 @@ TRANSIENT_CONNECT_MESSAGES = (
     "temporary failure in name resolution",
     "no such file or directory",  # a Unix socket that is gone while the server restarts
     "ssl syscall error: eof detected",
+    # target_session_attrs=read-write found no primary among the hosts: mid-failover.
+    "session is read-only",
+    "server is in hot standby mode",
+    "could not make a writable connection",
 )
 
 

@@ -1,7 +1,8 @@
 """The audit trail's session: one autocommit connection per run, and what happens when it fails.
 
 Rows go through one autocommit session per run, so a step that rolls back still
-leaves its attempt and statements on record. Any failure to write (no privilege,
+leaves its attempt and statements on record. A session lost to a restart or a failover is
+opened again, for a few seconds (a multi-host URL finds the new primary). Any failure to write (no privilege,
 schema missing and not creatable, a full disk) is logged once and switches the
 audit off for this writer: auditing never fails the refresh. The rows themselves
 are written in hospitaldb.record.audit.
@@ -10,6 +11,7 @@ are written in hospitaldb.record.audit.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import psycopg2
@@ -17,11 +19,14 @@ import psycopg2.extras
 
 from hospitaldb.engine.allowlist import report
 from hospitaldb.engine.database import DatabaseTarget, Limits
+from hospitaldb.engine.transient import is_transient
 from hospitaldb.record.audit_schema import AuditSchemaNotUpgradable, upgrade_schema
 
 # Bookkeeping must never hold up the refresh: the audit session's limits are the run's, at most this.
 AUDIT_LIMIT_SECONDS = 10
 AUDIT_LIMITS = Limits(AUDIT_LIMIT_SECONDS, AUDIT_LIMIT_SECONDS)
+# A lost session is opened again after these pauses (a standby takes seconds to be promoted).
+REOPEN_DELAYS = (0.5, 2.0, 4.0)
 
 
 class AuditSession:
@@ -57,12 +62,7 @@ class AuditSession:
         if self._off or (write and not self._writes):
             return None
         try:
-            with self._session().cursor() as cursor:
-                if many:
-                    psycopg2.extras.execute_batch(cursor, statement, params)
-                else:
-                    cursor.execute(statement, params)
-                return cursor.fetchall() if cursor.description else None
+            return self._run_or_reopen(statement, params, many)
         except (psycopg2.Error, AuditSchemaNotUpgradable) as error:
             self._logger.warning(
                 "audit trail not written (%s); the refresh goes on without it",
@@ -71,6 +71,27 @@ class AuditSession:
             self._off = True
             self.close()
             return None
+
+    def _run_or_reopen(self, statement: str, params: Any, many: bool) -> Any:
+        """Run it; when the session was lost (a restart, a failover), on a new one, for a few seconds."""
+        for delay in (*REOPEN_DELAYS, None):
+            try:
+                return self._run(statement, params, many)
+            except psycopg2.Error as error:
+                lost = self._connection is None or bool(self._connection.closed)
+                if delay is None or not (is_transient(error) and lost):
+                    raise
+                self.close()
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _run(self, statement: str, params: Any, many: bool) -> Any:
+        with self._session().cursor() as cursor:
+            if many:
+                psycopg2.extras.execute_batch(cursor, statement, params)
+            else:
+                cursor.execute(statement, params)
+            return cursor.fetchall() if cursor.description else None
 
     def read(self, statement: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """The rows a statement returns; none when auditing is off (hospitaldb.record.audit_history)."""

@@ -197,9 +197,55 @@ def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_
         assert len(webhook.posts) == 2 and len(smtp.received) == 2, "the alert, then the recovery notice"
         assert smtp.received[1].message["Subject"] == "[HospitalDB] Refresh recovered"
     else:
-        time.sleep(LONG_OUTAGE_SECONDS or 10)
+        time.sleep(LONG_OUTAGE_SECONDS or 25)  # with the restart, about 30 s down
         server.start()
         output, _ = run.communicate(timeout=900)
         assert run.returncode != 0, output
         assert len(smtp.received) == 1 and len(webhook.posts) == 1, "one alert per channel, never two"
     assert_healed(server, flow_run_id, "FAILED")
+
+
+def freshness_process(server: RestartableServer, database_url: str, arguments: str):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from hospitaldb.freshness import hospitaldb_freshness_check; hospitaldb_freshness_check({arguments})",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**server.env, DATABASE_URL_ENV: database_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_run_that_completes_while_prefect_is_down_is_set_completed_by_the_freshness_check(
+    demo_database, server, receivers
+):
+    smtp, webhook = receivers
+    arguments = alert_parameters(server, smtp, webhook)
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    try:
+        run = refresh_process(
+            server,
+            demo_database,
+            arguments,
+            {"PREFECT_CLIENT_MAX_RETRIES": "0", "HOSPITALDB_API_WAIT_SECONDS": "0"},
+        )
+        wait_for_blocked_refresh(demo_database, timeout=120)
+        server.stop()
+    finally:
+        blocker.release()  # the run ends, completed, with no Prefect server to hear it
+    output, _ = run.communicate(timeout=600)
+    flow_run_id = the_run(demo_database)
+    assert scalar(demo_database, "SELECT outcome FROM etl_audit.refresh_runs") == "completed", output
+
+    server.start()
+    assert prefect_view(server, flow_run_id)[0].is_running(), "the fault: Prefect never heard it end"
+    check = freshness_process(server, demo_database, arguments.split(", retries")[0])
+    output, _ = check.communicate(timeout=600)
+    assert check.returncode == 0, output
+
+    assert_healed(server, flow_run_id, "COMPLETED")
+    assert not smtp.received and not webhook.posts, "nothing failed, nothing is stale: nobody is paged"

@@ -10,7 +10,15 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from support.db import REFRESHED_OBJECTS, add_source_rows, snapshot
-from support.runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
+from support.runs import (
+    InBackground,
+    TableLock,
+    error_text,
+    run_flow,
+    run_logs,
+    task_runs,
+    wait_for_blocked_refresh,
+)
 
 from hospitaldb.engine.database import target_from_url
 from hospitaldb.engine.refresh_lock import refresh_lock
@@ -108,6 +116,30 @@ def test_second_run_is_refused_while_the_refresh_lock_is_held(demo_database, pre
     assert "hospitaldb-refresh-lock" in message, "the message names who holds the lock"
     assert task_runs(state) == {}
     assert snapshot(demo_database) == before
+
+
+def test_a_role_that_may_only_read_cannot_stop_the_refreshes(
+    demo_database, least_privilege, prefect, monkeypatch
+):
+    reader = least_privilege.reader_url.split("://", 1)[1].split("@", 1)[0]
+    squatter = psycopg2.connect(least_privilege.reader_url)
+    try:
+        squatter.autocommit = True
+        with squatter.cursor() as cursor:
+            # What stopped every refresh before: any role may take any advisory key.
+            cursor.execute("SELECT pg_advisory_lock(hashtextextended('hospitaldb-refresh', 0))")
+            # The lock a refresh holds now is one it may not take.
+            cursor.execute("BEGIN")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cursor.execute("LOCK TABLE etl_audit.refresh_lock IN SHARE ROW EXCLUSIVE MODE NOWAIT")
+            cursor.execute("ROLLBACK")
+        monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
+        first, second = run_flow(), run_flow()
+    finally:
+        squatter.close()
+    assert first.is_completed() and second.is_completed(), error_text(first)
+    logs = run_logs(first)
+    assert "held by PostgreSQL pid" in logs and f"role '{reader}'" in logs and "not waited for" in logs
 
 
 def test_two_real_runs_at_once_only_one_refreshes(demo_database, prefect):

@@ -16,7 +16,6 @@ with Prefect's default retries instead.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -34,13 +33,14 @@ from support.prefect_servers import free_port, prefect_server
 from support.receivers import SmtpServer, WebhookServer, save_email_block
 from support.runs import TableLock, wait_for_blocked_refresh
 
+from hospitaldb import settings
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 
 NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
-LONG_OUTAGE_SECONDS = float(os.environ.get("HOSPITALDB_TEST_LONG_OUTAGE_SECONDS") or 0)
+LONG_OUTAGE_SECONDS = float(settings.TEST_LONG_OUTAGE_SECONDS.read() or 0)
 
 
 class RestartableServer:

@@ -255,6 +255,12 @@ def hospitaldb_refresh(
         run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)
         with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:
+            if lock.outsider:
+                logger.warning(
+                    "the refresh lock's advisory key is held by %s, a role that may not refresh: "
+                    "not waited for",
+                    lock.outsider,
+                )
             recorder.abandon_stale_runs()
             if recorder.audit and not dry_run:  # runs Prefect never heard end: set from etl_audit
                 heal_earlier_runs(recorder.audit, logger, recorder.outcome.flow_run_id)

@@ -139,6 +139,12 @@ TEST_DATABASE_URL = Setting(
     "a PostgreSQL superuser URL; tests create and drop their own databases there instead of using an "
     "embedded server",
 )
+TEST_LONG_OUTAGE_SECONDS = Setting(
+    "HOSPITALDB_TEST_LONG_OUTAGE_SECONDS",
+    "tests",
+    "make `tests/test_prefect_down.py`'s long Prefect outage real: this many seconds (480 for 8 minutes) "
+    "with Prefect's own client retries, instead of a client given none",
+)
 VENV = Setting("HOSPITALDB_VENV", "`dev.py`", "the virtualenv to use (default `.venv/`)")
 WORK_POOL = Setting(
     "HOSPITALDB_WORK_POOL",

@@ -276,3 +276,9 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_notices (
 -- heard (its API down) can have each task run set to what its attempt recorded
 -- (hospitaldb.report.healing). NULL outside Prefect task runs and before this column.
 ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS task_run_id uuid;
+
+-- refresh_lock: what keeps two refreshes of this database apart. A run holds it in SHARE ROW
+-- EXCLUSIVE mode on its lock session for its whole length (hospitaldb.engine.refresh_lock), a
+-- table lock that only a role allowed to write etl_audit may take: a role that can merely log
+-- in cannot stop the refreshes by holding it, as it could the advisory key alone. No rows.
+CREATE TABLE IF NOT EXISTS etl_audit.refresh_lock ();

@@ -1,7 +1,7 @@
 """A failover mid-run: the primary is lost during step 2, its streaming standby is promoted, and the
 refresh completes on the new primary, with the retry on record.
 
-A real primary and standby on loopback (tests/support/replication.py); the run's URL names both
+A real primary and standby on loopback (tests/support/local_postgres.py); the run's URL names both
 hosts, libpq's way (`postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write`).
 """
 
@@ -13,7 +13,7 @@ import pytest
 from psycopg2 import sql
 from support.db import execute_outside_transaction, private_temp_dir, query
 from support.expected import assert_matches_source
-from support.replication import ReplicatedPair
+from support.local_postgres import ReplicatedPair
 from support.runs import InBackground, TableLock, run_flow, task_runs, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url

@@ -24,21 +24,11 @@ from sqlalchemy.exc import ArgumentError
 
 from hospitaldb import settings
 from hospitaldb.engine.errors import RefreshError
+from hospitaldb.engine.libpq import hosts_as_query, libpq_keywords
 from hospitaldb.statuses import RunStatus
 
 APPLICATION_NAME = "hospitaldb-refresh"
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10
-# TCP settings for every session, each overridable in the URL or the block's connect_args.
-# An idle session (the lock's, the audit's) behind a NAT or load balancer that drops it
-# silently is noticed in about a minute instead of libpq's two hours of default keepalives,
-# and a write to a dead peer fails after tcp_user_timeout instead of minutes of retransmits.
-TCP_DEFAULTS = {
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
-}
 # The same on the server's end of each TCP session: a NAT that silently drops an idle lock
 # session would otherwise leave its backend, and the overlap lock, held for the kernel's
 # default two hours, refusing every following run as "already running". Ignored on Unix sockets.
@@ -109,16 +99,7 @@ class DatabaseTarget:
     @functools.cached_property
     def _connection_kwargs(self) -> dict[str, Any]:
         """libpq's keywords, read from the URL once per target, however many sessions it opens."""
-        kwargs: dict[str, Any] = self.url.translate_connect_args(username="user", database="dbname")
-        for key, value in self.url.query.items():
-            kwargs[key] = value[-1] if isinstance(value, tuple) else value
-        hosts = self.url.query.get("host")
-        if isinstance(hosts, tuple):  # several hosts (a failover pair): libpq tries them in order
-            pairs = [host.rsplit(":", 1) if ":" in host else (host, "") for host in hosts]
-            kwargs["host"] = ",".join(host for host, _ in pairs)
-            kwargs["port"] = ",".join(port or str(self.url.port or 5432) for _, port in pairs)
-        kwargs.update(self.connect_args)
-        return {**TCP_DEFAULTS, **kwargs}
+        return libpq_keywords(self.url, self.connect_args)
 
     def with_database(self, database: str) -> DatabaseTarget:
         return DatabaseTarget(self.url.set(database=database), self.source, self.connect_args)
@@ -223,7 +204,7 @@ def target_from_url(url: str, source: str) -> DatabaseTarget:
             "it holds a password."
         )
     try:
-        parsed = make_url(_hosts_as_query(url))
+        parsed = make_url(hosts_as_query(url))
     except (ArgumentError, ValueError):
         raise DatabaseNotConfigured(
             f"{source} is not a valid database URL. Expected "
@@ -238,19 +219,6 @@ def target_from_url(url: str, source: str) -> DatabaseTarget:
     if not parsed.database:
         raise DatabaseNotConfigured(f"{source} names no database: add /DBNAME to the URL.")
     return DatabaseTarget(parsed, source)
-
-
-def _hosts_as_query(url: str) -> str:
-    """libpq's multi-host URL (postgresql://u@h1:5432,h2:5432/db), as SQLAlchemy reads it (?host=h1:5432&host=...)."""
-    scheme, separator, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    credentials, at, hostlist = authority.rpartition("@")
-    if not separator or "," not in hostlist:
-        return url
-    query = "&".join(f"host={host}" for host in hostlist.split(",") if host)
-    path, _, parameters = path.partition("?")
-    joined = f"{query}&{parameters}" if parameters else query
-    return f"{scheme}://{credentials}{at}{slash}{path}?{joined}"
 
 
 def target_from_block(block_name: str) -> DatabaseTarget:

@@ -1,0 +1,78 @@
+"""TLS to PostgreSQL: a server beyond loopback gets an encrypted session, verified where a CA is given.
+
+Real servers on loopback (tests/support/local_postgres.py), reached under a name that is not a
+loopback one (`db.hospital.test`, with libpq's hostaddr=127.0.0.1), so the rule for a remote
+database applies; the CA and the server's certificate are made by the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from support.db import private_temp_dir, scalar
+from support.expected import assert_matches_source
+from support.local_postgres import TlsServer, certificates, tls_binaries
+from support.runs import run_flow
+
+from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.local.demo import build_demo_database
+
+# Its own servers, whatever PostgreSQL the rest of the suite uses: CI runs it in one lane.
+pytestmark = pytest.mark.server_agnostic
+
+
+@pytest.fixture
+def binaries() -> Path:
+    found = tls_binaries()
+    if found is None:
+        pytest.skip("no PostgreSQL built with TLS here (the embedded one is not): apt-get install postgresql")
+    return found
+
+
+@pytest.fixture
+def tls_server(binaries) -> Iterator[TlsServer]:
+    server = TlsServer(private_temp_dir("hospitaldb-tls-") / "servers", binaries)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def plain_server(binaries) -> Iterator[TlsServer]:
+    server = TlsServer(private_temp_dir("hospitaldb-plain-") / "servers", binaries, tls=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def test_a_named_server_with_a_ca_is_refreshed_over_verified_tls(tls_server, prefect, monkeypatch):
+    url = tls_server.named_url(sslrootcert=str(tls_server.ca_file))
+    assert target_from_url(url, "test")._connection_kwargs["sslmode"] == "verify-full"
+    build_demo_database(
+        tls_server.named_url(sslrootcert=str(tls_server.ca_file), sslmode="verify-full"), visits=2000
+    )
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+
+    assert run_flow().is_completed()
+
+    assert_matches_source(url)
+    sessions = scalar(url, "SELECT count(*) FROM pg_stat_ssl WHERE ssl AND pid = pg_backend_pid()")
+    assert sessions == 1, "this very session is encrypted"
+    # A certificate from another CA is refused: verify-full proves the server.
+    other_ca = tls_server.root.parent / "other-ca.pem"
+    other_ca.write_bytes(certificates(tls_server.name)[0])
+    with pytest.raises(psycopg2.OperationalError, match="SSL error|certificate verify failed"):
+        target_from_url(tls_server.named_url(sslrootcert=str(other_ca)), "test").connect()
+
+
+def test_a_plain_connection_to_a_named_server_is_refused_unless_the_url_says_so(plain_server):
+    with pytest.raises(psycopg2.OperationalError, match="SSL"):
+        target_from_url(plain_server.named_url(), "test").connect()
+    # The URL may say otherwise, deliberately.
+    connection = target_from_url(plain_server.named_url(sslmode="disable"), "test").connect()
+    connection.close()

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
-from support.db import REFRESHED_OBJECTS, add_source_rows, execute, query
-from support.runs import InBackground, TableLock, run_flow, wait_for_blocked_refresh
+from support.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query
+from support.runs import InBackground, TableLock, error_text, run_flow, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import target_from_url
 from hospitaldb.freshness import hospitaldb_freshness_check
@@ -208,10 +208,25 @@ def test_every_run_publishes_a_step_table_and_a_summary(demo_database, three_run
     assert "constraint revenue_summary_paid_amount_check" in summary.data
 
 
-def test_a_broken_audit_trail_never_fails_the_refresh(demo_database, prefect):
+def test_a_broken_audit_trail_does_not_fail_a_local_refresh(demo_database, prefect):
     execute(demo_database, "ALTER TABLE etl_audit.step_attempts RENAME TO step_attempts_broken")
     state = run_flow()
     assert state.is_completed()
+
+
+def test_where_the_audit_is_required_a_run_it_cannot_record_publishes_nothing(
+    demo_database, prefect, monkeypatch
+):
+    monkeypatch.setenv("HOSPITALDB_AUDIT_REQUIRED", "true")  # what a deployment's run does by default
+    add_source_rows(demo_database)
+    before = checksums(demo_database)
+    execute(demo_database, "ALTER TABLE etl_audit.step_attempts RENAME TO step_attempts_broken")
+
+    state = run_flow()
+
+    assert state.is_failed()
+    assert "the audit trail (etl_audit) cannot be written" in error_text(state)
+    assert checksums(demo_database) == before, "nothing published that is on no record"
 
 
 def test_freshness_check_alerts_when_stale_once_per_period_and_stays_quiet_when_fresh(

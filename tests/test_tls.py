@@ -66,7 +66,7 @@ def test_a_named_server_with_a_ca_is_refreshed_over_verified_tls(tls_server, pre
     # A certificate from another CA is refused: verify-full proves the server.
     other_ca = tls_server.root.parent / "other-ca.pem"
     other_ca.write_bytes(certificates(tls_server.name)[0])
-    with pytest.raises(psycopg2.OperationalError, match="SSL error|certificate verify failed"):
+    with pytest.raises(psycopg2.OperationalError, match=r"SSL error|certificate verify failed"):
         target_from_url(tls_server.named_url(sslrootcert=str(other_ca)), "test").connect()
 
 

@@ -39,7 +39,7 @@ from hospitaldb.report.healing import heal_earlier_runs, report_when_back
 from hospitaldb.report.hooks import report_failure, report_interruption, report_recovery
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 from hospitaldb.report.telling import RunTeller
-from hospitaldb.run_context import recorder_for_this_run, stopped_as
+from hospitaldb.run_context import audit_required, recorder_for_this_run, stopped_as
 
 DEFAULT_RETRIES = 3
 DEFAULT_RETRY_DELAY_SECONDS = 10.0
@@ -75,6 +75,7 @@ def run_step(
     with recorder.step_attempt(step, *this_attempt()) as attempt:
         if lock.verify(step, retake=True):  # lost with a failed-over primary: taken again on the new one
             logger.warning("the overlap lock's session had ended (a restart, a failover); lock taken again")
+        recorder.verify_audit(step)
         refresh = run_step_transaction
         if isinstance(plan, ParallelPlan):  # each group of views commits on its own, once its checks pass
             refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)
@@ -84,7 +85,7 @@ def run_step(
             recorder.limits,
             logger=logger,
             on_statement=attempt.statement_finished,
-            before_commit=lambda: lock.verify(step),
+            before_commit=lambda: (lock.verify(step), recorder.verify_audit(step)),
         )
         attempt.completed(result)
     if plan.upkeep:
@@ -240,6 +241,7 @@ def hospitaldb_refresh(
             resolve_database(database_block),
             Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),
         )
+        recorder.audit_required = audit_required(logger)
         selected = recorder.start(in_pipeline_order(steps))
         what = "Dry run (rolled back at the end)" if dry_run else "Refreshing"
         logger.info("%s %s: %s", what, target.describe(), ", ".join(selected))

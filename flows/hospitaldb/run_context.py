@@ -5,11 +5,15 @@ The record (hospitaldb.record) knows nothing of Prefect; the flows bring it thes
 
 from __future__ import annotations
 
+import logging
+
 from prefect import get_run_logger, runtime
 
 from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.record.recorder import RunRecorder
 from hospitaldb.statuses import RunStatus
+
+Logger = logging.Logger | logging.LoggerAdapter
 
 
 def recorder_for_this_run(*, dry_run: bool = False) -> RunRecorder:
@@ -38,3 +42,19 @@ def stopped_as() -> RunStatus:
     except ImportError:
         return RunStatus.CRASHED
     return RunStatus.CANCELLED if get_intent() == "cancel" else RunStatus.CRASHED
+
+
+def audit_required(logger: Logger) -> bool:
+    """HOSPITALDB_AUDIT_REQUIRED, else true for a deployment's run, false for a local one; warned when relaxed."""
+    from hospitaldb.settings import AUDIT_REQUIRED
+
+    deployed = runtime.deployment.id is not None
+    setting = (AUDIT_REQUIRED.read() or "").lower()
+    required = setting in ("1", "true", "yes") if setting else deployed
+    if deployed and not required:
+        logger.warning(
+            "%s=%s: this run publishes even if its audit trail cannot be written (it would be on no record)",
+            AUDIT_REQUIRED,
+            setting,
+        )
+    return required

@@ -64,6 +64,12 @@ ALERT_FROM = Setting("HOSPITALDB_ALERT_FROM", "the flow", "sender address (defau
 ALERT_TIMEOUT_SECONDS = Setting(
     "HOSPITALDB_ALERT_TIMEOUT_SECONDS", "the flow", "time limit per alert channel, in seconds (default 20)"
 )
+AUDIT_REQUIRED = Setting(
+    "HOSPITALDB_AUDIT_REQUIRED",
+    "the flow",
+    "`true`: a run whose audit trail (etl_audit) cannot be written publishes nothing; `false`: it "
+    "publishes anyway, with a warning. Default: `true` for a deployment's runs, `false` for local ones",
+)
 API_WAIT_SECONDS = Setting(
     "HOSPITALDB_API_WAIT_SECONDS",
     "the flow",

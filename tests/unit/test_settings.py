@@ -65,3 +65,24 @@ def test_a_setting_is_read_at_call_time(monkeypatch):
     assert settings.ALERT_FROM.read() == "first@example.org"
     monkeypatch.setenv(settings.ALERT_FROM.name, "")
     assert settings.ALERT_FROM.read("fallback") == "fallback"
+
+
+def test_the_audit_is_required_in_a_deployments_run_unless_relaxed_with_a_warning(monkeypatch):
+    import logging
+
+    from hospitaldb.run_context import audit_required
+
+    warnings: list[str] = []
+    logger = logging.getLogger("test-audit-required")
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logger.addHandler(handler)
+    monkeypatch.delenv("HOSPITALDB_AUDIT_REQUIRED", raising=False)
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__ID", raising=False)
+    assert audit_required(logger) is False, "a local run"
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", "0b4a3e0e-0000-4000-8000-000000000001")
+    assert audit_required(logger) is True, "a deployment's run"
+    assert warnings == []
+    monkeypatch.setenv("HOSPITALDB_AUDIT_REQUIRED", "false")
+    assert audit_required(logger) is False
+    assert len(warnings) == 1 and warnings[0].startswith("HOSPITALDB_AUDIT_REQUIRED=false")

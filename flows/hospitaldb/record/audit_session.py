@@ -112,6 +112,11 @@ class AuditSession:
         self.read("SELECT 1")
         return not self._off
 
+    @property
+    def failed(self) -> bool:
+        """A write (or read) failed: auditing is off for this writer, with a warning logged."""
+        return self._off
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()

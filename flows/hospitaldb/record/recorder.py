@@ -36,6 +36,7 @@ from hospitaldb.record.outcome import (
     handed_over,
 )
 from hospitaldb.record.step_attempt import StepAttempt
+from hospitaldb.settings import AUDIT_REQUIRED
 from hospitaldb.statuses import RunStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ Logger = logging.Logger | logging.LoggerAdapter
 PublishArtifacts = Callable[[RunOutcome, Logger], None]  # hospitaldb.report.artifacts.publish_run_artifacts
 StoppedAs = Callable[[], RunStatus]  # cancelled or crashed, when a signal stops the run
 Tell = Callable[[RunOutcome, Logger], Notice | None]  # hospitaldb.report.telling.RunTeller
+
+
+class AuditNotWritten(StepError):
+    """The run's audit trail failed and the audit is required: the step stops, rolled back."""
 
 
 class RunRecorder:
@@ -64,6 +69,7 @@ class RunRecorder:
         self.audit = audit
         self.target: DatabaseTarget | None = None
         self.limits: Limits = NO_LIMITS
+        self.audit_required = False  # publish nothing that is not on record (HOSPITALDB_AUDIT_REQUIRED)
         self._attempts: dict[str, int] = {}
 
     # --- The run, as it happens --------------------------------------------------------------
@@ -145,6 +151,15 @@ class RunRecorder:
                 )
             raise
         # A BaseException (cancel, SIGTERM) leaves the attempt 'running': `interrupted` records it.
+
+    def verify_audit(self, step: str) -> None:
+        """Before an attempt and before its COMMIT: refuse to publish what could not be put on record."""
+        if self.audit_required and self.audit is not None and self.audit.failed and not self.outcome.dry_run:
+            raise AuditNotWritten(
+                step,
+                "the audit trail (etl_audit) cannot be written, see the warning above, and a run that is not "
+                f"on record publishes nothing ({AUDIT_REQUIRED}; docs/security.md)",
+            )
 
     def kept_up(self, step: str, upkeep: list[Upkeep]) -> None:
         """What upkeep did after the step committed: on the step's record and each object's."""

@@ -188,6 +188,40 @@ def test_a_statement_that_blocks_readers_fails_validation_and_the_run_before_any
     assert scalar(demo_database, "SELECT count(*) FROM etl_audit.step_attempts") == 0
 
 
+FORBIDDEN = [
+    ("GRANT SELECT ON dashboards.patient_activity TO PUBLIC;", "changes who may read"),
+    ("REVOKE SELECT ON dashboards.patient_activity FROM PUBLIC;", "changes who may read"),
+    ("ALTER TABLE dashboards.patient_activity OWNER TO CURRENT_USER;", "changes who may read"),
+    ("ALTER MATERIALIZED VIEW analytics.patient_summary OWNER TO CURRENT_USER;", "changes who may read"),
+    ("CREATE POLICY everyone ON dashboards.patient_activity USING (true);", "changes who may read"),
+    ("DELETE FROM etl_audit.refresh_runs;", "writes etl_audit.refresh_runs"),
+    ("UPDATE etl_audit.step_attempts SET status = 'completed';", "writes etl_audit.step_attempts"),
+]
+
+
+@pytest.mark.parametrize(
+    ("statement", "why"), FORBIDDEN, ids=[f[0].split(" dash")[0].split(" etl")[0] for f in FORBIDDEN]
+)
+def test_a_step_that_grants_changes_an_owner_or_writes_the_audit_is_refused_even_when_allowed(
+    demo_database, prefect, tmp_path, monkeypatch, statement, why
+):
+    folder = sql_copy(tmp_path, monkeypatch)
+    step_file = folder / "refresh_dashboards.sql"
+    line = len(step_file.read_text().splitlines()) + 2
+    step_file.write_text(
+        step_file.read_text() + "-- allow-blocking: no opt-out holds here\n" + statement + "\n"
+    )
+
+    (problem,) = check_sql_files(tmp_path)
+    assert problem.startswith(f"{step_file}:{line}: ") and why in problem
+
+    before = checksums(demo_database)
+    state = run_flow()
+    assert state.is_failed()
+    assert why in error_text(state) and "a refresh may never run" in error_text(state)
+    assert checksums(demo_database) == before
+
+
 def test_an_opted_out_blocking_statement_runs_and_is_listed_in_the_log(
     demo_database, prefect, tmp_path, monkeypatch
 ):

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from hospitaldb.engine.checks import Check, load_checks
+from hospitaldb.engine.forbidden_sql import ForbiddenSql, forbidden_in
 from hospitaldb.engine.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
 from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement
@@ -58,6 +59,9 @@ def plan_steps(
     files = files or SqlFiles()
     try:
         parsed = analyse_steps(selected, files)
+        refused = [reason for step_sql in parsed.values() for reason in forbidden_in(step_sql)]
+        if refused:
+            raise ForbiddenSql(refused)
         blocking = [finding for step_sql in parsed.values() for finding in step_sql.blocking]
         if blocking:
             raise BlockingSql(blocking)

@@ -18,6 +18,7 @@ statement with a comment on it or right above it:
     TRUNCATE staging_copy.visits;
 
 and the run lists every such statement in its log.
+What a step may never do, opt-out or not, is hospitaldb.engine.forbidden_sql.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hospitaldb import settings
 from hospitaldb.engine.checks import EVERY_STEP, parse_check
+from hospitaldb.engine.forbidden_sql import forbidden_in
 from hospitaldb.engine.lineage import lineage_of
 from hospitaldb.engine.sql_analysis import analyse_step, analyse_steps
 from hospitaldb.engine.sql_script import SqlScriptError, load_statements
@@ -63,7 +64,8 @@ def check_sql_files(root: Path) -> list[str]:
             problems.append(f"{_shown(path, root)}:1: missing: the flow's step {step} runs this file")
             continue
         try:
-            problems += [finding.describe() for finding in analyse_step(step, path).blocking]
+            step_sql = analyse_step(step, path)
+            problems += [*forbidden_in(step_sql), *(finding.describe() for finding in step_sql.blocking)]
         except SqlScriptError:
             pass  # already reported above
     return problems

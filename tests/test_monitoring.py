@@ -4,8 +4,10 @@ the freshness check's alert."""
 from __future__ import annotations
 
 import json
+import uuid
 from decimal import Decimal
 
+import psycopg2
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
@@ -206,6 +208,52 @@ def test_every_run_publishes_a_step_table_and_a_summary(demo_database, three_run
     summary = latest_artifact("hospitaldb-refresh-summary", three_runs["failed"])
     assert summary.data.startswith("# HospitalDB refresh failed")
     assert "constraint revenue_summary_paid_amount_check" in summary.data
+
+
+def test_the_refresher_appends_to_its_audit_trail_and_cannot_rewrite_it(
+    demo_database, least_privilege, prefect, monkeypatch
+):
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
+    assert run_flow().is_completed() and run_flow().is_completed(), "it refreshes, twice"
+    refresher = least_privilege.refresher_url
+    rewrites = [
+        "UPDATE etl_audit.refresh_runs SET outcome = 'failed', error = 'rewritten'",
+        "UPDATE etl_audit.step_attempts SET status = 'failed'",
+        "UPDATE etl_audit.check_results SET outcome = 'passed'",
+        "UPDATE etl_audit.run_objects SET row_count = 0",
+        "UPDATE etl_audit.run_endings SET outcome = 'completed'",
+        "DELETE FROM etl_audit.refresh_runs",
+        "DELETE FROM etl_audit.step_attempts",
+        "TRUNCATE etl_audit.statement_runs",
+    ]
+    for statement in rewrites:
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            execute(refresher, statement)
+    assert query(demo_database, "SELECT DISTINCT outcome, error FROM etl_audit.refresh_runs") == [
+        ("completed", None)
+    ]
+    endings = query(demo_database, "SELECT outcome FROM etl_audit.run_endings")
+    assert endings == [("completed",), ("completed",)], "every ending, kept where nobody may change it"
+    # An open run may be closed, and a closed one reopened by its own re-execution (a flow-run retry).
+    run = str(uuid.uuid4())
+    execute(
+        refresher,
+        "INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, steps) VALUES (%s, 'x', '{}')",
+        (run,),
+    )
+    execute(
+        refresher,
+        "UPDATE etl_audit.refresh_runs SET status = 'failed', outcome = 'failed', finished_at = now() WHERE flow_run_id = %s",
+        (run,),
+    )
+    execute(
+        refresher,
+        "UPDATE etl_audit.refresh_runs SET status = 'running', outcome = 'running', finished_at = NULL WHERE flow_run_id = %s",
+        (run,),
+    )
+    assert query(
+        demo_database, "SELECT outcome FROM etl_audit.run_endings WHERE flow_run_id = %s", (run,)
+    ) == [("failed",)]
 
 
 def test_a_broken_audit_trail_does_not_fail_a_local_refresh(demo_database, prefect):

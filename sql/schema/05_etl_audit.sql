@@ -282,3 +282,90 @@ ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS task_run_id uuid;
 -- table lock that only a role allowed to write etl_audit may take: a role that can merely log
 -- in cannot stop the refreshes by holding it, as it could the advisory key alone. No rows.
 CREATE TABLE IF NOT EXISTS etl_audit.refresh_lock ();
+
+-- Append-only: what is on record stays as it was recorded. A role that may not delete from a
+-- table of etl_audit (the least-privilege refresher) may add rows and finish what is still
+-- open, nothing more: an open run (status 'running') may be closed, an open attempt finished,
+-- an open run's objects and source counts filled in; a closed run may only be reopened by a
+-- new execution of the same flow run (Prefect's retry of a flow run keeps its id), and its
+-- earlier ending stays in run_endings. Its owner and administrators (who may delete) may
+-- still correct or trim it.
+CREATE TABLE IF NOT EXISTS etl_audit.run_endings (
+    flow_run_id uuid        NOT NULL,
+    outcome     text        NOT NULL,
+    failed_step text,
+    attempts    integer,
+    sqlstate    text,
+    error       text,
+    finished_at timestamptz,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS run_endings_flow_run_id_idx ON etl_audit.run_endings (flow_run_id);
+
+CREATE OR REPLACE FUNCTION etl_audit.keep_run_ending() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.status <> 'running' AND (TG_OP = 'INSERT' OR OLD.status = 'running') THEN
+        INSERT INTO etl_audit.run_endings (flow_run_id, outcome, failed_step, attempts, sqlstate, error, finished_at)
+        VALUES (NEW.flow_run_id, NEW.outcome, NEW.failed_step, NEW.attempts, NEW.sqlstate, NEW.error, NEW.finished_at);
+    END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS keep_run_ending ON etl_audit.refresh_runs;
+CREATE TRIGGER keep_run_ending AFTER INSERT OR UPDATE ON etl_audit.refresh_runs
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.keep_run_ending();
+
+CREATE OR REPLACE FUNCTION etl_audit.refuse_rewriting_the_record() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF has_table_privilege(TG_RELID, 'DELETE') THEN
+        RETURN NEW;  -- the owner, an administrator: may correct
+    END IF;
+    IF TG_TABLE_NAME = 'refresh_runs' THEN
+        IF OLD.status = 'running' OR (NEW.status = 'running' AND NEW.finished_at IS NULL) THEN
+            RETURN NEW;
+        END IF;
+    ELSIF TG_TABLE_NAME = 'step_attempts' THEN
+        IF OLD.status = 'running' THEN
+            RETURN NEW;
+        END IF;
+    ELSIF TG_TABLE_NAME IN ('run_objects', 'source_counts') THEN
+        IF EXISTS (SELECT FROM etl_audit.refresh_runs AS r
+                   WHERE r.flow_run_id = OLD.flow_run_id AND r.status = 'running') THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'etl_audit is append-only: % of a closed record in etl_audit.% refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Only a role that may delete from etl_audit (its owner) may change what is on record.';
+END $$;
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.refresh_runs;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.refresh_runs
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.step_attempts;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.step_attempts
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.statement_runs;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.statement_runs
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.check_results;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.check_results
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.source_counts;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.source_counts
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_objects;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_objects
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.held_back;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.held_back
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_notices;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_notices
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.freshness_alerts;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.freshness_alerts
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_endings;
+CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_endings
+    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();

@@ -210,7 +210,7 @@ def test_every_run_publishes_a_step_table_and_a_summary(demo_database, three_run
     assert "constraint revenue_summary_paid_amount_check" in summary.data
 
 
-def test_the_refresher_appends_to_its_audit_trail_and_cannot_rewrite_it(
+def test_the_refresher_refreshes_and_can_neither_grant_nor_alter_nor_rewrite_its_audit(
     demo_database, least_privilege, prefect, monkeypatch
 ):
     monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
@@ -229,6 +229,21 @@ def test_the_refresher_appends_to_its_audit_trail_and_cannot_rewrite_it(
     for statement in rewrites:
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             execute(refresher, statement)
+    # The views it refreshes are not its own: it may not hand them out, rename or drop them.
+    for statement in (
+        "ALTER MATERIALIZED VIEW analytics.mv_patient_summary RENAME TO renamed",
+        "DROP MATERIALIZED VIEW analytics.mv_patient_summary",
+        "ALTER TABLE reporting.patient_summary OWNER TO CURRENT_USER",
+        "SELECT etl_audit.refresh_materialized_view('etl_audit.data_status'::regclass, false)",
+    ):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            execute(refresher, statement)
+    execute(refresher, "GRANT SELECT ON analytics.mv_patient_summary, reporting.patient_summary TO PUBLIC")
+    for relation in ("analytics.mv_patient_summary", "reporting.patient_summary"):
+        with pytest.raises(
+            psycopg2.errors.InsufficientPrivilege
+        ):  # granted nothing: a reader still reads nothing
+            query(least_privilege.reader_url, f"SELECT count(*) FROM {relation}")
     assert query(demo_database, "SELECT DISTINCT outcome, error FROM etl_audit.refresh_runs") == [
         ("completed", None)
     ]

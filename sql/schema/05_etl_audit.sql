@@ -369,3 +369,25 @@ CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.freshness_
 DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_endings;
 CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_endings
     FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+
+-- refresh_materialized_view: how a refresher that does not own the materialized views refreshes
+-- them (PostgreSQL before 17 lets only the owner REFRESH). `hospitaldb roles` gives the views the
+-- step SQL refreshes to the NOLOGIN owner, and this function, SECURITY DEFINER, to the same owner:
+-- it refreshes a materialized view its owner owns, nothing else, and the refresher, which may only
+-- execute it, cannot grant, alter or drop those views. The engine calls it for a REFRESH statement
+-- of a step when the run's role does not own the view.
+CREATE OR REPLACE FUNCTION etl_audit.refresh_materialized_view(target regclass, concurrent boolean)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_class AS c
+                   WHERE c.oid = target AND c.relkind = 'm' AND pg_has_role(c.relowner, 'USAGE')) THEN
+        RAISE EXCEPTION 'refresh_materialized_view refreshes only the materialized views of its owner: % is not one', target
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF concurrent THEN
+        EXECUTE format('REFRESH MATERIALIZED VIEW CONCURRENTLY %s', target);
+    ELSE
+        EXECUTE format('REFRESH MATERIALIZED VIEW %s', target);
+    END IF;
+END $$;
+REVOKE ALL ON FUNCTION etl_audit.refresh_materialized_view(regclass, boolean) FROM PUBLIC;

@@ -4,11 +4,14 @@
 
 Three roles (names settable):
 - the owner of etl_audit (NOLOGIN): its tables and views, data_status's definition among them;
+- the owner also owns the materialized views the steps refresh (PostgreSQL before 17 lets only
+  the owner REFRESH), reads what they read, and owns etl_audit.refresh_materialized_view, a
+  SECURITY DEFINER function that refreshes its views and nothing else;
 - the refresher (LOGIN): SELECT on what the steps, their checks and the source checks read,
-  and on what the materialized views it refreshes read; ownership of those views (PostgreSQL
-  allows REFRESH to their owner only); SELECT, INSERT, UPDATE, DELETE on the tables the steps
-  write; TEMPORARY (the steps' temporary tables); and in etl_audit the rows (SELECT, INSERT,
-  UPDATE), never the definitions;
+  and on the views; EXECUTE on that function (so it refreshes the views, and cannot grant,
+  alter or drop them); SELECT, INSERT, UPDATE, DELETE on the tables the steps write;
+  TEMPORARY (the steps' temporary tables); and in etl_audit the rows (SELECT, INSERT, UPDATE,
+  changing only what is still open), never the definitions;
 - the status reader (LOGIN): SELECT on etl_audit.data_status, nothing else.
 
 What is read and written comes from the SQL files (hospitaldb.engine.sql_analysis) and the catalog
@@ -43,7 +46,7 @@ JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname <> ALL (%s)
 """
 # What materialized views read, through materialized views they read: REFRESH runs each one's
-# query as its owner, the refresher. A plain view reads with its own owner's rights: not followed.
+# query as its owner. A plain view reads with its own owner's rights: not followed.
 VIEW_INPUTS = """
 WITH RECURSIVE input (oid, relkind) AS (
     SELECT c.oid, c.relkind FROM pg_class AS c WHERE c.oid = ANY (%s::oid[])
@@ -60,6 +63,9 @@ SELECT DISTINCT c.oid, n.nspname, c.relname, c.relkind
 FROM input JOIN pg_class AS c USING (oid) JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname <> ALL (%s)
 """
+REFRESH_FUNCTION = sql.SQL("{}(regclass, boolean)").format(
+    sql.Identifier(AUDIT_SCHEMA, "refresh_materialized_view")
+)
 AUDIT_OBJECTS = """
 SELECT c.relname, c.relkind FROM pg_class AS c
 WHERE c.relnamespace = to_regnamespace(%s) AND c.relkind IN ('r', 'v', 'p') ORDER BY 1
@@ -101,19 +107,30 @@ def refresh_grants(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
         named.update(relations_named(load_statements(sources_file())))
     refreshed = _relations(cursor, RESOLVE, sorted(written))
     views = {relation for relation in refreshed if relation.kind == "m"}
-    read = _relations(cursor, RESOLVE, sorted(named)) | _relations(
-        cursor, VIEW_INPUTS, [v.oid for v in views]
-    )
-    read -= refreshed
-    refresher = sql.Identifier(roles.refresher)
+    view_inputs = _relations(cursor, VIEW_INPUTS, [v.oid for v in views]) - views
+    read = (_relations(cursor, RESOLVE, sorted(named)) | view_inputs | views) - (refreshed - views)
+    refresher, owner = sql.Identifier(roles.refresher), sql.Identifier(roles.owner)
     schemas = sorted({relation.schema for relation in refreshed | read})
     return [
-        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(_database(cursor), refresher),
-        *(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(s), refresher) for s in schemas),
+        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}").format(
+            _database(cursor), refresher, owner
+        ),
         *(
-            sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(view.identifier, refresher)
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(sql.Identifier(s), refresher, owner)
+            for s in schemas
+        ),
+        # The views belong to the NOLOGIN owner, which refreshes them for the refresher (REFRESH_FUNCTION).
+        *(
+            sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(view.identifier, owner)
             for view in sorted(views, key=_key)
         ),
+        *(
+            sql.SQL("GRANT SELECT ON {} TO {}").format(relation.identifier, owner)
+            for relation in sorted(view_inputs, key=_key)
+        ),
+        sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(REFRESH_FUNCTION, owner),
+        sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(REFRESH_FUNCTION),
+        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(REFRESH_FUNCTION, refresher),
         *(
             sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(table.identifier, refresher)
             for table in sorted(refreshed - views, key=_key)

@@ -4,7 +4,10 @@ the shrink guard and data_status, each proven on real PostgreSQL with checksums 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,8 +26,8 @@ from sqlalchemy.engine import make_url
 from support.db import REFRESHED_OBJECTS, checksum_query, checksums, execute, query, scalar
 from support.runs import InBackground, error_text, run_flow, run_logs, task_runs
 
-from hospitaldb.paths import PROJECT_SQL_DIR
-from hospitaldb.settings import SQL_DIR
+from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
 
 SECRET_AMOUNT = "98765.43"
 SECRET_CODE = "ZZ-PATIENT-SECRET"
@@ -372,3 +375,63 @@ def test_a_visit_of_an_unknown_patient_or_branch_is_refused(
     assert f"check {check}" in message
     assert "failed: 1 violating row" in message
     assert checksums(demo_database) == before
+
+
+def test_a_least_privilege_install_of_1_2_0_upgrades_with_hospitaldb_roles(
+    demo_database, least_privilege, prefect, monkeypatch
+):
+    refresher = make_url(least_privilege.refresher_url).username
+    owner = refresher.replace("_refresher_", "_owner_")
+    views = [
+        row[0] for row in query(demo_database, "SELECT schemaname || '.' || matviewname FROM pg_matviews")
+    ]
+    # As 1.2.0 left it: the refresher owns the views; etl_audit at 1.2.0's schema, the owner's.
+    for view in views:
+        schema, name = view.split(".")
+        execute(
+            demo_database,
+            sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(
+                sql.Identifier(schema, name), sql.Identifier(refresher)
+            ),
+        )
+    execute(demo_database, "DROP SCHEMA etl_audit CASCADE")
+    execute(demo_database, (Path(__file__).parent / "fixtures" / "etl_audit_1_2_0.sql").read_text())
+    execute(
+        demo_database,
+        sql.SQL(
+            "ALTER SCHEMA etl_audit OWNER TO {0}; GRANT USAGE ON SCHEMA etl_audit TO {1}; "
+            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA etl_audit TO {1}"
+        ).format(sql.Identifier(owner), sql.Identifier(refresher)),
+    )
+    for (table,) in query(demo_database, "SELECT tablename FROM pg_tables WHERE schemaname = 'etl_audit'"):
+        execute(
+            demo_database,
+            sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                sql.Identifier("etl_audit", table), sql.Identifier(owner)
+            ),
+        )
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
+
+    before = run_flow()  # 1.3.0 before `hospitaldb roles`: refreshes, but may not upgrade the audit
+    assert before.is_completed(), error_text(before)
+    assert "etl_audit is missing or older than this version" in run_logs(before)
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("hospitaldb")), "roles", "--owner", owner, "--refresher", refresher,
+         "--reader", make_url(least_privilege.reader_url).username],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, ADMIN_DATABASE_URL.name: demo_database},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    after = run_flow()
+    assert after.is_completed(), error_text(after)
+    owners = {row[0] for row in query(demo_database, "SELECT DISTINCT matviewowner FROM pg_matviews")}
+    assert owners == {owner}, "the views are the owner's now"
+    assert scalar(demo_database, "SELECT count(*) FROM etl_audit.run_endings") == 1, (
+        "and the audit is 1.3.0's"
+    )
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        execute(least_privilege.refresher_url, f"DROP MATERIALIZED VIEW {views[0]}")

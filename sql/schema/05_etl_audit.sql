@@ -339,36 +339,18 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege',
               HINT = 'Only a role that may delete from etl_audit (its owner) may change what is on record.';
 END $$;
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.refresh_runs;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.refresh_runs
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.step_attempts;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.step_attempts
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.statement_runs;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.statement_runs
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.check_results;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.check_results
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.source_counts;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.source_counts
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_objects;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_objects
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.held_back;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.held_back
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_notices;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_notices
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.freshness_alerts;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.freshness_alerts
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
-DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.run_endings;
-CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.run_endings
-    FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record();
+DO $$
+DECLARE
+    audited text;
+BEGIN
+    FOREACH audited IN ARRAY ARRAY['refresh_runs', 'step_attempts', 'statement_runs', 'check_results',
+                                   'source_counts', 'run_objects', 'held_back', 'run_notices',
+                                   'freshness_alerts', 'run_endings'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS refuse_rewriting_the_record ON etl_audit.%I', audited);
+        EXECUTE format('CREATE TRIGGER refuse_rewriting_the_record BEFORE UPDATE ON etl_audit.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION etl_audit.refuse_rewriting_the_record()', audited);
+    END LOOP;
+END $$;
 
 -- refresh_materialized_view: how a refresher that does not own the materialized views refreshes
 -- them (PostgreSQL before 17 lets only the owner REFRESH). `hospitaldb roles` gives the views the

@@ -9,6 +9,7 @@ import time
 import psycopg2
 import pytest
 from psycopg2 import sql
+from sqlalchemy.engine import make_url
 from support.db import REFRESHED_OBJECTS, add_source_rows, snapshot
 from support.runs import (
     InBackground,
@@ -121,7 +122,7 @@ def test_second_run_is_refused_while_the_refresh_lock_is_held(demo_database, pre
 def test_a_role_that_may_only_read_cannot_stop_the_refreshes(
     demo_database, least_privilege, prefect, monkeypatch
 ):
-    reader = least_privilege.reader_url.split("://", 1)[1].split("@", 1)[0]
+    reader = make_url(least_privilege.reader_url).username
     squatter = psycopg2.connect(least_privilege.reader_url)
     try:
         squatter.autocommit = True

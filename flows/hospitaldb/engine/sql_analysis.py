@@ -48,7 +48,7 @@ CONCURRENT_REFRESH = (
 )
 NO_EXPLICIT_LOCK = (
     "no explicit lock: the step's transaction already shows readers the previous data, "
-    "and the refresh's advisory lock keeps refreshes apart"
+    "and the refresh lock keeps refreshes apart"
 )
 LOCK_MODES = {
     1: "ACCESS SHARE",

@@ -36,10 +36,8 @@ POLL_SECONDS = 5.0
 
 def api_answers() -> bool:
     """The Prefect API answers its health check now (a fresh client: no retries on a refused connection)."""
-    from prefect.client.orchestration import get_client
-
     try:
-        with get_client(sync_client=True) as client:
+        with _client() as client:
             return client.api_healthcheck() is None
     except Exception:
         return False

@@ -37,7 +37,7 @@ from hospitaldb.statuses import RunStatus
 LIMIT_PARAMETERS = ("statement_timeout_seconds", "lock_timeout_seconds")
 
 
-def record_of(flow: Any, flow_run: Any, state: Any, *, writes: bool = False) -> RunRecorder:
+def record_of(flow: Any, flow_run: Any, state: Any) -> RunRecorder:
     """The run's outcome, as handed over with its state, else as etl_audit has it; with a writer if it may need one.
 
     A run that recorded nothing (no database, a dry run, refused before its body ran) gets an
@@ -52,7 +52,7 @@ def record_of(flow: Any, flow_run: Any, state: Any, *, writes: bool = False) -> 
     )
     recorder = RunRecorder(outcome, flow_run_logger(flow_run=flow_run, flow=flow))
     # A body that handed its outcome over wrote its ending; once told, there is nothing left to write.
-    if outcome.dry_run or (handed is not None and (not writes or handed.notice is not None)):
+    if outcome.dry_run or (handed is not None and handed.notice is not None):
         return recorder
     try:
         target = resolve_database(parameters.get("database_block"))
@@ -88,7 +88,7 @@ def _tell(recorder: RunRecorder, flow_run: Any, state: Any) -> None:
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """on_failure: one alert for the run, unless the run sent it."""
-    recorder = record_of(flow, flow_run, state, writes=True)
+    recorder = record_of(flow, flow_run, state)
     try:
         _tell(recorder, flow_run, state)
     finally:
@@ -97,7 +97,7 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 def report_interruption(flow: Any, flow_run: Any, state: Any) -> None:
     """on_crashed and on_cancellation: note it, alert unless the run did, then write it."""
-    recorder = record_of(flow, flow_run, state, writes=True)
+    recorder = record_of(flow, flow_run, state)
     status = RunStatus.CANCELLED if state.is_cancelled() or state.is_cancelling() else RunStatus.CRASHED
     recorder.interrupted(status, write=False)
     try:
@@ -114,7 +114,7 @@ def report_recovery(flow: Any, flow_run: Any, state: Any) -> None:
         return
     previous = outcome.previous
     if previous is not None and previous.status.is_failure:
-        recorder = record_of(flow, flow_run, state, writes=True)
+        recorder = record_of(flow, flow_run, state)
         try:
             _tell(recorder, flow_run, state)
         finally:

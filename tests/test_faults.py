@@ -3,6 +3,7 @@ Each case was reproduced on real parts, then fixed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -31,6 +32,7 @@ from support.runs import (
 from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
 from hospitaldb.engine.transient import is_transient
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.record.monitoring import run_monitoring_query
 
 LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"
 
@@ -73,6 +75,76 @@ def connect_error(url: str, **kwargs: str) -> psycopg2.OperationalError:
     with pytest.raises(psycopg2.OperationalError) as failed:
         target_from_url(url, "test").connect(**kwargs)
     return failed.value
+
+
+class DroppingProxy(threading.Thread):
+    """A loopback proxy to a real server that drops the first connection of one application (its startup packet)."""
+
+    def __init__(self, upstream: str, application: bytes) -> None:
+        super().__init__(daemon=True)
+        self.upstream = make_url(upstream)
+        self.application = application
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def url(self) -> str:
+        return self.upstream.set(
+            host="127.0.0.1", port=self.port, query={"sslmode": "disable"}
+        ).render_as_string(hide_password=False)
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        startup = client.recv(4096)
+        if self.application in startup and not self.dropped:
+            self.dropped += 1
+            client.close()  # the server "closed the connection unexpectedly": a transient failure
+            return
+        server = socket.create_connection((self.upstream.host or "127.0.0.1", self.upstream.port or 5432))
+        server.sendall(startup)
+        for source, target in ((client, server), (server, client)):
+            threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def _pump(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+def test_a_retried_connection_before_the_first_step_is_on_record(demo_database, prefect, monkeypatch):
+    proxy = DroppingProxy(demo_database, b"hospitaldb-refresh-lock")
+    proxy.start()
+    try:
+        monkeypatch.setenv("HOSPITALDB_DATABASE_URL", proxy.url())
+        state = run_flow(retries=2)
+    finally:
+        proxy.stop()
+    assert state.is_completed(), error_text(state)
+    assert proxy.dropped == 1
+    attempts = query(
+        demo_database,
+        "SELECT attempt, status FROM etl_audit.step_attempts WHERE step = 'refresh_lock' ORDER BY attempt",
+    )
+    assert attempts == [(1, "failed"), (2, "completed")]
+    (lock,) = [
+        row
+        for row in run_monitoring_query(target_from_url(demo_database, "test"), "retries_and_failures")
+        if row["step"] == "refresh_lock"
+    ]
+    assert (lock["attempts"], lock["retries"], lock["failed_attempts"], lock["failed_runs"]) == (2, 1, 1, 0)
 
 
 def test_a_pooler_refusing_a_parameter_is_not_retried(prefect, monkeypatch):

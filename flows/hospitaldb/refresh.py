@@ -256,7 +256,9 @@ def hospitaldb_refresh(
         )
         run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)
-        with refresh_lock(target, overlap_wait_seconds, retry_delays, statement_timeout_seconds) as lock:
+        with refresh_lock(
+            target, overlap_wait_seconds, retry_delays, statement_timeout_seconds, recorder.lock_attempt
+        ) as lock:
             if lock.outsider:
                 logger.warning(
                     "the refresh lock's advisory key is held by %s, a role that may not refresh: "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,19 +159,31 @@ class HeldLock:
         return True
 
 
-def _connect(target: DatabaseTarget, limits: Limits, retry_delays: Sequence[float]) -> Any:
-    """The lock session; transient connection failures are retried like a step's."""
-    for delay in [*retry_delays, None]:
+OnAttempt = Callable[[int, BaseException | None], None]  # attempt number, and why it failed (None: it worked)
+
+
+def _connect(
+    target: DatabaseTarget, limits: Limits, retry_delays: Sequence[float], on_attempt: OnAttempt | None = None
+) -> Any:
+    """The lock session; transient connection failures are retried like a step's, each attempt told when retried."""
+    for number, delay in enumerate([*retry_delays, None], start=1):
         try:
-            return target.connect(limits, purpose="lock", autocommit=True)
+            connection = target.connect(limits, purpose="lock", autocommit=True)
         except psycopg2.Error as error:
-            if delay is None or not is_transient(error):
+            retried = delay is not None and is_transient(error)
+            if on_attempt and (retried or number > 1):
+                on_attempt(number, error)
+            if not retried:
                 raise DatabaseUnavailable(
                     f"Cannot connect to {target.describe()}: {report(error).text}. Nothing was "
                     "refreshed. Check that the server is up and reachable from this worker, and the "
                     "connection settings (docs/configuration.md)."
                 ) from None
             time.sleep(delay)
+            continue
+        if on_attempt and number > 1:
+            on_attempt(number, None)
+        return connection
     raise AssertionError("unreachable")
 
 
@@ -232,12 +244,14 @@ def refresh_lock(
     wait_seconds: float = 0,
     retry_delays: Sequence[float] = (),
     statement_timeout_seconds: float = 0,
+    on_attempt: OnAttempt | None = None,
 ) -> Iterator[HeldLock]:
     """Hold the refresh lock on target; wait up to wait_seconds for it, else raise.
 
     The wait is the lock session's lock_timeout; its statements have the run's statement_timeout.
+    on_attempt hears of each attempt to open its session when there was more than one (for the record).
     """
-    connection = _connect(target, Limits(statement_timeout_seconds, wait_seconds), retry_delays)
+    connection = _connect(target, Limits(statement_timeout_seconds, wait_seconds), retry_delays, on_attempt)
     try:
         try:
             kind, outsider = _take(connection, wait_seconds)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from hospitaldb.engine.upkeep import Upkeep
 
 Logger = logging.Logger | logging.LoggerAdapter
+LOCK_PLACE = "refresh_lock"  # where the overlap lock's connection attempts are on record (step_attempts.step)
 PublishArtifacts = Callable[[RunOutcome, Logger], None]  # hospitaldb.report.artifacts.publish_run_artifacts
 StoppedAs = Callable[[], RunStatus]  # cancelled or crashed, when a signal stops the run
 Tell = Callable[[RunOutcome, Logger], Notice | None]  # hospitaldb.report.telling.RunTeller
@@ -151,6 +152,18 @@ class RunRecorder:
                 )
             raise
         # A BaseException (cancel, SIGTERM) leaves the attempt 'running': `interrupted` records it.
+
+    def lock_attempt(self, number: int, error: BaseException | None) -> None:
+        """An attempt to open the overlap lock's session, when it took more than one: on record, place 'refresh_lock'."""
+        if self.audit:
+            attempt_id = self.audit.attempt_started(self.outcome.flow_run_id, LOCK_PLACE, number)
+            failure = failure_of(error) if error else None
+            self.audit.attempt_finished(
+                attempt_id,
+                StepStatus.FAILED if failure else StepStatus.COMPLETED,
+                sqlstate=failure.sqlstate if failure else None,
+                error=failure.text if failure else None,
+            )
 
     def verify_audit(self, step: str) -> None:
         """Before an attempt and before its COMMIT: refuse to publish what could not be put on record."""

@@ -240,6 +240,7 @@ def hospitaldb_refresh(
         target = recorder.use_database(
             resolve_database(database_block),
             Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),
+            files,
         )
         recorder.audit_required = audit_required(logger)
         selected = recorder.start(in_pipeline_order(steps))

@@ -19,6 +19,7 @@ import psycopg2.extras
 
 from hospitaldb.engine.allowlist import report
 from hospitaldb.engine.database import DatabaseTarget, Limits
+from hospitaldb.engine.sql_script import SqlFiles
 from hospitaldb.engine.transient import is_transient
 from hospitaldb.record.audit_schema import AuditSchemaNotUpgradable, upgrade_schema
 
@@ -41,11 +42,13 @@ class AuditSession:
         logger: logging.Logger | logging.LoggerAdapter,
         limits: Limits = AUDIT_LIMITS,
         writes: bool = True,
+        files: SqlFiles | None = None,
     ) -> None:
         self._target = target
         self._logger = logger
         self._limits = limits.at_most(AUDIT_LIMIT_SECONDS)
         self._writes = writes
+        self._files = files  # the run's SQL files: the schema file is parsed once per run
         self._connection: Any = None
         self._off = False
 
@@ -53,7 +56,7 @@ class AuditSession:
         """The audit session, creating or upgrading the etl_audit schema on first use."""
         if self._connection is None:
             self._connection = self._target.connect(self._limits, purpose="audit", autocommit=True)
-            upgrade_schema(self._connection)
+            upgrade_schema(self._connection, self._files)
         return self._connection
 
     def _execute(self, statement: str, params: Any = (), *, many: bool = False, write: bool = True) -> Any:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from hospitaldb.engine.lineage import Lineage
     from hospitaldb.engine.source_checks import SourceState
     from hospitaldb.engine.sql_runner import StepResult
+    from hospitaldb.engine.sql_script import SqlFiles
     from hospitaldb.engine.upkeep import Upkeep
 
 Logger = logging.Logger | logging.LoggerAdapter
@@ -75,11 +76,13 @@ class RunRecorder:
 
     # --- The run, as it happens --------------------------------------------------------------
 
-    def use_database(self, target: DatabaseTarget, limits: Limits) -> DatabaseTarget:
+    def use_database(
+        self, target: DatabaseTarget, limits: Limits, files: SqlFiles | None = None
+    ) -> DatabaseTarget:
         """The run's database, resolved once, and the limits every session of the run keeps to."""
         self.target, self.limits = target, limits
         self.outcome = replace(self.outcome, database=target.describe())
-        self.audit = AuditLog(target, self.logger, limits, writes=not self.outcome.dry_run)
+        self.audit = AuditLog(target, self.logger, limits, writes=not self.outcome.dry_run, files=files)
         return target
 
     def start(self, selected: list[str]) -> list[str]:

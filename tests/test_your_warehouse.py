@@ -192,7 +192,7 @@ FORBIDDEN = [
     ("GRANT SELECT ON dashboards.patient_activity TO PUBLIC;", "changes who may read"),
     ("REVOKE SELECT ON dashboards.patient_activity FROM PUBLIC;", "changes who may read"),
     ("ALTER TABLE dashboards.patient_activity OWNER TO CURRENT_USER;", "changes who may read"),
-    ("ALTER MATERIALIZED VIEW analytics.patient_summary OWNER TO CURRENT_USER;", "changes who may read"),
+    ("ALTER MATERIALIZED VIEW analytics.mv_patient_summary OWNER TO CURRENT_USER;", "changes who may read"),
     ("CREATE POLICY everyone ON dashboards.patient_activity USING (true);", "changes who may read"),
     ("DELETE FROM etl_audit.refresh_runs;", "writes etl_audit.refresh_runs"),
     ("UPDATE etl_audit.step_attempts SET status = 'completed';", "writes etl_audit.step_attempts"),

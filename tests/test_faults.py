@@ -107,10 +107,22 @@ class DroppingProxy(threading.Thread):
             self.dropped += 1
             client.close()  # the server "closed the connection unexpectedly": a transient failure
             return
-        server = socket.create_connection((self.upstream.host or "127.0.0.1", self.upstream.port or 5432))
+        server = self._connect_upstream()
         server.sendall(startup)
         for source, target in ((client, server), (server, client)):
             threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        """The real server, over TCP or its Unix socket (the embedded server's URL names a socket folder)."""
+        where = target_from_url(
+            self.upstream.render_as_string(hide_password=False), "upstream"
+        )._connection_kwargs
+        host, port = str(where.get("host") or "127.0.0.1"), int(where.get("port") or 5432)
+        if host.startswith("/"):
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(f"{host}/.s.PGSQL.{port}")
+            return server
+        return socket.create_connection((host, port))
 
     def stop(self) -> None:
         self.listener.close()

@@ -60,8 +60,11 @@ def report_when_back(outcome: RunOutcome, logger: Logger) -> None:
     while time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
         if api_answers():
-            with _client() as client:
-                _heal_task_runs(client, outcome, logger)
+            try:
+                with _client() as client:
+                    _heal_task_runs(client, outcome, logger)
+            except Exception as error:  # a report, never the run's failure
+                logger.warning("task runs not set: %s", type(error).__name__)
             publish_run_artifacts(outcome, logger)
             logger.info("the Prefect API answers again: task runs and artifacts reported")
             return

@@ -11,14 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 from psycopg2 import sql
-from support.db import execute_outside_transaction, private_temp_dir, query
+from support.db import execute_outside_transaction, private_temp_dir, query, retries_at
 from support.expected import assert_matches_source
 from support.local_postgres import ReplicatedPair
 from support.runs import InBackground, TableLock, run_flow, task_runs, wait_for_blocked_refresh
 
-from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database
-from hospitaldb.record.monitoring import run_monitoring_query
 
 # Its own two servers, whatever PostgreSQL the rest of the suite uses: CI runs it in one lane.
 pytestmark = pytest.mark.server_agnostic
@@ -67,9 +66,5 @@ def test_a_failover_mid_run_completes_on_the_new_primary_with_the_retry_on_recor
     )
     assert attempts[0] == (1, "failed") and attempts[-1][1] == "completed", attempts
     assert task_runs(state)[STEP2].run_count == len(attempts) >= 2
-    (step2,) = [
-        row
-        for row in run_monitoring_query(target_from_url(new_primary, "test"), "retries_and_failures")
-        if row["step"] == STEP2
-    ]
-    assert step2["retries"] >= 1 and step2["failed_runs"] == 0
+    _, retries, _, failed_runs = retries_at(new_primary, STEP2)
+    assert retries >= 1 and failed_runs == 0

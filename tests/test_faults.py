@@ -16,8 +16,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
-from support.db import STEP2_TABLES, add_source_rows, checksums, execute, query
-from support.receivers import SilentServer
+from support.db import STEP2_TABLES, add_source_rows, checksums, execute, query, retries_at
+from support.receivers import SilentServer, accept_each
 from support.runs import (
     InBackground,
     TableLock,
@@ -32,7 +32,6 @@ from support.runs import (
 from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
 from hospitaldb.engine.transient import is_transient
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.record.monitoring import run_monitoring_query
 
 LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"
 
@@ -50,19 +49,17 @@ class PoolerRefusingOptions(threading.Thread):
         self.connections = 0
 
     def run(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with connection:
-                packet = connection.recv(8)
-                if packet[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: no SSL here
-                    connection.sendall(b"N")
-                    connection.recv(1024)
-                fields = b"SFATAL\0VFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
-                connection.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+        accept_each(self.listener, self._refuse)
+
+    def _refuse(self, connection: socket.socket) -> None:
+        self.connections += 1
+        with connection:
+            packet = connection.recv(8)
+            if packet[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: no SSL here
+                connection.sendall(b"N")
+                connection.recv(1024)
+            fields = b"SFATAL\0VFATAL\0C08P01\0Munsupported startup parameter: options\0\0"
+            connection.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
 
     def url(self) -> str:
         return f"postgresql://refresher@127.0.0.1:{self.port}/hospitaldb"
@@ -94,12 +91,10 @@ class DroppingProxy(threading.Thread):
         ).render_as_string(hide_password=False)
 
     def run(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        accept_each(
+            self.listener,
+            lambda client: threading.Thread(target=self._serve, args=(client,), daemon=True).start(),
+        )
 
     def _serve(self, client: socket.socket) -> None:
         startup = client.recv(4096)
@@ -151,12 +146,7 @@ def test_a_retried_connection_before_the_first_step_is_on_record(demo_database, 
         "SELECT attempt, status FROM etl_audit.step_attempts WHERE step = 'refresh_lock' ORDER BY attempt",
     )
     assert attempts == [(1, "failed"), (2, "completed")]
-    (lock,) = [
-        row
-        for row in run_monitoring_query(target_from_url(demo_database, "test"), "retries_and_failures")
-        if row["step"] == "refresh_lock"
-    ]
-    assert (lock["attempts"], lock["retries"], lock["failed_attempts"], lock["failed_runs"]) == (2, 1, 1, 0)
+    assert retries_at(demo_database, "refresh_lock") == (2, 1, 1, 0)
 
 
 def test_a_pooler_refusing_a_parameter_is_not_retried(prefect, monkeypatch):

@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect_email import EmailServerCredentials
 from prefect_slack import SlackWebhook
-from support.db import checksums, execute, query, scalar
+from support.db import checksums, execute, query, retries_at, scalar
 from support.receivers import SmtpServer, WebhookServer, save_email_block
 from support.runs import InBackground, TableLock, error_text, run_flow, task_runs
 
@@ -399,17 +399,7 @@ def test_a_lock_on_a_staging_table_fails_the_source_checks_at_the_runs_lock_time
         (str(retried.state_details.flow_run_id),),
     )
     assert attempts == [(1, "failed", "55P03"), (2, "failed", "55P03")]
-    (sources,) = [
-        row
-        for row in run_monitoring_query(target_from_url(demo_database, "test"), "retries_and_failures")
-        if row["step"] == "check_sources"
-    ]
-    assert (sources["attempts"], sources["retries"], sources["failed_attempts"], sources["failed_runs"]) == (
-        3,
-        1,
-        3,
-        2,
-    )
+    assert retries_at(demo_database, "check_sources") == (3, 1, 3, 2)
     assert checksums(demo_database) == before
     run_id = str(state.state_details.flow_run_id)
     assert (

@@ -5,15 +5,11 @@ The record (hospitaldb.record) knows nothing of Prefect; the flows bring it thes
 
 from __future__ import annotations
 
-import logging
-
 from prefect import get_run_logger, runtime
 
 from hospitaldb.record.outcome import RunOutcome
-from hospitaldb.record.recorder import RunRecorder
+from hospitaldb.record.recorder import Logger, RunRecorder
 from hospitaldb.statuses import RunStatus
-
-Logger = logging.Logger | logging.LoggerAdapter
 
 
 def recorder_for_this_run(*, dry_run: bool = False) -> RunRecorder:

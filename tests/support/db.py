@@ -137,3 +137,15 @@ def private_temp_dir(prefix: str) -> Path:
     # Registered before the server's own exit handler, so it runs after it (last in, first out).
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def retries_at(url: str, place: str) -> tuple[int, int, int, int]:
+    """retries_and_failures.sql's answer for one place: (attempts, retries, failed attempts, failed runs)."""
+    from hospitaldb.record.monitoring import run_monitoring_query
+
+    (row,) = [
+        row
+        for row in run_monitoring_query(target_from_url(url, "test"), "retries_and_failures")
+        if row["step"] == place
+    ]
+    return row["attempts"], row["retries"], row["failed_attempts"], row["failed_runs"]

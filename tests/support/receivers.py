@@ -7,6 +7,7 @@ import email.policy
 import json
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -106,6 +107,16 @@ class _WebhookHandler(BaseHTTPRequestHandler):
         pass
 
 
+def accept_each(listener: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Hand every connection the listener accepts to handle, until the listener is closed."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        handle(connection)
+
+
 class SilentServer:
     """Accepts TCP connections and never answers: a hung SMTP server."""
 
@@ -113,15 +124,7 @@ class SilentServer:
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
+        threading.Thread(target=accept_each, args=(self.socket, self.connections.append), daemon=True).start()
 
     def close(self) -> None:
         for connection in self.connections:

@@ -17,7 +17,6 @@ Nothing here fails a run: Prefect's view is a report, etl_audit is the record.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 from uuid import UUID
@@ -25,11 +24,11 @@ from uuid import UUID
 from hospitaldb.record.audit_history import load_outcome
 from hospitaldb.record.audit_session import AuditSession
 from hospitaldb.record.outcome import REFRESH_FLOW, RunOutcome
+from hospitaldb.record.recorder import Logger
 from hospitaldb.report.artifacts import publish_run_artifacts
 from hospitaldb.settings import API_WAIT_SECONDS
 from hospitaldb.statuses import RunStatus, StepStatus
 
-Logger = logging.Logger | logging.LoggerAdapter
 DEFAULT_API_WAIT_SECONDS = 900.0
 POLL_SECONDS = 5.0
 

@@ -10,16 +10,14 @@ could not: a run killed outright, or refused before its body ran.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from hospitaldb.record.outcome import Notice, RunOutcome
+from hospitaldb.record.recorder import Logger
 from hospitaldb.report.alerts import Alert, describe_failure, describe_recovery
 from hospitaldb.report.notifications import AlertSettings, deliver
 from hospitaldb.statuses import RunStatus
-
-Logger = logging.Logger | logging.LoggerAdapter
 
 # The name of the state Prefect gives a run that ended so (an exception ends a run Failed).
 STATE_NAMES = {RunStatus.CANCELLED: "Cancelled", RunStatus.CRASHED: "Crashed"}

@@ -172,6 +172,52 @@ def test_second_run_waits_for_the_first_when_asked_to(demo_database, prefect):
     )
 
 
+class EndingRun:
+    """A run's lock session as it ends: the table lock goes, the advisory key a moment later.
+
+    PostgreSQL ends a session by releasing its transaction's locks and then its session's; this
+    holds that moment open so that the next run meets it every time.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.connection = psycopg2.connect(url)
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(hashtextextended('hospitaldb-refresh', 0))")
+            cursor.execute("LOCK TABLE etl_audit.refresh_lock IN SHARE ROW EXCLUSIVE MODE")
+
+    def end(self, key_held_for: float) -> None:
+        self.connection.commit()  # the table is free
+        time.sleep(key_held_for)
+        self.connection.close()  # and now the key
+
+
+@pytest.mark.parametrize("wait_seconds", [0, 30])
+def test_a_run_that_meets_the_previous_one_ending_takes_the_lock(demo_database, wait_seconds):
+    ending = EndingRun(demo_database)
+    target = target_from_url(demo_database, "test")
+    if wait_seconds:  # the next run waits for the table, and gets it as the previous run ends
+        taken: list = []
+
+        def take() -> None:
+            with refresh_lock(target, wait_seconds=wait_seconds) as lock:
+                taken.append(lock.kind)
+
+        waiter = InBackground(take)
+        waiter.start()
+        wait_for_blocked_refresh(demo_database, application="hospitaldb-refresh-lock")
+        ending.end(key_held_for=0.5)
+        waiter.join(timeout=60)
+        assert waiter.error is None, waiter.error
+        assert taken == ["table"]
+    else:  # the next run starts between the two releases
+        ending.connection.commit()
+        key_released = threading.Timer(0.5, ending.connection.close)
+        key_released.start()
+        with refresh_lock(target) as lock:
+            assert lock.kind == "table" and lock.outsider is None
+        key_released.join()
+
+
 def test_waiting_has_a_limit(demo_database, prefect):
     with refresh_lock(target_from_url(demo_database, "test")):
         state = run_flow(overlap_wait_seconds=0.5)

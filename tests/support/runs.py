@@ -63,21 +63,26 @@ class InBackground(threading.Thread):
         super().__init__(daemon=True)
         self._target_fn = target
         self.result: Any = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
-        self.result = self._target_fn()
+        try:
+            self.result = self._target_fn()
+        except BaseException as error:  # for the test to see, not a thread's traceback on stderr
+            self.error = error
 
 
-def wait_for_blocked_refresh(url: str, timeout: float = 60) -> int:
-    """Wait until a refresh statement waits on a lock; return its backend pid."""
+def wait_for_blocked_refresh(url: str, timeout: float = 60, application: str = "hospitaldb-refresh") -> int:
+    """Wait until a refresh statement (or another of the application's) waits on a lock; return its pid."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         connection = psycopg2.connect(url)
         try:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'hospitaldb-refresh' "
-                    "AND wait_event_type = 'Lock' AND datname = current_database()"
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                    "AND wait_event_type = 'Lock' AND datname = current_database()",
+                    (application,),
                 )
                 row = cursor.fetchone()
         finally:

@@ -206,7 +206,29 @@ def _take(connection: Any, wait_seconds: float) -> tuple[str, Holder | None]:
     holder = Holder(*row) if row else None
     if holder is not None and table and not holder.may_refresh:
         return "table", holder  # an outsider's: reported, not waited for
+    if table and _advisory_after_table(connection, max(wait_seconds, ENDING_GRACE_SECONDS)):
+        return "table", None
     raise _Busy(holder)
+
+
+# A session that ends releases its transaction's locks before its session's (PostgreSQL's
+# ShutdownPostgres): a run that ends frees the table a moment before the advisory key. The
+# run that took the table just then waits this long for the key rather than fail as overlapping.
+ENDING_GRACE_SECONDS = 2.0
+
+
+def _advisory_after_table(connection: Any, wait_seconds: float) -> bool:
+    """The advisory key, waited for up to wait_seconds, with the table lock held (kept if not)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SAVEPOINT advisory_key")
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_seconds * 1000)}ms",))
+        try:
+            cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (LOCK_NAME,))
+        except psycopg2.errors.LockNotAvailable:
+            cursor.execute("ROLLBACK TO SAVEPOINT advisory_key")
+            return False
+        cursor.execute("RELEASE SAVEPOINT advisory_key")
+    return True
 
 
 def _take_table(connection: Any, wait_seconds: float) -> bool:

@@ -5,6 +5,9 @@ started again (same home, same port) after the run failed in the outage. The run
 `hospitaldb_refresh(...)` with PREFECT_API_URL set, as `python flows/refresh.py` runs it; its
 alert blocks live on that server; the alerts go to a real SMTP server and webhook on loopback.
 
+One more outage begins as the failure is told (the Slack receiver answers only once the server
+is down), before the run writes its record, publishes its artifacts and reports its final state.
+
 Two outages: one shorter than the Prefect client's retries (the run waits, then sets its own
 final state), and one that outlasts them (the process gives up and exits, and Prefect shows the
 run Running until something heals it). The second is made in seconds by giving the run's
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -202,6 +206,34 @@ def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_
         output, _ = run.communicate(timeout=900)
         assert run.returncode != 0, output
         assert len(smtp.received) == 1 and len(webhook.posts) == 1, "one alert per channel, never two"
+    assert_healed(server, flow_run_id, "FAILED")
+
+
+def test_an_outage_beginning_as_the_failure_is_told_still_ends_in_one_alert_and_a_healed_record(
+    demo_database, server, receivers
+):
+    # The Slack receiver holds its answer until the server is down: the outage begins at the
+    # failure's telling, before the run's record, artifacts and final state.
+    smtp, webhook = receivers
+    webhook.answer = threading.Event()
+    arguments = alert_parameters(server, smtp, webhook)
+    add_source_rows(demo_database)
+    execute(demo_database, NEGATIVE_PAYMENT)
+    run = refresh_process(server, demo_database, arguments, {})
+    try:
+        wait_until(lambda: webhook.posts, 300, "the Slack alert")
+        server.stop()
+    finally:
+        webhook.answer.set()
+    wait_until(lambda: smtp.received, 60, "the email alert while Prefect is down")
+    flow_run_id = the_run(demo_database)
+    time.sleep(25)  # with the restart, about 30 s down
+    server.start()
+    output, _ = run.communicate(timeout=900)
+    assert run.returncode != 0, output
+    assert scalar(demo_database, "SELECT outcome FROM etl_audit.refresh_runs") == "failed", output
+    assert scalar(demo_database, "SELECT sent_by FROM etl_audit.run_notices WHERE kind = 'alert'") == "run"
+    assert len(smtp.received) == 1 and len(webhook.posts) == 1, "one alert per channel, never two"
     assert_healed(server, flow_run_id, "FAILED")
 
 

@@ -77,11 +77,12 @@ class SmtpServer:
 
 
 class WebhookServer(ThreadingHTTPServer):
-    """Records each POST (path and JSON body) and answers with `status`."""
+    """Records each POST (path and JSON body) and answers with `status` (once `answer` is set, if held)."""
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict[str, Any]]] = []
         self.status = 200
+        self.answer: threading.Event | None = None  # set: every post is answered only once this is set
         super().__init__(("127.0.0.1", 0), _WebhookHandler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -99,6 +100,8 @@ class _WebhookHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.server.posts.append((self.path, json.loads(self.rfile.read(length) or b"{}")))
+        if self.server.answer is not None:
+            self.server.answer.wait(120)
         self.send_response(self.server.status)
         self.end_headers()
         self.wfile.write(b"ok" if self.server.status < 400 else b"server_error")

@@ -5,15 +5,15 @@ started again (same home, same port) after the run failed in the outage. The run
 `hospitaldb_refresh(...)` with PREFECT_API_URL set, as `python flows/refresh.py` runs it; its
 alert blocks live on that server; the alerts go to a real SMTP server and webhook on loopback.
 
-One more outage begins as the failure is told (the Slack receiver answers only once the server
-is down), before the run writes its record, publishes its artifacts and reports its final state.
-
 Two outages: one shorter than the Prefect client's retries (the run waits, then sets its own
 final state), and one that outlasts them (the process gives up and exits, and Prefect shows the
 run Running until something heals it). The second is made in seconds by giving the run's
 client no retries (PREFECT_CLIENT_MAX_RETRIES=0): what matters is that the client gave up, not
 how long that took. HOSPITALDB_TEST_LONG_OUTAGE_SECONDS=480 makes it a real 8-minute outage
 with Prefect's default retries instead.
+
+One more outage begins as the failure is told (the Slack receiver answers only once the server
+is down), before the run writes its record, publishes its artifacts and reports its final state.
 """
 
 from __future__ import annotations

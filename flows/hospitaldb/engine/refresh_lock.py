@@ -33,6 +33,11 @@ LOCK_NAME = "hospitaldb-refresh"
 
 LOCK_TABLE = "etl_audit.refresh_lock"
 
+# A session that ends releases its transaction's locks before its session's (PostgreSQL's
+# ShutdownPostgres): a run that ends frees the table a moment before the advisory key. The
+# run that took the table just then waits this long for the key rather than fail as overlapping.
+ENDING_GRACE_SECONDS = 2.0
+
 # Who holds the lock: pid, role, application, since when, and whether that role may refresh
 # (may take the table lock). %s: the advisory key's name, or the table's.
 ADVISORY_HOLDER = """
@@ -209,12 +214,6 @@ def _take(connection: Any, wait_seconds: float) -> tuple[str, Holder | None]:
     if table and _advisory_after_table(connection, max(wait_seconds, ENDING_GRACE_SECONDS)):
         return "table", None
     raise _Busy(holder)
-
-
-# A session that ends releases its transaction's locks before its session's (PostgreSQL's
-# ShutdownPostgres): a run that ends frees the table a moment before the advisory key. The
-# run that took the table just then waits this long for the key rather than fail as overlapping.
-ENDING_GRACE_SECONDS = 2.0
 
 
 def _advisory_after_table(connection: Any, wait_seconds: float) -> bool:

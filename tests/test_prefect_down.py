@@ -1,9 +1,10 @@
 """When the Prefect server itself is down: a failed refresh still alerts, at once and once, and the record heals.
 
-A real `prefect server` on loopback, stopped while a refresh waits at the start of a step and
-started again (same home, same port) after the run failed in the outage. The run's process is
-`hospitaldb_refresh(...)` with PREFECT_API_URL set, as `python flows/refresh.py` runs it; its
-alert blocks live on that server; the alerts go to a real SMTP server and webhook on loopback.
+A real `prefect server` on loopback, stopped while a refresh waits at the start of a step (or of
+its source checks) and started again (same home, same port) after the run failed in the outage.
+The run's process is `hospitaldb_refresh(...)` with PREFECT_API_URL set, as `python
+flows/refresh.py` runs it; its alert blocks live on that server; the alerts go to a real SMTP
+server and webhook on loopback.
 
 Two outages: one shorter than the Prefect client's retries (the run waits, then sets its own
 final state), and one that outlasts them (the process gives up and exits, and Prefect shows the
@@ -146,16 +147,22 @@ def assert_healed(server: RestartableServer, flow_run_id: str, final: str) -> No
     assert {"hospitaldb-refresh-steps", "hospitaldb-refresh-summary"} <= artifacts
 
 
-# (how long the client retries, how long the run waits for the API, when the server is back)
+# Where the run waits as the server stops: the lock it waits for, and the session that waits.
+AT_STEP_2 = ("reporting.patient_summary", "SHARE", "hospitaldb-refresh")
+AT_THE_SOURCE_CHECKS = ("staging.payments", "ACCESS EXCLUSIVE", "hospitaldb-refresh-sources")
+
+# (how long the client retries, how long the run waits for the API, when the server is back, where it stopped)
 OUTAGES = {
-    "shorter than the client's retries": ({}, "back while the run waits"),
+    "shorter than the client's retries": ({}, "back while the run waits", AT_STEP_2),
     "outlasting the client's retries, back while the run waits": (
         {"PREFECT_CLIENT_MAX_RETRIES": "0", "HOSPITALDB_API_WAIT_SECONDS": "300"},
         "back while the run waits",
+        AT_STEP_2,
     ),
-    "outlasting the client's retries and the run's wait": (
+    "from the source checks, outlasting the client's retries and the run's wait": (
         {"PREFECT_CLIENT_MAX_RETRIES": "0", "HOSPITALDB_API_WAIT_SECONDS": "0"},
         "back after the run gave up",
+        AT_THE_SOURCE_CHECKS,
     ),
 }
 
@@ -168,17 +175,17 @@ def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_
     arguments = alert_parameters(server, smtp, webhook)
     add_source_rows(demo_database)
     execute(demo_database, NEGATIVE_PAYMENT)  # a constraint of step 2 refuses this
-    client, back = OUTAGES[outage]
+    client, back, (table, mode, waiting) = OUTAGES[outage]
     if LONG_OUTAGE_SECONDS and client:
         client = {}  # a real long outage, Prefect's own retries
 
-    blocker = TableLock(demo_database, "reporting.patient_summary")
+    blocker = TableLock(demo_database, table, mode)
     try:
         run = refresh_process(server, demo_database, arguments, client)
-        wait_for_blocked_refresh(demo_database, timeout=120)  # step 2 is starting
+        wait_for_blocked_refresh(demo_database, timeout=120, application=waiting)
         server.stop()
     finally:
-        blocker.release()  # step 2 goes on, with no Prefect server, and fails
+        blocker.release()  # the run goes on, with no Prefect server, and fails at step 2
 
     # Told from the run's own process, while the server is still down; on record in etl_audit.
     wait_until(lambda: smtp.received and webhook.posts, 60, "the alert while Prefect is down")

@@ -99,6 +99,21 @@ def test_a_cancel_or_a_crash_reads_the_same_whoever_records_it():
     )
 
 
+def test_the_source_checks_are_a_task_of_the_run_with_their_own_ending():
+    # What healing sets their task run from; they are not a step: where the run ended stays the same.
+    running = run(RunStatus.RUNNING).with_step("check_sources", status=StepStatus.RUNNING, task_run_id="t0")
+    assert [task.step for task in running.tasks] == ["check_sources", STEP1, STEP2, STEP3]
+    assert [task.step for task in running.steps] == [STEP1, STEP2, STEP3]
+    crashed = running.interrupted(RunStatus.CRASHED, datetime(2026, 11, 30, 2, 1, tzinfo=UTC))
+    assert crashed.source_checks == StepOutcome("check_sources", StepStatus.CRASHED, task_run_id="t0")
+    assert crashed.step is None and crashed.where == " before the first step"
+    passed = running.with_step("check_sources", status=StepStatus.COMPLETED)
+    assert (
+        passed.interrupted(RunStatus.CANCELLED, datetime.now(UTC)).source_checks.status
+        == StepStatus.COMPLETED
+    )
+
+
 def test_recovery_names_the_failed_run_it_follows():
     outcome = run(RunStatus.COMPLETED, previous=PreviousRun("old-run", RunStatus.CHECK_FAILED, None))
     alert = describe_recovery(outcome, None)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from hospitaldb.engine.lineage import Lineage
+from hospitaldb.engine.source_checks import SOURCE_CHECKS
 from hospitaldb.record.audit_session import AuditSession
 from hospitaldb.record.outcome import Notice, PreviousRun, RunOutcome, StepOutcome
 from hospitaldb.statuses import RunStatus, StepStatus
@@ -27,15 +28,7 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
     if not found:
         return None
     name, deployment, steps, status, step, attempts, sqlstate, error, finished_at = found[0]
-    last_attempts = {
-        row[0]: row[1:]
-        for row in audit.read(
-            "SELECT DISTINCT ON (step) step, attempt, status, statements, duration_seconds, rows_affected, "
-            "task_run_id::text "
-            "FROM etl_audit.step_attempts WHERE flow_run_id = %s ORDER BY step, attempt DESC",
-            (flow_run_id,),
-        )
-    }
+    last_attempts = _last_attempts(audit, flow_run_id)
     objects = audit.read(
         "SELECT object_name, step, reads, published_at IS NOT NULL FROM etl_audit.run_objects "
         "WHERE flow_run_id = %s ORDER BY array_position(%s::text[], step), object_name",
@@ -52,11 +45,6 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
         )
         for step_name in steps
     ]
-    notices = audit.read(
-        "SELECT kind, channels, sent_by FROM etl_audit.run_notices WHERE flow_run_id = %s "
-        "ORDER BY sent_at LIMIT 1",
-        (flow_run_id,),
-    )
     return RunOutcome(
         flow_name=flow_name,
         flow_run_id=flow_run_id,
@@ -71,8 +59,35 @@ def load_outcome(audit: AuditSession, flow_run_id: str, flow_name: str) -> RunOu
         sqlstate=sqlstate,
         finished_at=finished_at,
         lineage=lineage if objects else None,
-        notice=Notice(notices[0][0], tuple(notices[0][1]), notices[0][2]) if notices else None,
+        notice=_notice(audit, flow_run_id),
+        source_checks=(
+            _step_as_recorded(SOURCE_CHECKS, last_attempts[SOURCE_CHECKS])
+            if SOURCE_CHECKS in last_attempts
+            else None
+        ),
     )
+
+
+def _last_attempts(audit: AuditSession, flow_run_id: str) -> dict[str, tuple[Any, ...]]:
+    """Each step's (and the source checks') last attempt: number, status, statements, seconds, rows, task run."""
+    return {
+        row[0]: row[1:]
+        for row in audit.read(
+            "SELECT DISTINCT ON (step) step, attempt, status, statements, duration_seconds, rows_affected, "
+            "task_run_id::text "
+            "FROM etl_audit.step_attempts WHERE flow_run_id = %s ORDER BY step, attempt DESC",
+            (flow_run_id,),
+        )
+    }
+
+
+def _notice(audit: AuditSession, flow_run_id: str) -> Notice | None:
+    notices = audit.read(
+        "SELECT kind, channels, sent_by FROM etl_audit.run_notices WHERE flow_run_id = %s "
+        "ORDER BY sent_at LIMIT 1",
+        (flow_run_id,),
+    )
+    return Notice(notices[0][0], tuple(notices[0][1]), notices[0][2]) if notices else None
 
 
 def previous_finished_run(audit: AuditSession, flow_run_id: str | None) -> PreviousRun | None:

@@ -21,7 +21,7 @@ from typing import Any
 from hospitaldb.engine.checks import CheckResult
 from hospitaldb.engine.errors import Failure
 from hospitaldb.engine.lineage import Lineage
-from hospitaldb.engine.source_checks import SourceProblem
+from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceProblem
 from hospitaldb.engine.upkeep import Upkeep
 from hospitaldb.statuses import RunStatus, StepStatus
 
@@ -119,12 +119,20 @@ class RunOutcome:
     previous: PreviousRun | None = None  # read when a run completes: did it recover from a failure?
     lineage: Lineage | None = None  # what the selected steps refresh and read, from their SQL
     notice: Notice | None = None  # told, once: by the run, else by a hook
+    source_checks: StepOutcome | None = None  # their last attempt, as a step's: its status and task run
 
     def step_outcome(self, step: str) -> StepOutcome:
         return next(outcome for outcome in self.steps if outcome.step == step)
 
+    @property
+    def tasks(self) -> list[StepOutcome]:
+        """Each task of the run as its last attempt ended: the source checks (if they ran), then the steps."""
+        return [*([self.source_checks] if self.source_checks else []), *self.steps]
+
     def with_step(self, step: str, **changes: Any) -> RunOutcome:
-        """The same run, with one step's outcome changed."""
+        """The same run, with one step's outcome (or the source checks') changed."""
+        if step == SOURCE_CHECKS:
+            return replace(self, source_checks=replace(self.source_checks or StepOutcome(step), **changes))
         steps = [replace(outcome, **changes) if outcome.step == step else outcome for outcome in self.steps]
         return replace(self, steps=steps)
 
@@ -151,6 +159,8 @@ class RunOutcome:
             error=interruption_text(status, step, self.step_outcome(step).published if step else None),
             finished_at=finished_at,
         )
+        if self.source_checks and self.source_checks.status == StepStatus.RUNNING:
+            outcome = outcome.with_step(SOURCE_CHECKS, status=StepStatus(status.value))
         return outcome.with_step(step, status=StepStatus(status.value)) if step else outcome
 
     @property

@@ -42,6 +42,7 @@ class StepAttempt:
 
     def passed(self) -> None:
         """An attempt that refreshes nothing (the source checks) ended without error."""
+        self._recorder.outcome = self._recorder.outcome.with_step(self._step, status=StepStatus.COMPLETED)
         if self._recorder.audit:
             self._recorder.audit.attempt_finished(self._attempt_id, StepStatus.COMPLETED)
 

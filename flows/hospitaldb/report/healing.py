@@ -126,8 +126,8 @@ def _client() -> Any:
 
 
 def _heal_task_runs(client: Any, outcome: RunOutcome, logger: Logger) -> None:
-    """Each step's task run that Prefect shows unfinished, set to what its last attempt recorded."""
-    for step in outcome.steps:
+    """Each task run (the source checks', each step's) that Prefect shows unfinished, set as its last attempt ended."""
+    for step in outcome.tasks:
         if not step.task_run_id or step.status in (StepStatus.NOT_RUN, StepStatus.RUNNING):
             continue
         try:

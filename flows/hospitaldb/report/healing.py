@@ -126,18 +126,41 @@ def _client() -> Any:
 
 
 def _heal_task_runs(client: Any, outcome: RunOutcome, logger: Logger) -> None:
-    """Each task run (the source checks', each step's) that Prefect shows unfinished, set as its last attempt ended."""
-    for step in outcome.tasks:
-        if not step.task_run_id or step.status in (StepStatus.NOT_RUN, StepStatus.RUNNING):
+    """Each task run that Prefect shows unfinished, or never heard of, set as the run recorded its end."""
+    from prefect.exceptions import ObjectNotFound
+
+    for task in outcome.tasks:
+        if not task.task_run_id or task.status in (StepStatus.NOT_RUN, StepStatus.RUNNING):
             continue
+        state = _state_of(RunStatus(task.status.value), task.step)
         try:
-            task_run = client.read_task_run(UUID(step.task_run_id))
-            if task_run.state is None or not task_run.state.is_final():
-                client.set_task_run_state(
-                    task_run.id, _state_of(RunStatus(step.status.value), step.step), force=True
+            try:
+                task_run = client.read_task_run(UUID(task.task_run_id))
+            except ObjectNotFound:  # its creation was lost with the API: made now, with the id on record
+                client.create_task_run(
+                    _stand_in(task.step),
+                    UUID(outcome.flow_run_id),
+                    dynamic_key=task.step,
+                    id=UUID(task.task_run_id),
+                    name=f"{task.step}-healed",
+                    state=state,
                 )
-        except Exception as error:  # never created on the server (its events were lost): nothing to set
-            logger.info("task run of %s not set: %s", step.step, type(error).__name__)
+                continue
+            if task_run.state is None or not task_run.state.is_final():
+                client.set_task_run_state(task_run.id, state, force=True)
+        except Exception as error:  # a report: the steps artifact lists every step either way
+            logger.info("task run of %s not set: %s", task.step, type(error).__name__)
+
+
+def _stand_in(name: str) -> Any:
+    """A task by the step's name, to create its lost task run with (the flow's own tasks live above report/)."""
+    from prefect import Task
+
+    return Task(fn=_ran_unheard, name=name)
+
+
+def _ran_unheard() -> None:
+    """What a healed task run stands for: a step the run recorded while Prefect could not hear it."""
 
 
 def _state_of(status: RunStatus, message: str) -> Any:

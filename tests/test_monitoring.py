@@ -210,6 +210,18 @@ def test_every_run_publishes_a_step_table_and_a_summary(demo_database, three_run
     assert "constraint revenue_summary_paid_amount_check" in summary.data
 
 
+def test_a_run_with_the_api_up_sends_each_log_line_once(demo_database, three_runs):
+    # The run keeps its lines to send those an outage lost (report/lost_logs.py): none was, none twice.
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        for flow_run_id in three_runs.values():
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            lines = [(log.timestamp, log.message) for log in logs]
+            assert any(message.startswith("Refreshing database") for _, message in lines)
+            assert len(lines) == len(set(lines)), "no line twice"
+
+
 def test_the_refresher_refreshes_and_can_neither_grant_nor_alter_nor_rewrite_its_audit(
     demo_database, least_privilege, prefect, monkeypatch
 ):

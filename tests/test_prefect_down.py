@@ -141,6 +141,31 @@ def prefect_view(server: RestartableServer, flow_run_id: str) -> tuple[Any, dict
     return state, tasks_by_name, {artifact.key for artifact in artifacts}
 
 
+def prefect_logs(server: RestartableServer, flow_run_id: str) -> list[tuple[Any, str]]:
+    """The run's log lines as Prefect has them: (timestamp, message)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with client_of(server.env) as prefect:
+        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return [(log.timestamp, log.message) for log in logs]
+
+
+# Prefect's engine logs these before the flow's body, where the run starts keeping its lines,
+# and the last after it: not the run's to resend.
+ENGINE_LINES = ("Beginning flow run", "View at ", "Finished in state")
+
+
+def run_lines(output: str) -> list[str]:
+    """The first line of each message the run printed as its flow run's logger ('... | Flow run 'x' - MESSAGE')."""
+    return [
+        message
+        for line in output.splitlines()
+        if " | Flow run '" in line and " - " in line
+        for message in [line.split(" - ", 1)[1]]
+        if not message.startswith(ENGINE_LINES)
+    ]
+
+
 def assert_healed(server: RestartableServer, database_url: str, flow_run_id: str, final: str) -> None:
     """Prefect shows the run's recorded ending, a final task run for every task it recorded, and its artifacts."""
     state, task_states, artifacts = prefect_view(server, flow_run_id)
@@ -224,6 +249,11 @@ def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_
         output, _ = run.communicate(timeout=900)
         assert run.returncode != 0, output
         assert len(smtp.received) == 1 and len(webhook.posts) == 1, "one alert per channel, never two"
+        # What the run logged, in the outage too, is in Prefect, once.
+        in_prefect = prefect_logs(server, flow_run_id)
+        missing = [line for line in run_lines(output) if not any(m.startswith(line) for _, m in in_prefect)]
+        assert not missing, missing
+        assert len(in_prefect) == len(set(in_prefect)), "no line twice"
     assert_healed(server, demo_database, flow_run_id, "FAILED")
 
 

@@ -37,6 +37,7 @@ from hospitaldb.record.recorder import RunRecorder
 from hospitaldb.report.artifacts import checks_summary
 from hospitaldb.report.healing import heal_earlier_runs, report_when_back
 from hospitaldb.report.hooks import report_failure, report_interruption, report_recovery
+from hospitaldb.report.lost_logs import keeping_logs
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 from hospitaldb.report.telling import RunTeller
 from hospitaldb.run_context import audit_required, recorder_for_this_run, stopped_as
@@ -236,7 +237,10 @@ def hospitaldb_refresh(
     files = SqlFiles()  # each SQL file of the run read and parsed once
     # Where its alert goes, loaded now: the run tells its own failure, even with the Prefect API down.
     teller = RunTeller.for_this_run(logger)
-    with recorder.recording(publish=report_when_back, stopped_as=stopped_as, tell=teller):
+    with (
+        keeping_logs() as kept,  # what an outage of the Prefect API loses, sent when it is back
+        recorder.recording(publish=partial(report_when_back, kept=kept), stopped_as=stopped_as, tell=teller),
+    ):
         target = recorder.use_database(
             resolve_database(database_block),
             Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),

@@ -6,7 +6,8 @@ what only Prefect holds (the run's final state, its task runs, its artifacts) wa
 - `report_when_back`: the run's own end. Its artifacts are published; when the API does not
   answer, the run waits for it (HOSPITALDB_API_WAIT_SECONDS, default 15 minutes), then
   publishes them, sets its task runs from their recorded attempts, and returns: the engine
-  then reports its final state itself.
+  then reports its final state itself. Either way, log lines an outage lost during the run
+  are sent once the API answers (hospitaldb.report.lost_logs).
 - `heal_earlier_runs`: for the next run and the freshness check. A run that Prefect still
   shows Running or Pending, whose etl_audit row is closed, ended unheard (its process gave up
   waiting, or was killed): it is set to its recorded ending, with its task runs and artifacts.
@@ -26,6 +27,7 @@ from hospitaldb.record.audit_session import AuditSession
 from hospitaldb.record.outcome import REFRESH_FLOW, RunOutcome
 from hospitaldb.record.recorder import Logger
 from hospitaldb.report.artifacts import publish_run_artifacts
+from hospitaldb.report.lost_logs import KeptLogs, send_lost_logs
 from hospitaldb.settings import API_WAIT_SECONDS
 from hospitaldb.statuses import RunStatus, StepStatus
 
@@ -42,9 +44,17 @@ def api_answers() -> bool:
         return False
 
 
-def report_when_back(outcome: RunOutcome, logger: Logger) -> None:
-    """Publish the run's artifacts; with the API down, wait for it, then heal what it missed."""
-    if publish_run_artifacts(outcome, logger) or outcome.flow_run_id is None:
+def report_when_back(outcome: RunOutcome, logger: Logger, kept: KeptLogs | None = None) -> None:
+    """Publish the run's artifacts; with the API down, wait for it, then heal what it missed.
+
+    kept: the run's log lines (hospitaldb.report.lost_logs): those an outage lost, at any time
+    during the run, are sent once the API answers.
+    """
+    published = publish_run_artifacts(outcome, logger)
+    if outcome.flow_run_id is None:
+        return
+    if published:
+        _send_lost_logs(outcome.flow_run_id, kept, logger)
         return
     if api_answers():
         return  # the API answers, the artifacts did not: logged, nothing to heal
@@ -66,12 +76,26 @@ def report_when_back(outcome: RunOutcome, logger: Logger) -> None:
                 logger.warning("task runs not set: %s", type(error).__name__)
             publish_run_artifacts(outcome, logger)
             logger.info("the Prefect API answers again: task runs and artifacts reported")
+            _send_lost_logs(outcome.flow_run_id, kept, logger)
             return
     logger.error(
         "the Prefect API did not answer within %g s: Prefect may show this run unfinished until the "
         "next run or freshness check sets it from etl_audit",
         wait,
     )
+
+
+def _send_lost_logs(flow_run_id: str, kept: KeptLogs | None, logger: Logger) -> None:
+    if kept is None:
+        return
+    try:
+        with _client() as client:
+            lost = send_lost_logs(client, flow_run_id, kept)
+    except Exception as error:  # a report, never the run's failure
+        logger.warning("the run's log lines not checked against Prefect's: %s", type(error).__name__)
+        return
+    if lost:
+        logger.info("%d log line(s) the Prefect API had lost sent again", lost)
 
 
 def heal_earlier_runs(audit: AuditSession, logger: Logger, current_run_id: str | None) -> int:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import TypeVar
 
 import psycopg2
 import pytest
@@ -131,14 +133,23 @@ def _pump(source: socket.socket, target: socket.socket) -> None:
         target.shutdown(socket.SHUT_WR)
 
 
-def test_a_retried_connection_before_the_first_step_is_on_record(demo_database, prefect, monkeypatch):
-    proxy = DroppingProxy(demo_database, b"hospitaldb-refresh-lock")
-    proxy.start()
+FakeServer = TypeVar("FakeServer", "PoolerRefusingOptions", "DroppingProxy")
+
+
+@contextlib.contextmanager
+def serving(fake: FakeServer) -> Iterator[FakeServer]:
+    """A loopback fake, started for the block and stopped after it."""
+    fake.start()
     try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_a_retried_connection_before_the_first_step_is_on_record(demo_database, prefect, monkeypatch):
+    with serving(DroppingProxy(demo_database, b"hospitaldb-refresh-lock")) as proxy:
         monkeypatch.setenv("HOSPITALDB_DATABASE_URL", proxy.url())
         state = run_flow(retries=2)
-    finally:
-        proxy.stop()
     assert state.is_completed(), error_text(state)
     assert proxy.dropped == 1
     attempts = query(
@@ -150,13 +161,9 @@ def test_a_retried_connection_before_the_first_step_is_on_record(demo_database, 
 
 
 def test_a_pooler_refusing_a_parameter_is_not_retried(prefect, monkeypatch):
-    pooler = PoolerRefusingOptions()
-    pooler.start()
-    try:
+    with serving(PoolerRefusingOptions()) as pooler:
         monkeypatch.setenv("HOSPITALDB_DATABASE_URL", pooler.url())
         state = run_flow(retries=3)
-    finally:
-        pooler.stop()
     assert state.is_failed()
     assert "unsupported startup parameter: options" in error_text(state)
     # One attempt by the audit session (which then gives up) and one by the refresh: no retries.

@@ -425,8 +425,7 @@ def prefect_api(url: str | None, home: Path) -> Iterator[str]:
     if url:
         yield url
         return
-    sys.path.insert(0, str(ROOT / "tests"))  # the tests' real-server helper, shared with the benchmark
-    from support.prefect_servers import prefect_server
+    from hospitaldb_testing.prefect_servers import prefect_server
 
     with prefect_server(home) as env:
         yield env["PREFECT_API_URL"]

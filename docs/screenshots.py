@@ -31,11 +31,9 @@ def main() -> int:
     if chromium is None:
         print("screenshots: needs Chromium on PATH (Debian: apt-get install chromium)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT / "tests"))  # the tests' real Prefect server
-    from support.prefect_servers import prefect_server
-
     from hospitaldb.engine.database import target_from_url
     from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
+    from hospitaldb_testing.prefect_servers import prefect_server
 
     with tempfile.TemporaryDirectory(prefix="hospitaldb-screenshots-") as work:
         admin = start_embedded_postgres(Path(work) / "pgdata", delete_at_exit=True)

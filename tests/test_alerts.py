@@ -5,19 +5,22 @@ from __future__ import annotations
 import signal
 import uuid
 
-import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.settings import PREFECT_UI_URL, temporary_settings
-from support.db import add_source_rows, execute
-from support.receivers import SMTP_PASSWORD, SilentServer, WebhookServer, free_port, save_email_block
-from support.runs import TableLock, flow_process, run_flow, run_logs, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
 from hospitaldb.record.monitoring import run_monitoring_query
+from hospitaldb_testing.db import add_source_rows, execute
+from hospitaldb_testing.receivers import (
+    SMTP_PASSWORD,
+    SilentServer,
+    WebhookServer,
+    free_port,
+    save_email_block,
+)
+from hospitaldb_testing.runs import TableLock, flow_process, run_flow, run_logs, wait_for_blocked_refresh
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
-pytestmark = pytest.mark.server_agnostic
-
 NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
 
 

@@ -8,14 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from support.db import query
-
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb_testing.db import query
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
-pytestmark = pytest.mark.server_agnostic
 
 
 def main(argv: list[str], script: str = "refresh_bench.py") -> dict:

@@ -23,11 +23,11 @@ from prefect.client.schemas.filters import (
 )
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
-from support.db import REFRESHED_OBJECTS, checksum_query, checksums, execute, query, scalar
-from support.runs import InBackground, error_text, run_flow, run_logs, task_runs
 
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
+from hospitaldb_testing.db import REFRESHED_OBJECTS, checksum_query, checksums, execute, query, scalar
+from hospitaldb_testing.runs import InBackground, error_text, run_flow, run_logs, task_runs
 
 SECRET_AMOUNT = "98765.43"
 SECRET_CODE = "ZZ-PATIENT-SECRET"

@@ -10,8 +10,14 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
-from support.db import REFRESHED_OBJECTS, add_source_rows, snapshot
-from support.runs import (
+
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.refresh_lock import refresh_lock
+from hospitaldb.engine.sql_runner import execute_statements
+from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.steps import STEPS, sql_file
+from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, snapshot
+from hospitaldb_testing.runs import (
     InBackground,
     TableLock,
     error_text,
@@ -20,12 +26,6 @@ from support.runs import (
     task_runs,
     wait_for_blocked_refresh,
 )
-
-from hospitaldb.engine.database import target_from_url
-from hospitaldb.engine.refresh_lock import refresh_lock
-from hospitaldb.engine.sql_runner import execute_statements
-from hospitaldb.engine.sql_script import load_statements
-from hospitaldb.engine.steps import STEPS, sql_file
 
 
 def read_everything(connection) -> dict[str, int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from sqlalchemy.engine import make_url
-from support.db import scalar
-from support.runs import error_text, run_flow
 
 from hospitaldb.engine.database import (
     DATABASE_URL_ENV,
@@ -14,10 +12,10 @@ from hospitaldb.engine.database import (
     resolve_database,
     target_from_url,
 )
+from hospitaldb_testing.db import scalar
+from hospitaldb_testing.runs import error_text, run_flow
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
-pytestmark = pytest.mark.server_agnostic
-
 SECRET = "s3cret-Pa55word"
 
 

@@ -22,8 +22,6 @@ from prefect_sqlalchemy import SqlAlchemyConnector
 from hospitaldb.paths import PROJECT_ROOT
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
-pytestmark = pytest.mark.server_agnostic
-
 BLOCKS = [
     ("hospitaldb-postgres", SqlAlchemyConnector),
     ("hospitaldb-email", EmailServerCredentials),

@@ -8,10 +8,10 @@ import sys
 import pglast
 import pytest
 from psycopg2 import sql
-from support.db import execute, execute_outside_transaction, query, scalar
 
 from hospitaldb.local.demo import NotADemoDatabase, build_demo_database, is_demo_database
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb_testing.db import execute, execute_outside_transaction, query, scalar
 
 FINGERPRINT = """
 SELECT md5(string_agg(v::text || b.amount::text || b.status, ',' ORDER BY b.billing_id))

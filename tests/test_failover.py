@@ -1,7 +1,7 @@
 """A failover mid-run: the primary is lost during step 2, its streaming standby is promoted, and the
 refresh completes on the new primary, with the retry on record.
 
-A real primary and standby on loopback (tests/support/local_postgres.py); the run's URL names both
+A real primary and standby on loopback (tests/hospitaldb_testing/local_postgres.py); the run's URL names both
 hosts, libpq's way (`postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write`).
 """
 
@@ -11,17 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 from psycopg2 import sql
-from support.db import execute_outside_transaction, private_temp_dir, query, retries_at
-from support.expected import assert_matches_source
-from support.local_postgres import ReplicatedPair
-from support.runs import InBackground, TableLock, run_flow, task_runs, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database
+from hospitaldb_testing.db import execute_outside_transaction, private_temp_dir, query, retries_at
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.local_postgres import ReplicatedPair
+from hospitaldb_testing.runs import InBackground, TableLock, run_flow, task_runs, wait_for_blocked_refresh
 
 # Its own two servers, whatever PostgreSQL the rest of the suite uses: CI runs it in one lane.
-pytestmark = pytest.mark.server_agnostic
-
 STEP2 = "refresh_phase3_reporting_tables"
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from support.db import (
+
+from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.db import (
     REFRESHED_OBJECTS,
     STEP2_TABLES,
     STEP3_TABLES,
@@ -15,10 +17,15 @@ from support.db import (
     scalar,
     snapshot,
 )
-from support.expected import assert_matches_source
-from support.runs import InBackground, TableLock, error_text, run_flow, task_runs, wait_for_blocked_refresh
-
-from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.runs import (
+    InBackground,
+    TableLock,
+    error_text,
+    run_flow,
+    task_runs,
+    wait_for_blocked_refresh,
+)
 
 
 def step_files_in(folder, monkeypatch, sql: str) -> None:

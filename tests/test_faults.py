@@ -18,9 +18,13 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
-from support.db import STEP2_TABLES, add_source_rows, checksums, execute, query, retries_at
-from support.receivers import SilentServer, accept_each
-from support.runs import (
+
+from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
+from hospitaldb.engine.transient import is_transient
+from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb_testing.db import STEP2_TABLES, add_source_rows, checksums, execute, query, retries_at
+from hospitaldb_testing.receivers import SilentServer, accept_each
+from hospitaldb_testing.runs import (
     InBackground,
     TableLock,
     error_text,
@@ -30,10 +34,6 @@ from support.runs import (
     task_runs,
     wait_for_blocked_refresh,
 )
-
-from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.engine.transient import is_transient
-from hospitaldb.paths import PROJECT_ROOT
 
 LEAKY_URL = "postgresql://hosp:Winter@2024secret@db.hospital.example:5432/hospitaldb"
 

@@ -11,12 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from support.db import checksums, query
-
 from hospitaldb.paths import PROJECT_ROOT
-
-pytestmark = pytest.mark.server_agnostic
+from hospitaldb_testing.db import checksums, query
 
 PAGE = PROJECT_ROOT / "docs" / "from-airflow.md"
 HOSPITALDB = Path(sys.executable).with_name("hospitaldb")

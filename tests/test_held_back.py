@@ -5,14 +5,14 @@ database's own record of what each view reads."""
 from __future__ import annotations
 
 import pytest
-from support.db import checksums, execute, query
-from support.runs import run_flow
 from test_run_reports import latest_artifact
 from test_your_warehouse import CLINIC_SCHEMA, CLINIC_STEPS, write_steps
 
 from hospitaldb.engine.lineage import lineage_of
 from hospitaldb.engine.sql_analysis import analyse_steps
 from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.db import checksums, execute, query
+from hospitaldb_testing.runs import run_flow
 
 OVERPAYMENT = (
     "UPDATE staging.payments SET amount = amount + 100000 "

@@ -13,17 +13,18 @@ import time
 
 import pytest
 from prefect.client.schemas.objects import StateType
-from support.db import advisory_locks_held, scalar
-from support.deployment import (
+
+from hospitaldb_testing.db import advisory_locks_held, scalar
+from hospitaldb_testing.deployment import (
     AUTH_STRING,
     deployed_environment,
     flow_run_state,
     start_run,
     wait_for_final_state,
 )
-from support.expected import assert_matches_source
-from support.prefect_servers import prefect_cli, prefect_server, prefect_worker
-from support.runs import TableLock, wait_for_blocked_refresh
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.prefect_servers import prefect_cli, prefect_server, prefect_worker
+from hospitaldb_testing.runs import TableLock, wait_for_blocked_refresh
 
 pytestmark = pytest.mark.e2e
 

@@ -7,15 +7,11 @@ import re
 import subprocess
 import sys
 
-import pytest
-from support.db import private_temp_dir, scalar
-
 from hospitaldb.local.demo import start_embedded_postgres
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb_testing.db import private_temp_dir, scalar
 
 # What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
-pytestmark = pytest.mark.server_agnostic
-
 
 STEP_LINE = re.compile(r"^(refresh_\w+)\s+(\w+)\s+(\d+)\s+[\d.]+\s+[\d,]+\s+(.+)$", re.MULTILINE)
 SAMPLES = (PROJECT_ROOT / "README.md", PROJECT_ROOT / "docs" / "get-started.md")

@@ -11,12 +11,12 @@ import psycopg2
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
-from support.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query
-from support.runs import InBackground, TableLock, error_text, run_flow, wait_for_blocked_refresh
 
 from hospitaldb.engine.database import target_from_url
 from hospitaldb.freshness import hospitaldb_freshness_check
 from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
+from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query
+from hospitaldb_testing.runs import InBackground, TableLock, error_text, run_flow, wait_for_blocked_refresh
 
 STEP1, STEP2, STEP3 = (
     "refresh_phase2_materialized_views",

@@ -17,13 +17,28 @@ from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
-from support.db import STEP1_VIEWS, STEP2_TABLES, STEP3_TABLES, add_source_rows, checksums, execute, query
-from support.expected import assert_matches_source
-from support.runs import InBackground, error_text, flow_process, run_flow, run_logs, wait_for_blocked_refresh
 
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_SQL_DIR
 from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.db import (
+    STEP1_VIEWS,
+    STEP2_TABLES,
+    STEP3_TABLES,
+    add_source_rows,
+    checksums,
+    execute,
+    query,
+)
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.runs import (
+    InBackground,
+    error_text,
+    flow_process,
+    run_flow,
+    run_logs,
+    wait_for_blocked_refresh,
+)
 
 BILLING, VISITS, PATIENTS, BRANCHES = STEP1_VIEWS
 

@@ -11,9 +11,8 @@ from collections import Counter
 import pglast
 import pglast.parser
 import pytest
-from support.runs import run_flow
 
-pytestmark = pytest.mark.server_agnostic
+from hospitaldb_testing.runs import run_flow
 
 PARSERS = ("parse_sql", "split")
 

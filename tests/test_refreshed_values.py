@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from support.db import REFRESHED_OBJECTS, add_source_rows, query, scalar
-from support.expected import assert_matches_source
-from support.runs import run_flow
+from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, query, scalar
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.runs import run_flow
 
 
 def test_refresh_matches_independent_calculation(demo_database, prefect):

@@ -24,14 +24,14 @@ from prefect.client.schemas.filters import (
 )
 from prefect_email import EmailServerCredentials
 from prefect_slack import SlackWebhook
-from support.db import checksums, execute, query, retries_at, scalar
-from support.receivers import SmtpServer, WebhookServer, save_email_block
-from support.runs import InBackground, TableLock, error_text, run_flow, task_runs
 
 from hospitaldb.engine.database import target_from_url
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.db import checksums, execute, query, retries_at, scalar
+from hospitaldb_testing.receivers import SmtpServer, WebhookServer, save_email_block
+from hospitaldb_testing.runs import InBackground, TableLock, error_text, run_flow, task_runs
 
 # --- No row value leaves the database -----------------------------------------------------
 

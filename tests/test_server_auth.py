@@ -16,14 +16,20 @@ from collections.abc import Iterator
 
 import pytest
 from prefect_slack import SlackWebhook
-from support.deployment import AUTH_STRING, anonymous_block_listing, client_of, deploy, deploy_environment
-from support.prefect_servers import prefect_server
 
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.tools.server_guard import (
     accepts_anonymous_requests,
     listening_beyond_loopback,
 )
+from hospitaldb_testing.deployment import (
+    AUTH_STRING,
+    anonymous_block_listing,
+    client_of,
+    deploy,
+    deploy_environment,
+)
+from hospitaldb_testing.prefect_servers import prefect_server
 
 pytestmark = pytest.mark.e2e
 

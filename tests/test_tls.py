@@ -1,6 +1,6 @@
 """TLS to PostgreSQL: a server beyond loopback gets an encrypted session, verified where a CA is given.
 
-Real servers on loopback (tests/support/local_postgres.py), reached under a name that is not a
+Real servers on loopback (tests/hospitaldb_testing/local_postgres.py), reached under a name that is not a
 loopback one (`db.hospital.test`, with libpq's hostaddr=127.0.0.1), so the rule for a remote
 database applies; the CA and the server's certificate are made by the test.
 """
@@ -12,16 +12,15 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from support.db import private_temp_dir, scalar
-from support.expected import assert_matches_source
-from support.local_postgres import TlsServer, certificates, tls_binaries
-from support.runs import run_flow
 
 from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
 from hospitaldb.local.demo import build_demo_database
+from hospitaldb_testing.db import private_temp_dir, scalar
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.local_postgres import TlsServer, certificates, tls_binaries
+from hospitaldb_testing.runs import run_flow
 
 # Its own servers, whatever PostgreSQL the rest of the suite uses: CI runs it in one lane.
-pytestmark = pytest.mark.server_agnostic
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import time
 import psycopg2
 import pytest
 from psycopg2 import sql
-from support.db import REFRESHED_OBJECTS, query
-from support.expected import assert_matches_source
-from support.runs import TableLock, error_text, run_flow
+
+from hospitaldb_testing.db import REFRESHED_OBJECTS, query
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.runs import TableLock, error_text, run_flow
 
 # One billing line in each of 200 (visit date, branch) pairs: 200 of reporting.revenue_summary's
 # 2,664 rows change (7.5%, over the 5% that calls for a vacuum); 200 of mv_billing_summary's 5,997

@@ -8,11 +8,11 @@ import shutil
 import uuid
 
 import pytest
-from support.db import checksums, execute, query, scalar
-from support.runs import error_text, run_flow
 
 from hospitaldb.paths import PROJECT_SQL_DIR
 from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.db import checksums, execute, query, scalar
+from hospitaldb_testing.runs import error_text, run_flow
 
 BILLING_PER_NIGHT = 300
 

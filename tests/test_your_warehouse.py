@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query, scalar
-from support.runs import error_text, run_flow, run_logs
 
 from hospitaldb.engine.database import target_from_url
 from hospitaldb.engine.sql_analysis import refreshed_objects
@@ -20,6 +18,8 @@ from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import SQL_DIR
 from hospitaldb.tools.validation import check_sql_files
+from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query, scalar
+from hospitaldb_testing.runs import error_text, run_flow, run_logs
 
 CLINIC_SCHEMA = """
 CREATE SCHEMA clinic_raw;

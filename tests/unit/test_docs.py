@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.tools import docs_pages
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
@@ -41,3 +42,19 @@ def test_messages_in_the_code_point_at_pages_not_readme_sections():
         if re.search(r"README[ ,:]+['\"]?[A-Z]", line)
     ]
     assert offenders == []
+
+
+def test_every_page_shows_what_the_code_draws_now_so_it_reads_whole_on_github_too():
+    assert {path.name for path in docs_pages.pages()} >= {"configuration.md", "get-started.md", "changelog.md"}
+    stale = [path.name for path in docs_pages.stale_pages()]
+    assert stale == [], f"out of date: {stale}; `python3 dev.py docs` draws them again"
+
+
+def test_a_region_out_of_date_is_found_and_drawn_again(tmp_path):
+    page = tmp_path / "configuration.md"
+    page.write_text("# Configuration\n\n<!-- generated: settings -->\n| old |\n<!-- end generated -->\nafter\n")
+    assert docs_pages.stale_pages(tmp_path) == [page]
+    assert docs_pages.write_pages(tmp_path) == [page]
+    text = page.read_text()
+    assert "| old |" not in text and "`HOSPITALDB_DATABASE_URL`" in text and text.endswith("after\n")
+    assert docs_pages.stale_pages(tmp_path) == []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 
 from hospitaldb import settings
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.tools.docs_pages import settings_table
 
 NAME = re.compile(r"\bHOSPITALDB_[A-Z0-9_]*[A-Z0-9]\b")
 # dev.py reads HOSPITALDB_VENV before the package is installed (see settings.VENV).
@@ -21,9 +21,6 @@ def tracked_files() -> list[str]:
 
 def documented_rows() -> dict[str, str]:
     """Variable name -> its row, in the table the configuration page shows (drawn at build time)."""
-    sys.path.insert(0, str(PROJECT_ROOT / "docs"))
-    from hooks import settings_table
-
     page = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
     assert "<!-- generated: settings -->" in page, "the configuration page shows the settings table"
     table = settings_table()

@@ -16,7 +16,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from support.prefect_servers import free_port
+from hospitaldb_testing.prefect_servers import free_port
 
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "smtp-Pa55"

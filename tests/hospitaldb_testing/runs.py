@@ -72,10 +72,21 @@ class InBackground(threading.Thread):
             self.error = error
 
 
-def wait_for_blocked_refresh(url: str, timeout: float = 60, application: str = "hospitaldb-refresh") -> int:
-    """Wait until a refresh statement (or another of the application's) waits on a lock; return its pid."""
+def wait_for_blocked_refresh(
+    url: str,
+    timeout: float = 60,
+    application: str = "hospitaldb-refresh",
+    process: subprocess.Popen | None = None,
+) -> int:
+    """Wait until a refresh statement (or another of the application's) waits on a lock; return its pid.
+
+    process: the run's own, when it has one: if it ends first, its output says why.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the run ended before it waited on the lock:\n{output[-3000:]}")
         connection = psycopg2.connect(url)
         try:
             with connection.cursor() as cursor:
@@ -90,6 +101,12 @@ def wait_for_blocked_refresh(url: str, timeout: float = 60, application: str = "
         if row:
             return row[0]
         time.sleep(0.05)
+    if process is not None:
+        process.kill()
+        output = process.communicate()[0] or ""
+        raise AssertionError(
+            f"no refresh statement started waiting on the lock; the run said:\n{output[-3000:]}"
+        )
     raise AssertionError("no refresh statement started waiting on the lock")
 
 

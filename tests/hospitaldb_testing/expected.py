@@ -6,7 +6,7 @@ in the refresh SQL cannot hide in both places at once.
 
 from __future__ import annotations
 
-from support.db import scalar
+from hospitaldb_testing.db import scalar
 
 SOURCE = """
 WITH line AS (

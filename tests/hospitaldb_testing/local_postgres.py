@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg2
 
-from support.prefect_servers import free_port
+from hospitaldb_testing.prefect_servers import free_port
 
 
 def _binaries() -> Path:

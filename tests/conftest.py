@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -12,20 +13,33 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 from prefect_slack import SlackWebhook
 from psycopg2 import sql
-from support.db import execute, execute_outside_transaction, private_temp_dir, url_of_database
-from support.receivers import SmtpServer, WebhookServer, save_email_block
+from sqlalchemy.engine import make_url
 
 from hospitaldb import settings
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb_testing.db import execute, execute_outside_transaction, private_temp_dir, url_of_database
+from hospitaldb_testing.prefect_servers import prefect_server as prefect_server_process
+from hospitaldb_testing.receivers import SmtpServer, WebhookServer, save_email_block
 
 # Tests talk to loopback only: the test Prefect server must not phone home.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 TEMPLATE_VISITS = 3000
+LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first (the container test, then those with servers of their own), each
+    group in pytest-randomly's order: with tests side by side, none is left to run alone at the end."""
+    items.sort(
+        key=lambda item: (
+            0 if item.get_closest_marker("container") else 1 if item.get_closest_marker("e2e") else 2
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,15 +52,50 @@ def postgres_admin_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def template_database(postgres_admin_url: str) -> Iterator[str]:
-    """The demo HospitalDB, loaded once; tests get copies of it."""
-    name = f"hospitaldb_template_{uuid.uuid4().hex[:8]}"
-    url = url_of_database(postgres_admin_url, name)
-    build_demo_database(url, visits=TEMPLATE_VISITS, seed=7)
-    yield name
-    execute_outside_transaction(
-        postgres_admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    )
+def tcp_postgres_admin_url() -> str:
+    """A server reached over TCP, as a container reaches it: the suite's own when it is one (GitHub's
+    service), else the second real server at 127.0.0.1:5432 (the embedded one listens on a socket)."""
+    configured = settings.TEST_DATABASE_URL.read()
+    if configured and make_url(configured).host and not make_url(configured).host.startswith("/"):
+        return configured
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        pytest.skip("needs a PostgreSQL server over TCP: none answers at 127.0.0.1:5432")
+    return LOCAL_SERVER_URL
+
+
+class DemoTemplates:
+    """The demo HospitalDB, loaded once on each server a test uses; tests get copies of it."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def on(self, admin_url: str) -> str:
+        if admin_url not in self.names:
+            name = f"hospitaldb_template_{uuid.uuid4().hex[:8]}"
+            build_demo_database(url_of_database(admin_url, name), visits=TEMPLATE_VISITS, seed=7)
+            self.names[admin_url] = name
+        return self.names[admin_url]
+
+    def drop(self) -> None:
+        for admin_url, name in self.names.items():
+            execute_outside_transaction(
+                admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def demo_templates() -> Iterator[DemoTemplates]:
+    templates = DemoTemplates()
+    yield templates
+    templates.drop()
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str, demo_templates: DemoTemplates) -> str:
+    """The name of the demo HospitalDB that this session's copies come from."""
+    return demo_templates.on(postgres_admin_url)
 
 
 @pytest.fixture
@@ -79,18 +128,18 @@ def _demo_copy(postgres_admin_url: str, template_database: str) -> Iterator[str]
 
 @pytest.fixture
 def demo_database(
-    postgres_admin_url: str, template_database: str, monkeypatch: pytest.MonkeyPatch
+    postgres_admin_url: str, demo_templates: DemoTemplates, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """A fresh copy of the demo HospitalDB (not yet refreshed), set as HOSPITALDB_DATABASE_URL."""
-    with _demo_copy(postgres_admin_url, template_database) as url:
+    with _demo_copy(postgres_admin_url, demo_templates.on(postgres_admin_url)) as url:
         monkeypatch.setenv(DATABASE_URL_ENV, url)
         yield url
 
 
 @pytest.fixture
-def other_demo_database(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+def other_demo_database(postgres_admin_url: str, demo_templates: DemoTemplates) -> Iterator[str]:
     """A second copy of the demo HospitalDB, not set anywhere: for runs against another database."""
-    with _demo_copy(postgres_admin_url, template_database) as url:
+    with _demo_copy(postgres_admin_url, demo_templates.on(postgres_admin_url)) as url:
         yield url
 
 
@@ -144,12 +193,23 @@ def least_privilege(demo_database: str) -> Iterator[LeastPrivilege]:
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[str]:
-    """One temporary Prefect server for the session; yields its API URL."""
-    from prefect.settings import PREFECT_API_URL
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server for the session (a process's tests share it); yields its API URL.
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+    What prefect_test_harness does, on `prefect server start` from an already migrated database.
+    """
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with prefect_server_process(tmp_path_factory.mktemp("prefect-home")) as env:
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            with _temporary_global_settings_context(get_settings_context()):
+                yield env["PREFECT_API_URL"]
+                # What the runs still hold for the server, sent before it stops.
+                APILogWorker.drain_all()
+                EventsWorker.drain_all()
 
 
 @pytest.fixture

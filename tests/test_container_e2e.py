@@ -1,9 +1,9 @@
 """The container path for real: the image, a Docker work pool, a Docker worker, podman.
 
 Builds the image with `dev.py image`'s code, serves podman's Docker-compatible API on a
-socket, deploys with `deploy.sh --image`, and runs the refresh in a container against
-the PostgreSQL server at 127.0.0.1:5432 (a container reaches the host's loopback; the
-embedded server listens on a Unix socket only). Runs last in `dev.py ci`, once.
+socket, deploys with `deploy.sh --image`, and runs the refresh in a container against a
+PostgreSQL server over TCP (tcp_postgres_admin_url: the server at 127.0.0.1:5432 here; a
+container reaches the host's loopback, while the embedded server listens on a Unix socket only).
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.db import add_source_rows, execute
-from support.deployment import deployed_environment, wait_for_final_state
-from support.expected import assert_matches_source
-from support.prefect_servers import prefect_cli, prefect_server, prefect_worker
-from support.runs import TableLock, wait_for_blocked_refresh
 
-from hospitaldb import settings
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.tools.container_image import build_image, container_engine
+from hospitaldb_testing.db import add_source_rows, execute
+from hospitaldb_testing.deployment import deployed_environment, start_run, wait_for_final_state
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.prefect_servers import prefect_cli, prefect_server, prefect_worker
+from hospitaldb_testing.runs import TableLock, wait_for_blocked_refresh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.container]
 
@@ -35,15 +34,17 @@ CONTAINERS_CONF = PROJECT_ROOT / "deployments" / "container" / "containers.conf"
 
 
 @pytest.fixture(scope="module")
+def postgres_admin_url(tcp_postgres_admin_url: str) -> str:
+    """This module's databases live where a container reaches them: over TCP."""
+    return tcp_postgres_admin_url
+
+
+@pytest.fixture(scope="module")
 def engine() -> str:
     os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
     found = container_engine("podman")
     if found is None:
         pytest.skip("podman is not installed or does not run here (see docs/deploy.md, Containers)")
-    if not settings.TEST_DATABASE_URL.read():
-        pytest.skip(
-            "needs the PostgreSQL server (HOSPITALDB_TEST_DATABASE_URL): containers reach it over TCP"
-        )
     return found
 
 
@@ -132,9 +133,7 @@ def test_the_image_runs_the_refresh_on_a_docker_work_pool_and_alerts_from_inside
             # A good run, held at step 2 long enough to read the running container's environment.
             blocker = TableLock(demo_database, "reporting.patient_summary")
             try:
-                done = prefect_cli(env, "deployment", "run", "hospitaldb-refresh/on-demand")
-                assert done.returncode == 0, done.stdout + done.stderr
-                good = next(line.split()[-1] for line in done.stdout.splitlines() if "UUID" in line)
+                good = start_run(env, "hospitaldb-refresh/on-demand")
                 wait_for_blocked_refresh(demo_database, timeout=300)
                 container_env = running_container_env(engine)
             finally:

@@ -2,14 +2,13 @@
 
 The server asks for credentials (PREFECT_SERVER_API_AUTH_STRING) and the refresh logs in as
 the least-privilege role of deployments/create_roles.py, never as a superuser. Runs once with
-the server on SQLite and, when the PostgreSQL server at 127.0.0.1:5432 answers, once with the
+the server on SQLite and, when a PostgreSQL server answers over TCP (tcp_postgres_admin_url), once with the
 Prefect server itself on PostgreSQL (asyncpg).
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 
@@ -18,7 +17,11 @@ import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import StateType
 from psycopg2 import sql
-from support.db import (
+from sqlalchemy.engine import make_url
+
+from hospitaldb.engine.database import target_from_url
+from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
+from hospitaldb_testing.db import (
     add_source_rows,
     advisory_locks_held,
     execute,
@@ -26,7 +29,7 @@ from support.db import (
     query,
     scalar,
 )
-from support.deployment import (
+from hospitaldb_testing.deployment import (
     AUTH_STRING,
     anonymous_block_listing,
     client_of,
@@ -35,39 +38,29 @@ from support.deployment import (
     start_run,
     wait_for_final_state,
 )
-from support.expected import assert_matches_source
-from support.prefect_servers import prefect_cli, prefect_server, prefect_worker
-from support.runs import TableLock, wait_for_blocked_refresh
-
-from hospitaldb.engine.database import target_from_url
-from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.prefect_servers import prefect_cli, prefect_server, prefect_worker
+from hospitaldb_testing.runs import TableLock, wait_for_blocked_refresh
 
 pytestmark = pytest.mark.e2e
-
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def local_server_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def prefect_database(request) -> str | None:
-    """Where the Prefect server keeps its own state."""
+    """Where the Prefect server keeps its own state: SQLite, or a PostgreSQL server over TCP."""
     if request.param == "sqlite":
         yield None
         return
-    if not local_server_answers():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 for the Prefect server's database")
+    admin_url = request.getfixturevalue("tcp_postgres_admin_url")
     name = f"prefect_e2e_{uuid.uuid4().hex[:8]}"
-    execute_outside_transaction(LOCAL_SERVER, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    execute_outside_transaction(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield (
+        make_url(admin_url)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
     execute_outside_transaction(
-        LOCAL_SERVER, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     )
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.tools import validation
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "hospitaldb_ci.yml"
 
@@ -34,6 +38,20 @@ def test_schema_check_rejects_a_misspelled_key(tmp_path: Path):
     assert check_workflow(broken).returncode == 1
 
 
+def test_the_workflow_tests_every_supported_postgresql_major_and_publishes_the_site():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    ci, pages = workflow["jobs"]["ci"], workflow["jobs"]["pages"]
+    majors = ci["strategy"]["matrix"]["postgres"]
+    assert len(majors) >= 3 and {"14", "18"} <= set(majors), majors
+    assert ci["strategy"]["fail-fast"] is False, "a failure on one major must not hide the others"
+    assert ci["services"]["postgres"]["image"] == "postgres:${{ matrix.postgres }}"
+    assert ci["env"]["HOSPITALDB_TEST_DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:5432/")
+    assert pages["needs"] == "ci" and "refs/heads/main" in pages["if"]
+    used = [step.get("uses", "").split("@")[0] for step in pages["steps"]]
+    assert {"actions/upload-pages-artifact", "actions/deploy-pages"} <= set(used)
+    assert {"run": "python3 dev.py docs"}.items() <= next(s for s in pages["steps"] if "run" in s).items()
+
+
 def test_workflow_ci_run_and_readme_share_the_entry_point():
     assert "run: python3 dev.py ci" in WORKFLOW.read_text()
     assert "python3 dev.py ci" in (PROJECT_ROOT / ".ci" / "run").read_text()
@@ -49,16 +67,34 @@ def project_copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def validate(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "tools/validate.py"], cwd=root, capture_output=True, text=True)
+@dataclass
+class Validated:
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture
+def validate(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[Path], Validated]:
+    """tools/validate.py's checks of a project, in this process (the script itself: the test below)."""
+    monkeypatch.chdir(PROJECT_ROOT)  # validation changes into the project; put back afterwards
+
+    def validated(root: Path) -> Validated:
+        returncode = validation.main(root, args=[])
+        return Validated(returncode, capsys.readouterr().err)
+
+    return validated
 
 
 def test_validation_passes_on_the_project():
-    done = validate(PROJECT_ROOT)
+    done = subprocess.run(
+        [sys.executable, "tools/validate.py"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
 
 
-def test_validation_names_file_and_line_of_a_broken_sql_file(project_copy: Path):
+def test_validation_names_file_and_line_of_a_broken_sql_file(project_copy: Path, validate):
     path = project_copy / "sql" / "refresh_dashboards.sql"
     lines = path.read_text().splitlines()
     broken_line = next(
@@ -73,7 +109,7 @@ def test_validation_names_file_and_line_of_a_broken_sql_file(project_copy: Path)
     assert f"sql/refresh_dashboards.sql:{broken_line + 2}: syntax error" in done.stderr
 
 
-def test_validation_fails_when_a_step_file_is_missing(project_copy: Path):
+def test_validation_fails_when_a_step_file_is_missing(project_copy: Path, validate):
     (project_copy / "sql" / "refresh_phase3_reporting_tables.sql").unlink()
     done = validate(project_copy)
     assert done.returncode == 1
@@ -106,7 +142,7 @@ def test_validation_fails_when_a_step_file_is_missing(project_copy: Path):
     ],
 )
 def test_validation_names_file_and_line_of_a_broken_check(
-    project_copy: Path, name: str, text: str, expected: str
+    project_copy: Path, validate, name: str, text: str, expected: str
 ):
     path = project_copy / "sql" / "checks" / name
     path.parent.mkdir(exist_ok=True)

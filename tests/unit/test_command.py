@@ -21,12 +21,16 @@ from hospitaldb.tools.container_image import default_tag
 HOSPITALDB = Path(sys.executable).with_name("hospitaldb")
 
 
-def test_refresh_help_lists_every_flow_parameter_and_nothing_the_flow_does_not_take():
-    done = subprocess.run(
-        [str(HOSPITALDB), "refresh", "--help"], capture_output=True, text=True, cwd=PROJECT_ROOT
-    )
-    assert done.returncode == 0, done.stderr
-    listed = set(re.findall(r"^  (--[a-z-]+)", done.stdout, re.MULTILINE))
+def help_of(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """`hospitaldb COMMAND --help`, in this process (the console script itself: the version test)."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0, capsys.readouterr().err
+    return capsys.readouterr().out
+
+
+def test_refresh_help_lists_every_flow_parameter_and_nothing_the_flow_does_not_take(capsys):
+    listed = set(re.findall(r"^  (--[a-z-]+)", help_of("refresh", capsys), re.MULTILINE))
     flow_options = {
         "--" + name.replace("_", "-") for name in inspect.signature(hospitaldb_refresh.fn).parameters
     }
@@ -67,11 +71,7 @@ def test_one_version_in_pyproject_prefect_yaml_the_command_the_image_and_the_cha
 
 def test_every_subcommand_answers_help_and_an_unknown_one_says_what_there_is(capsys):
     for name in COMMANDS:
-        done = subprocess.run(
-            [str(HOSPITALDB), name, "--help"], capture_output=True, text=True, cwd=PROJECT_ROOT
-        )
-        assert done.returncode == 0, f"{name}: {done.stderr}"
-        assert done.stdout.startswith("usage:"), name
+        assert help_of(name, capsys).startswith("usage:"), name
     assert main(["refrsh"]) == 2
     assert "no command 'refrsh'" in capsys.readouterr().err
 

@@ -32,15 +32,15 @@ from typing import Any
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_slack import SlackWebhook
-from support.db import add_source_rows, execute, query, scalar
-from support.deployment import client_of
-from support.prefect_servers import free_port, prefect_server
-from support.receivers import SmtpServer, WebhookServer, save_email_block
-from support.runs import TableLock, wait_for_blocked_refresh
 
 from hospitaldb import settings
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb_testing.db import add_source_rows, execute, query, scalar
+from hospitaldb_testing.deployment import client_of
+from hospitaldb_testing.prefect_servers import free_port, prefect_server
+from hospitaldb_testing.receivers import SmtpServer, WebhookServer, save_email_block
+from hospitaldb_testing.runs import TableLock, wait_for_blocked_refresh
 
 pytestmark = pytest.mark.e2e
 
@@ -116,6 +116,10 @@ def wait_until(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g} s")
         time.sleep(0.2)
+
+
+def outcome_of(database_url: str) -> str | None:
+    return scalar(database_url, "SELECT outcome FROM etl_audit.refresh_runs")
 
 
 def the_run(database_url: str) -> str:
@@ -218,7 +222,7 @@ def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_
     blocker = TableLock(demo_database, table, mode)
     try:
         run = refresh_process(server, demo_database, arguments, client)
-        wait_for_blocked_refresh(demo_database, timeout=120, application=waiting)
+        wait_for_blocked_refresh(demo_database, timeout=120, application=waiting, process=run)
         server.stop()
     finally:
         blocker.release()  # the run goes on, with no Prefect server, and fails at step 2
@@ -227,7 +231,8 @@ def test_a_failure_while_prefect_is_down_alerts_at_once_and_once_and_the_record_
     wait_until(lambda: smtp.received and webhook.posts, 60, "the alert while Prefect is down")
     flow_run_id = the_run(demo_database)
     assert "FAILED at refresh_phase3_reporting_tables" in smtp.received[0].message["Subject"]
-    assert scalar(demo_database, "SELECT outcome FROM etl_audit.refresh_runs") == "failed"
+    # The run tells its end before it writes its record (the database may be what failed).
+    wait_until(lambda: outcome_of(demo_database) == "failed", 60, "the failed run on record")
     assert scalar(demo_database, "SELECT sent_by FROM etl_audit.run_notices WHERE kind = 'alert'") == "run"
 
     if back == "back after the run gave up":

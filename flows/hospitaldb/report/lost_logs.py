@@ -22,6 +22,10 @@ from prefect.logging.handlers import APILogHandler
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # what Prefect sends to the API for a run
 MAX_KEPT = 20_000  # a run writes a few hundred lines; a runaway loop must not fill the memory
 PAGE = 200  # the API's default and largest page
+# How long Prefect's own log worker may take to send what it holds, retries included (its client
+# backs off for up to a minute after an outage). Its flush() waits 5 s only: on a busy machine
+# a batch still in flight then looked lost and was sent twice.
+DRAIN_SECONDS = 120
 
 
 class KeptLogs(APILogHandler):
@@ -61,10 +65,17 @@ def keeping_logs() -> Iterator[KeptLogs]:
 
 
 def send_lost_logs(client: Any, flow_run_id: str, kept: KeptLogs) -> int:
-    """Send the kept lines the API does not have for the run; return how many."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    """Send the kept lines the API does not have for the run; return how many.
 
-    APILogHandler().flush()  # what Prefect's own log worker still holds is sent first, not twice
+    What Prefect's own log worker still holds is sent first; while it is still sending, nothing
+    is sent again (its lines are in flight, not lost; it tries once more as the process exits).
+    """
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    _, still_sending = APILogWorker.drain_all(timeout=DRAIN_SECONDS)
+    if still_sending:
+        return 0
     flow_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
     have: set[tuple[float, str]] = set()
     for offset in range(0, MAX_KEPT * 2, PAGE):

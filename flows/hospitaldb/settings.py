@@ -56,7 +56,7 @@ ALERT_EMAILS = Setting(
 )
 ALERT_BLOCKS = Setting(
     "HOSPITALDB_ALERT_BLOCKS",
-    "the flow, `create_automations.py`",
+    "the flow, `deploy.sh` (its automations)",
     "alert channels, comma-separated Prefect blocks as `<block-type-slug>/<block-name>` (the "
     "`alert_blocks` parameter wins; default: the `email_block` and `slack_block` blocks)",
 )
@@ -143,7 +143,7 @@ TEST_DATABASE_URL = Setting(
     "HOSPITALDB_TEST_DATABASE_URL",
     "tests",
     "a PostgreSQL superuser URL; tests create and drop their own databases there instead of using an "
-    "embedded server",
+    "embedded server (GitHub Actions: each PostgreSQL major's service)",
 )
 TEST_LONG_OUTAGE_SECONDS = Setting(
     "HOSPITALDB_TEST_LONG_OUTAGE_SECONDS",
@@ -152,11 +152,6 @@ TEST_LONG_OUTAGE_SECONDS = Setting(
     "with Prefect's own client retries, instead of a client given none",
 )
 VENV = Setting("HOSPITALDB_VENV", "`dev.py`", "the virtualenv to use (default `.venv/`)")
-WORK_POOL = Setting(
-    "HOSPITALDB_WORK_POOL",
-    "`deployments/deploy.sh`",
-    "the work pool to create (default `hospitaldb-pool`, as in `prefect.yaml`)",
-)
 PROJECT_DIR = Setting(
     "HOSPITALDB_PROJECT_DIR",
     "`prefect.yaml` pull step",

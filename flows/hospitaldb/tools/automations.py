@@ -1,6 +1,6 @@
 """Create or update the server-side automation that catches runs whose process died silently.
 
-    python deployments/create_automations.py
+    python deployments/create_automations.py    (deploy.sh runs it: hospitaldb.tools.deploy_steps)
 
 A flow run whose worker and process are killed together (out of memory, node lost,
 `kill -9` of the worker's process group) can run no hook: nothing in it survives to
@@ -172,11 +172,11 @@ def notice_blocks(channels: tuple[str, ...]) -> tuple[list[Any], list[str]]:
     return found, left_out
 
 
-def main() -> int:
+def main(prefect_yaml: Path = PROJECT_ROOT / "prefect.yaml") -> int:
     from prefect.automations import Automation
 
     try:
-        periods = heartbeat_periods()
+        periods = heartbeat_periods(prefect_yaml)
     except ValueError as error:
         print(f"error    automation: {error}", file=sys.stderr)
         return 1
@@ -194,7 +194,3 @@ def main() -> int:
     if not notice_block_ids:
         print("skipped  notice automation: no notification block among the alert channels")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

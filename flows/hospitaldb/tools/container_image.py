@@ -2,11 +2,12 @@
 
     python3 dev.py image [--tag TAG] [--base IMAGE | --bootstrap-base [--mirror URL]] [--engine docker|podman]
 
-1. Wheels: `pip wheel` of the runtime requirements and of this project, into build/wheels
-   (pip's cache makes the second build fast). The image installs from them only.
-2. A staged build context (build/image-context): the wheels, the runtime requirements, the
-   flow entry files, sql/ and the Containerfile. Nothing else of the checkout is sent to
-   the engine, so a local .env or key file cannot end up in a layer.
+1. Wheels: `pip wheel` of the runtime requirements, made once per requirements.txt and kept in
+   ~/.cache/hospitaldb-refresh/wheels, and of this project. The image installs from them only.
+2. A staged build context (build/image-context): the wheels, the project's wheel, the runtime
+   requirements, the flow entry files, sql/ and the Containerfile. Nothing else of the checkout
+   is sent to the engine, so a local .env or key file cannot end up in a layer. The requirements
+   are installed in a layer of their own, which the engine reuses while they do not change.
 3. `--bootstrap-base`: where no registry is reachable, a Debian bookworm base with Python
    is made with debootstrap (root, once; then reused) instead of pulling python:3.11-slim,
    from the Debian mirror apt on this machine is configured with (or `--mirror URL`).
@@ -16,6 +17,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -122,24 +125,55 @@ def default_tag() -> str:
     return f"{IMAGE_NAME}:{package_version()}"
 
 
-def stage_context() -> Path:
-    """The build context: only what the image needs."""
-    context = BUILD / "image-context"
-    shutil.rmtree(context, ignore_errors=True)
-    (context / "flows").mkdir(parents=True)
-    shutil.copy2(ROOT / "requirements.txt", context / "requirements.txt")  # the runtime: no demo extra
-    wheels = BUILD / "wheels"
-    for old in wheels.glob("hospitaldb_refresh-*.whl"):
-        old.unlink()  # the project's wheel is rebuilt every time; the others are reused
+def wheelhouse(requirements: Path) -> Path:
+    """The runtime requirements' wheels, made once per requirements.txt and kept in the user's cache.
+
+    `pip wheel` of the whole runtime takes half a minute of CPU; the same pinned requirements
+    give the same wheels, so a new checkout (CI's clean clone) reuses them.
+    """
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    wheels = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hospitaldb-refresh" / "wheels"
+    )
+    wheels = wheels / f"{sys.version_info.major}.{sys.version_info.minor}-{digest}"
+    if (wheels / ".complete").exists():
+        return wheels
+    shutil.rmtree(wheels, ignore_errors=True)
     quiet = ["--quiet", "--disable-pip-version-check"]
     pip = [sys.executable, "-m", "pip"]
-    _run(*pip, "wheel", *quiet, "-w", wheels, "-r", context / "requirements.txt")
+    _run(*pip, "wheel", *quiet, "-w", wheels, "-r", requirements)
     # The image's Python is 3.11 but maybe an older patch release than this one, where some
     # requirements need more (async-timeout below 3.11.3): add those too.
     while missing := requirements_for_older_pythons(wheels):
         _run(*pip, "wheel", *quiet, "-w", wheels, *missing)
-    _run(*pip, "wheel", *quiet, "-w", wheels, "--no-deps", ROOT)
-    shutil.copytree(wheels, context / "wheels")
+    (wheels / ".complete").touch()
+    return wheels
+
+
+def stage_context() -> Path:
+    """The build context: only what the image needs; this project's wheel apart from the others'."""
+    context = BUILD / "image-context"
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "flows").mkdir(parents=True)
+    shutil.copy2(ROOT / "requirements.txt", context / "requirements.txt")  # the runtime: no demo extra
+    shutil.copytree(
+        wheelhouse(context / "requirements.txt"),
+        context / "wheels",
+        ignore=shutil.ignore_patterns(".complete"),
+    )
+    # Its own folder: the layer of the requirements is then the engine's to reuse, build after build.
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-w",
+        context / "project",
+        "--no-deps",
+        ROOT,
+    )
     for entry in (ROOT / "flows").glob("*.py"):
         shutil.copy2(entry, context / "flows")
     shutil.copytree(ROOT / "sql", context / "sql")

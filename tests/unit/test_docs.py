@@ -45,14 +45,20 @@ def test_messages_in_the_code_point_at_pages_not_readme_sections():
 
 
 def test_every_page_shows_what_the_code_draws_now_so_it_reads_whole_on_github_too():
-    assert {path.name for path in docs_pages.pages()} >= {"configuration.md", "get-started.md", "changelog.md"}
+    assert {path.name for path in docs_pages.pages()} >= {
+        "configuration.md",
+        "get-started.md",
+        "changelog.md",
+    }
     stale = [path.name for path in docs_pages.stale_pages()]
     assert stale == [], f"out of date: {stale}; `python3 dev.py docs` draws them again"
 
 
 def test_a_region_out_of_date_is_found_and_drawn_again(tmp_path):
     page = tmp_path / "configuration.md"
-    page.write_text("# Configuration\n\n<!-- generated: settings -->\n| old |\n<!-- end generated -->\nafter\n")
+    page.write_text(
+        "# Configuration\n\n<!-- generated: settings -->\n| old |\n<!-- end generated -->\nafter\n"
+    )
     assert docs_pages.stale_pages(tmp_path) == [page]
     assert docs_pages.write_pages(tmp_path) == [page]
     text = page.read_text()

@@ -20,7 +20,6 @@ from hospitaldb_testing.receivers import (
 )
 from hospitaldb_testing.runs import TableLock, flow_process, run_flow, run_logs, wait_for_blocked_refresh
 
-# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
 NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
 
 

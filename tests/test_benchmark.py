@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from hospitaldb import settings
 from hospitaldb.engine.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb_testing.db import query
 
-# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
+
+@pytest.fixture(autouse=True)
+def one_benchmark_at_a_time() -> Iterator[None]:
+    """The benchmarks name their databases (hospitaldb_bench_300, ...) and check that none is left:
+    where test processes share one server (HOSPITALDB_TEST_DATABASE_URL), one runs at a time."""
+    if not settings.TEST_DATABASE_URL.read():
+        yield  # each test process has its embedded server
+        return
+    lock = PROJECT_ROOT / "build" / "test-cache" / "benchmarks.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 def main(argv: list[str], script: str = "refresh_bench.py") -> dict:

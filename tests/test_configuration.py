@@ -15,7 +15,6 @@ from hospitaldb.engine.database import (
 from hospitaldb_testing.db import scalar
 from hospitaldb_testing.runs import error_text, run_flow
 
-# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
 SECRET = "s3cret-Pa55word"
 
 

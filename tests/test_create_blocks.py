@@ -21,7 +21,6 @@ from prefect_sqlalchemy import SqlAlchemyConnector
 
 from hospitaldb.paths import PROJECT_ROOT
 
-# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
 BLOCKS = [
     ("hospitaldb-postgres", SqlAlchemyConnector),
     ("hospitaldb-email", EmailServerCredentials),

@@ -19,7 +19,7 @@ from hospitaldb_testing.expected import assert_matches_source
 from hospitaldb_testing.local_postgres import ReplicatedPair
 from hospitaldb_testing.runs import InBackground, TableLock, run_flow, task_runs, wait_for_blocked_refresh
 
-# Its own two servers, whatever PostgreSQL the rest of the suite uses: CI runs it in one lane.
+# Its own two servers, whatever PostgreSQL the rest of the suite uses.
 STEP2 = "refresh_phase3_reporting_tables"
 
 

@@ -10,7 +10,6 @@ from psycopg2 import sql
 
 from hospitaldb_testing.db import execute_outside_transaction, scalar, url_of_database
 
-# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
 PROBE = "def test_uses_tmp_path(tmp_path):\n    (tmp_path / 'note.txt').write_text('x')\n"
 
 

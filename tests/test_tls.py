@@ -20,7 +20,7 @@ from hospitaldb_testing.expected import assert_matches_source
 from hospitaldb_testing.local_postgres import TlsServer, certificates, tls_binaries
 from hospitaldb_testing.runs import run_flow
 
-# Its own servers, whatever PostgreSQL the rest of the suite uses: CI runs it in one lane.
+# Its own servers, whatever PostgreSQL the rest of the suite uses.
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Project commands: one entry point for the README, .ci/run and GitHub Actions.
 
-    python3 dev.py demo [ARGS]  run the refresh once on the embedded demo database (ARGS go to
-                                flows/refresh.py)
+    python3 dev.py demo [ARGS]  run the refresh once on the embedded demo database, whatever
+                                HOSPITALDB_DATABASE_URL says (ARGS go to flows/refresh.py;
+                                --database-url or --database-block choose another)
     python3 dev.py test [ARGS]  the whole test suite, several tests at a time (pytest-xdist:
                                 -n 4 unless ARGS give -n); ARGS go to pytest
     python3 dev.py lint         ruff check and format check
@@ -105,7 +106,10 @@ def run(*command: str, env: dict[str, str] | None = None) -> int:
 
 def demo(args: list[str]) -> int:
     ensure_environment("requirements.txt")
-    return run(str(PYTHON), "flows/refresh.py", *args)
+    # The embedded demo database only, whatever HOSPITALDB_DATABASE_URL or a Prefect block say,
+    # unless ARGS choose a database (--database-url, --database-block).
+    chosen = any(arg.startswith(("--database-url", "--database-block")) for arg in args)
+    return run(str(PYTHON), "flows/refresh.py", *([] if chosen else ["--demo"]), *args)
 
 
 def chooses_workers(args: list[str]) -> bool:

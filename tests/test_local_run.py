@@ -9,9 +9,7 @@ import sys
 
 from hospitaldb.local.demo import start_embedded_postgres
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb_testing.db import private_temp_dir, scalar
-
-# What these tests check does not depend on which PostgreSQL serves it: CI runs them in one lane.
+from hospitaldb_testing.db import checksums, private_temp_dir, scalar
 
 STEP_LINE = re.compile(r"^(refresh_\w+)\s+(\w+)\s+(\d+)\s+[\d.]+\s+[\d,]+\s+(.+)$", re.MULTILINE)
 SAMPLES = (PROJECT_ROOT / "README.md", PROJECT_ROOT / "docs" / "get-started.md")
@@ -42,10 +40,11 @@ def test_help_lists_options_and_steps():
         assert text in done.stdout
 
 
-def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect):
+def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect, demo_database):
     local = private_temp_dir("hospitaldb-local-run-")  # its server outlives the test: not under pytest's root
     env = {k: v for k, v in os.environ.items() if k != "HOSPITALDB_DATABASE_URL"}
     env.update({"PREFECT_API_URL": prefect, "HOSPITALDB_LOCAL_DATA_DIR": str(local)})
+    elsewhere = checksums(demo_database)
 
     first = run_local(env, "--demo-visits", "1000")
     assert first.returncode == 0, first.stderr
@@ -60,9 +59,20 @@ def test_local_run_builds_the_embedded_demo_once_and_reuses_it(prefect):
     for sample in SAMPLES:  # the sample output the docs show is this run's, but for times and rows
         assert step_columns(sample.read_text()) == step_columns(first.stdout), sample.name
 
-    second = run_local(env, "--steps", "refresh_dashboards")
-    assert second.returncode == 0, second.stderr
+    # The README's demo command, where HOSPITALDB_DATABASE_URL names another database: the demo
+    # database is refreshed, the other one left alone.
+    second = subprocess.run(
+        [sys.executable, "dev.py", "demo", "--steps", "refresh_dashboards"],
+        cwd=PROJECT_ROOT,
+        env={**env, "HOSPITALDB_DATABASE_URL": demo_database},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
     assert "Building the demo" not in second.stdout
+    assert str(local / "pgdata") in second.stdout
+    assert checksums(demo_database) == elsewhere, "dev.py demo refreshed HOSPITALDB_DATABASE_URL's database"
 
     url = start_embedded_postgres(local / "pgdata", delete_at_exit=True).replace("/postgres?", "/hospitaldb?")
     assert scalar(url, "SELECT count(*) FROM staging.visits") == 1000

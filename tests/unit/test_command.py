@@ -35,13 +35,14 @@ def test_refresh_help_lists_every_flow_parameter_and_nothing_the_flow_does_not_t
         "--" + name.replace("_", "-") for name in inspect.signature(hospitaldb_refresh.fn).parameters
     }
     assert flow_options <= listed, f"not offered: {sorted(flow_options - listed)}"
-    assert listed - flow_options == {"--database-url", "--demo-visits"}
+    assert listed - flow_options == {"--database-url", "--demo", "--demo-visits"}
 
 
 def test_an_option_not_given_is_not_passed_and_the_flows_defaults_apply():
     parsed = vars(refresh_parser().parse_args(["--dry-run", "--no-upkeep", "--parallel-views", "2"]))
     assert parsed == {
         "database_url": None,
+        "demo": False,
         "demo_visits": 20_000,
         "dry_run": True,
         "upkeep": False,

@@ -53,6 +53,12 @@ def refresh_parser(prog: str = "python flows/refresh.py") -> argparse.ArgumentPa
         "in the process list: prefer ~/.pgpass or the environment)",
     )
     local.add_argument(
+        "--demo",
+        action="store_true",
+        help="refresh the embedded demo database, whatever the environment or the block name "
+        "(python3 dev.py demo passes it)",
+    )
+    local.add_argument(
         "--demo-visits",
         type=int,
         default=20_000,
@@ -118,12 +124,15 @@ def main(argv: list[str] | None = None, prog: str = "python flows/refresh.py") -
     args = vars(refresh_parser(prog).parse_args(argv))
     for name, value in LOCAL_PREFECT.items():
         os.environ.setdefault(name, value)
-    database_url, demo_visits = args.pop("database_url"), args.pop("demo_visits")
+    database_url, demo, demo_visits = args.pop("database_url"), args.pop("demo"), args.pop("demo_visits")
+    if demo and (database_url or args.get("database_block")):
+        print("--demo refreshes the embedded demo database: give no database with it", file=sys.stderr)
+        return 2
     warning = password_warning(database_url)
     if warning:
         print(warning, file=sys.stderr)
     try:
-        where = choose_local_database(database_url, args.get("database_block"), demo_visits)
+        where = choose_local_database(database_url, args.get("database_block"), demo_visits, demo=demo)
     except DatabaseNotConfigured as error:
         print(f"Refresh not started: {error}", file=sys.stderr)
         return 2

@@ -197,13 +197,20 @@ def build_demo_database(
 # --- The local choice --------------------------------------------------------------------
 
 
-def choose_local_database(database_url: str | None, database_block: str | None, demo_visits: int) -> str:
+def choose_local_database(
+    database_url: str | None, database_block: str | None, demo_visits: int, *, demo: bool = False
+) -> str:
     """Pick the database for a local run; return a description of where the data lives.
+
+    With demo, the embedded demo database, whatever HOSPITALDB_DATABASE_URL or the default
+    block say: `python3 dev.py demo` must never refresh a database it was not asked to.
 
     The chosen URL reaches the flow through HOSPITALDB_DATABASE_URL in this process's
     environment, on purpose: a URL with a password must never become a flow parameter,
     which Prefect stores and shows in the UI.
     """
+    if demo:
+        return _use_embedded_demo(demo_visits)
     if database_url:
         target = target_from_url(database_url, "--database-url")
         os.environ[settings.DATABASE_URL.name] = database_url

@@ -133,6 +133,27 @@ def test_lock_timeout_is_transient_and_gives_up_after_the_retries(demo_database,
     assert task_runs(state)["refresh_dashboards"].run_count == 2
 
 
+def test_a_statement_past_the_time_limit_fails_the_run_alerts_once_and_publishes_nothing_of_its_step(
+    demo_database, prefect, alert_blocks, smtp_server, webhook_server
+):
+    # Airflow's execution_timeout: statement_timeout_seconds. Held up by a lock for longer than
+    # the limit (lock_timeout longer still), step 2's statement is cancelled: not retried.
+    add_source_rows(demo_database)
+    before = snapshot(demo_database, STEP2_TABLES + STEP3_TABLES)
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    try:
+        state = run_flow(retries=3, statement_timeout_seconds=2, lock_timeout_seconds=60, **alert_blocks)
+    finally:
+        blocker.release()
+    assert state.is_failed()
+    message = error_text(state)
+    assert "canceling statement due to statement timeout" in message and "SQLSTATE 57014" in message
+    assert task_runs(state)["refresh_phase3_reporting_tables"].run_count == 1, "a time limit is not retried"
+    assert snapshot(demo_database, STEP2_TABLES + STEP3_TABLES) == before, "published past the limit"
+    assert len(smtp_server.received) == 1 and len(webhook_server.posts) == 1
+    assert "FAILED at refresh_phase3_reporting_tables" in smtp_server.received[0].message["Subject"]
+
+
 @pytest.mark.parametrize("steps", [["no_such_step"], []])
 def test_bad_steps_parameter_is_refused(demo_database, prefect, steps):
     state = run_flow(steps=steps)

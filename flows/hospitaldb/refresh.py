@@ -123,6 +123,7 @@ STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
 @task(
     name=SOURCE_CHECKS,
     retries=DEFAULT_RETRIES,
+    retry_jitter_factor=0.5,  # as the steps': runs retried together do not retry in step
     retry_condition_fn=retry_on_transient_error,
     cache_policy=NO_CACHE,
 )

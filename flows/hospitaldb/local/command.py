@@ -44,6 +44,12 @@ def _roles(argv: list[str], prog: str) -> int:
     return main(argv, prog)
 
 
+def _schedule(argv: list[str], prog: str) -> int:
+    from hospitaldb.tools.schedules import main
+
+    return main(argv, prog)
+
+
 def _blocks(argv: list[str], prog: str) -> int:
     from hospitaldb.tools.blocks import main
 
@@ -57,6 +63,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "demo-db": (_demo_db, "build the demo HospitalDB in a database (--database-url URL)"),
     "roles": (_roles, "create the least-privilege roles, as an administrator"),
     "blocks": (_blocks, "create or update the Prefect blocks from environment variables"),
+    "schedule": (_schedule, "pause or resume the schedules of deployments, by name (Airflow's dags pause)"),
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from hospitaldb.paths import PROJECT_ROOT
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 DOCKER_POOL_FILE = PROJECT_ROOT / "deployments" / "container" / "docker-pool.yaml"
 PROCESS_POOL = "hospitaldb-pool"
+# A server started a moment ago (the README's `prefect server start &`) takes a while to answer.
+API_WAIT_SECONDS = 90
 # A container does not inherit the worker's environment: these non-secret alert settings, set
 # where deploy.sh runs, are passed as job variables. Secrets stay in the blocks.
 PASSED_TO_CONTAINERS = (settings.ALERT_EMAILS, settings.ALERT_FROM, settings.ALERT_TIMEOUT_SECONDS)
@@ -106,6 +109,30 @@ def ensure_work_pool(name: str, pool_type: str) -> str:
         return f"created  work pool {name} ({pool_type})"
 
 
+def settings_api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
+
+
+def server_answers(within_seconds: float) -> bool:
+    """Whether the Prefect server answers, waiting for one just started (`prefect server start &`)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + within_seconds
+    told = False
+    with get_client(sync_client=True) as client:
+        while True:
+            if client.api_healthcheck() is None:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            if not told:
+                print(f"waiting  for the Prefect server at {settings_api_url()} (up to {within_seconds:g} s)")
+                told = True
+            time.sleep(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     from hospitaldb.tools import automations, blocks, validation
 
@@ -118,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pool, pool_type = write_prefect_file(args.prefect_file, args.image, args.paused)
     if args.paused:
+        print(f"paused   every schedule of {args.prefect_file} (later: hospitaldb schedule resume DEPLOYMENT...)")
+    if not server_answers(API_WAIT_SECONDS):
         print(
-            f"paused   every schedule of {args.prefect_file} (resume: prefect deployment schedule resume NAME --all)"
+            f"deploy.sh: no Prefect server answers at {settings_api_url()} (waited {API_WAIT_SECONDS} s): "
+            "start one (prefect server start), or set PREFECT_API_URL to yours",
+            file=sys.stderr,
         )
+        return 1
     if blocks.main([], prog="deploy.sh"):
         return 1
     print(ensure_work_pool(pool, pool_type))

@@ -39,7 +39,8 @@ def test_every_variable_named_anywhere_is_a_documented_setting():
     unknown = {
         (name, path)
         for path in tracked_files()
-        if not path.endswith((".json", ".png"))
+        # The changelog is history: it names the variables a version removed.
+        if not path.endswith((".json", ".png")) and path != "CHANGELOG.md"
         for name in NAME.findall((PROJECT_ROOT / path).read_text(errors="ignore"))
         if name not in known
     }

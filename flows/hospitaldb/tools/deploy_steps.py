@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     pool, pool_type = write_prefect_file(args.prefect_file, args.image, args.paused)
     if args.paused:
-        print(f"paused   every schedule of {args.prefect_file} (later: hospitaldb schedule resume DEPLOYMENT...)")
+        print(
+            f"paused   every schedule of {args.prefect_file} (later: hospitaldb schedule resume DEPLOYMENT...)"
+        )
     if not server_answers(API_WAIT_SECONDS):
         print(
             f"deploy.sh: no Prefect server answers at {settings_api_url()} (waited {API_WAIT_SECONDS} s): "

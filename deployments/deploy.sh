@@ -42,7 +42,11 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ ${#steps[@]} -gt 0 ]]; then
-  prefect_file=build/prefect.deploy.yaml
+  # A file of this deploy's own: another deploy.sh from this checkout (another variant, another
+  # server) may be writing its own at the same moment.
+  mkdir -p build
+  prefect_file=$(mktemp build/prefect.deploy.XXXXXX.yaml)
+  trap 'rm -f "$prefect_file"' EXIT
 fi
 
 python -m hospitaldb.tools.deploy_steps --prefect-file "$prefect_file" "${steps[@]}"

@@ -59,7 +59,7 @@ def docker_variant(project: dict[str, Any], image: str) -> dict[str, Any]:
 
 def paused_variant(project: dict[str, Any]) -> dict[str, Any]:
     """The same deployments, every schedule paused: nothing runs until it is resumed
-    (`prefect deployment schedule resume NAME --all`)."""
+    (`hospitaldb schedule resume DEPLOYMENT...`)."""
     for deployment in project["deployments"]:
         for schedule in deployment.get("schedules") or []:
             schedule["active"] = False

@@ -8,6 +8,7 @@ import time
 
 import psycopg2
 import pytest
+from prefect.client.orchestration import get_client
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
@@ -16,7 +17,7 @@ from hospitaldb.engine.refresh_lock import refresh_lock
 from hospitaldb.engine.sql_runner import execute_statements
 from hospitaldb.engine.sql_script import load_statements
 from hospitaldb.engine.steps import STEPS, sql_file
-from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, snapshot
+from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, execute, query, snapshot
 from hospitaldb_testing.runs import (
     InBackground,
     TableLock,
@@ -222,3 +223,36 @@ def test_waiting_has_a_limit(demo_database, prefect):
     with refresh_lock(target_from_url(demo_database, "test")):
         state = run_flow(overlap_wait_seconds=0.5)
     assert "waited 0.5 s" in error_text(state)
+
+
+NEGATIVE_PAYMENT = "INSERT INTO staging.payments VALUES (999999991, 90000011, -1000000, '2026-07-09', 'cash')"
+
+
+def test_a_run_that_waited_for_the_lock_lets_the_run_before_it_record_its_own_end(
+    demo_database, prefect, alert_blocks, webhook_server
+):
+    # The first run fails its step 2 checks and tells it (its Slack alert is held) after its
+    # lock is released, then records its end. A run waiting for the lock (the nightly behind an
+    # on-demand one) takes it in that moment: the first run is alive, not abandoned.
+    webhook_server.answer = threading.Event()
+    add_source_rows(demo_database)
+    execute(demo_database, NEGATIVE_PAYMENT)
+    first = InBackground(lambda: run_flow(retries=0, **alert_blocks))
+    first.start()
+    try:
+        deadline = time.monotonic() + 180
+        while not webhook_server.posts:
+            assert time.monotonic() < deadline, "the first run never told its failure"
+            time.sleep(0.2)
+        second = run_flow(steps=["refresh_dashboards"], overlap_wait_seconds=60)
+    finally:
+        webhook_server.answer.set()
+    first.join(timeout=180)
+    assert second.is_completed()
+    assert "marked abandoned" not in run_logs(second), "the second run took the first for dead"
+    assert first.result.is_failed()
+    with get_client(sync_client=True) as client:
+        in_prefect = client.read_flow_run(first.result.state_details.flow_run_id).state
+    assert in_prefect.is_failed(), f"Prefect shows {in_prefect.name}: {in_prefect.message}"
+    outcomes = dict(query(demo_database, "SELECT outcome, count(*) FROM etl_audit.refresh_runs GROUP BY 1"))
+    assert outcomes == {"failed": 1, "completed": 1}, "the first run was marked abandoned while it ended"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hospitaldb.record.audit_session import AuditSession
+from hospitaldb.engine.database import APPLICATION_NAME
+from hospitaldb.record.audit_session import AUDIT_PURPOSE, AuditSession
 from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.statuses import StepStatus
 from hospitaldb.text import safe
@@ -88,7 +89,8 @@ class AuditLog(AuditSession):
         """Mark other runs still 'running' as abandoned, at the step they were in; return how many.
 
         Called once this run holds the refresh lock: no other refresh can be running then,
-        so any other 'running' row belongs to a process that died without recording it.
+        so any other 'running' row belongs to a process that died without recording it; unless
+        its audit session is still open: a run releases the lock, then tells and records its end.
         """
         rows = self._execute(
             "WITH stale AS ("
@@ -98,13 +100,16 @@ class AuditLog(AuditSession):
             "                        WHERE a.flow_run_id = r.flow_run_id AND a.status = 'running'"
             "                        ORDER BY a.attempt_id DESC LIMIT 1),"
             "         error = 'abandoned: still running when run ' || %s || ' took the refresh lock at ' || now()"
-            "  WHERE r.status = 'running' AND r.flow_run_id <> %s RETURNING r.flow_run_id"
+            "  WHERE r.status = 'running' AND r.flow_run_id <> %s"
+            "    AND NOT EXISTS (SELECT FROM pg_stat_activity AS s"
+            "                    WHERE s.application_name = %s || r.flow_run_id::text)"
+            "  RETURNING r.flow_run_id"
             "), attempts AS ("
             "  UPDATE etl_audit.step_attempts AS a SET status = 'abandoned', finished_at = now(),"
             "         duration_seconds = extract(epoch FROM now() - a.started_at)"
             "  FROM stale WHERE a.flow_run_id = stale.flow_run_id AND a.status = 'running'"
             ") SELECT count(*) FROM stale",
-            (flow_run_id, flow_run_id),
+            (flow_run_id, flow_run_id, f"{APPLICATION_NAME}-{AUDIT_PURPOSE}-"),
         )
         return rows[0][0] if rows else 0
 

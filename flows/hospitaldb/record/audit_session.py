@@ -30,6 +30,9 @@ AUDIT_LIMITS = Limits(AUDIT_LIMIT_SECONDS, AUDIT_LIMIT_SECONDS)
 REOPEN_DELAYS = (0.5, 2.0, 4.0)
 
 
+AUDIT_PURPOSE = "audit"  # the session's application_name: hospitaldb-refresh-audit[-RUN_ID]
+
+
 class AuditSession:
     """A session to etl_audit; every statement returns quietly once auditing is off.
 
@@ -43,8 +46,12 @@ class AuditSession:
         limits: Limits = AUDIT_LIMITS,
         writes: bool = True,
         files: SqlFiles | None = None,
+        run_id: str | None = None,
     ) -> None:
         self._target = target
+        # The session names the run it records: while it is open, that run is alive (see
+        # AuditLog.abandon_stale_runs), even between releasing the refresh lock and its last write.
+        self._purpose = f"{AUDIT_PURPOSE}-{run_id}" if run_id else AUDIT_PURPOSE
         self._logger = logger
         self._limits = limits.at_most(AUDIT_LIMIT_SECONDS)
         self._writes = writes
@@ -55,7 +62,7 @@ class AuditSession:
     def _session(self) -> Any:
         """The audit session, creating or upgrading the etl_audit schema on first use."""
         if self._connection is None:
-            self._connection = self._target.connect(self._limits, purpose="audit", autocommit=True)
+            self._connection = self._target.connect(self._limits, purpose=self._purpose, autocommit=True)
             upgrade_schema(self._connection, self._files)
         return self._connection
 

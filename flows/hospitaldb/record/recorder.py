@@ -82,7 +82,14 @@ class RunRecorder:
         """The run's database, resolved once, and the limits every session of the run keeps to."""
         self.target, self.limits = target, limits
         self.outcome = replace(self.outcome, database=target.describe())
-        self.audit = AuditLog(target, self.logger, limits, writes=not self.outcome.dry_run, files=files)
+        self.audit = AuditLog(
+            target,
+            self.logger,
+            limits,
+            writes=not self.outcome.dry_run,
+            files=files,
+            run_id=self.outcome.flow_run_id,
+        )
         return target
 
     def start(self, selected: list[str]) -> list[str]:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
+from hospitaldb.engine.database import Limits, target_from_url
+from hospitaldb.engine.errors import as_step_error
+from hospitaldb.engine.run_deadline import RunDeadline, RunTimeLimitReached
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import (
     REFRESHED_OBJECTS,
+    STEP1_VIEWS,
     STEP2_TABLES,
     STEP3_TABLES,
     add_source_rows,
@@ -152,6 +157,55 @@ def test_a_statement_past_the_time_limit_fails_the_run_alerts_once_and_publishes
     assert snapshot(demo_database, STEP2_TABLES + STEP3_TABLES) == before, "published past the limit"
     assert len(smtp_server.received) == 1 and len(webhook_server.posts) == 1
     assert "FAILED at refresh_phase3_reporting_tables" in smtp_server.received[0].message["Subject"]
+
+
+def test_a_run_past_its_time_limit_ends_failed_alerted_and_publishes_nothing_after_the_limit(
+    demo_database, prefect, alert_blocks, smtp_server, webhook_server
+):
+    # Airflow's dagrun_timeout: run_timeout_seconds. Step 3 waits on a lock its own timeouts
+    # (an hour each) would wait out; the run's limit cancels it, and step 3 does not retry.
+    add_source_rows(demo_database)
+    before = snapshot(demo_database, STEP2_TABLES + STEP3_TABLES)
+    blocker = TableLock(demo_database, "reporting.patient_summary")
+    try:
+        state = run_flow(
+            retries=3,
+            statement_timeout_seconds=3600,
+            lock_timeout_seconds=3600,
+            run_timeout_seconds=20,
+            **alert_blocks,
+        )
+    finally:
+        blocker.release()
+    assert state.is_failed()
+    message = error_text(state)
+    assert "refresh_phase3_reporting_tables failed" in message
+    assert "the run's time limit was reached (run_timeout_seconds=20)" in message
+    runs = task_runs(state)
+    assert runs["refresh_phase3_reporting_tables"].run_count == 1, "a time limit is not retried"
+    assert "refresh_dashboards" not in runs, "a step started past the time limit"
+    assert snapshot(demo_database, STEP2_TABLES + STEP3_TABLES) == before, "published past the limit"
+    assert_matches_source(demo_database, STEP1_VIEWS)  # the step within the limit stays published
+    assert len(smtp_server.received) == 1 and len(webhook_server.posts) == 1
+    assert "FAILED at refresh_phase3_reporting_tables" in smtp_server.received[0].message["Subject"]
+
+
+def test_a_session_past_the_time_limit_is_refused_and_a_statement_at_it_cancelled(demo_database):
+    target = target_from_url(demo_database, "test")
+    expired = Limits(3600, 3600, deadline=RunDeadline(1, time.monotonic() - 1))
+    with pytest.raises(RunTimeLimitReached, match="before its first step: nothing was refreshed"):
+        target.connect(expired)
+    connection = target.connect(Limits(3600, 3600, deadline=RunDeadline.starting_now(1)))
+    try:
+        with pytest.raises(RunTimeLimitReached) as raised, as_step_error("a_step"):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(30)")
+        assert str(raised.value).startswith("a_step failed: the run's time limit was reached")
+        assert not raised.value.transient
+    finally:
+        connection.close()
+    # Bookkeeping (the audit session's limits) is never bound by the run's deadline.
+    assert expired.at_most(60).deadline is None
 
 
 @pytest.mark.parametrize("steps", [["no_such_step"], []])

@@ -25,6 +25,7 @@ from hospitaldb.engine.lineage import views_in_database
 from hospitaldb.engine.parallel_views import refresh_views_in_parallel
 from hospitaldb.engine.plans import StepPlan, plan_steps
 from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
+from hospitaldb.engine.run_deadline import RunDeadline
 from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
 from hospitaldb.engine.sql_runner import run_step_transaction
 from hospitaldb.engine.sql_script import SqlFiles
@@ -171,6 +172,7 @@ def hospitaldb_refresh(
     database_block: str | None = None,
     statement_timeout_seconds: Annotated[float, Field(ge=0)] = 3600,
     lock_timeout_seconds: Annotated[float, Field(ge=0)] = 30,
+    run_timeout_seconds: Annotated[float, Field(ge=0)] = 0,
     overlap_wait_seconds: Annotated[float, Field(ge=0)] = 0,
     retries: Annotated[int, Field(ge=0, le=10)] = DEFAULT_RETRIES,
     retry_delay_seconds: Annotated[float, Field(ge=0)] = DEFAULT_RETRY_DELAY_SECONDS,
@@ -199,6 +201,10 @@ def hospitaldb_refresh(
             sends, source checks included (0 = none).
         lock_timeout_seconds: PostgreSQL lock_timeout: how long any statement of the run may
             wait for a lock (source checks included); a lock timeout is retried.
+        run_timeout_seconds: the whole run's time limit, from the start of its flow run (0 =
+            none; Airflow's dagrun_timeout). The statement running at the limit is cancelled
+            and its step rolled back, nothing after it starts, and the run ends Failed and
+            alerted. Waiting for another refresh (overlap_wait_seconds) counts.
         overlap_wait_seconds: how long to wait for another refresh of the same database
             to finish before giving up (0 = fail at once).
         retries: retries per step (and of the source checks), on transient database errors only.
@@ -233,6 +239,7 @@ def hospitaldb_refresh(
             warning if missing).
     """
     logger = get_run_logger()
+    deadline = RunDeadline.starting_now(run_timeout_seconds)
     recorder = recorder_for_this_run(dry_run=dry_run)
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     files = SqlFiles()  # each SQL file of the run read and parsed once
@@ -244,7 +251,7 @@ def hospitaldb_refresh(
     ):
         target = recorder.use_database(
             resolve_database(database_block),
-            Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query),
+            Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query, deadline),
             files,
         )
         recorder.audit_required = audit_required(logger)
@@ -262,8 +269,11 @@ def hospitaldb_refresh(
         )
         run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)
+        overlap_wait = (
+            min(overlap_wait_seconds, max(deadline.left(), 0)) if deadline else overlap_wait_seconds
+        )
         with refresh_lock(
-            target, overlap_wait_seconds, retry_delays, statement_timeout_seconds, recorder.lock_attempt
+            target, overlap_wait, retry_delays, statement_timeout_seconds, recorder.lock_attempt
         ) as lock:
             if lock.outsider:
                 logger.warning(

@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError
 from hospitaldb import settings
 from hospitaldb.engine.errors import RefreshError
 from hospitaldb.engine.libpq import hosts_as_query, libpq_keywords
+from hospitaldb.engine.run_deadline import DeadlineConnection, RunDeadline
 from hospitaldb.statuses import RunStatus
 
 APPLICATION_NAME = "hospitaldb-refresh"
@@ -60,19 +61,37 @@ class DatabaseNotConfigured(RefreshError):
 
 @dataclass(frozen=True)
 class Limits:
-    """A session's statement_timeout and lock_timeout, in seconds (0 means none), and the
-    parallel workers one of its queries may use (None: the server's max_parallel_workers_per_gather)."""
+    """A session's statement_timeout and lock_timeout, in seconds (0 means none), the
+    parallel workers one of its queries may use (None: the server's max_parallel_workers_per_gather),
+    and the run's time limit (engine.run_deadline), which lowers both timeouts as it nears."""
 
     statement_timeout_seconds: float = 0
     lock_timeout_seconds: float = 0
     parallel_workers: int | None = None
+    deadline: RunDeadline | None = None
 
     def at_most(self, seconds: float) -> Limits:
-        """The same limits, no timeout longer than seconds (for bookkeeping that must never stall a run)."""
+        """The same limits, no timeout longer than seconds, and no run deadline: for bookkeeping
+        that must never stall a run, and must record and tell a run that reached its time limit."""
         return replace(
             self,
             statement_timeout_seconds=min(self.statement_timeout_seconds or seconds, seconds),
             lock_timeout_seconds=min(self.lock_timeout_seconds or seconds, seconds),
+            deadline=None,
+        )
+
+    def now(self) -> Limits:
+        """The limits of a session opened now: timeouts no longer than the run's time left.
+
+        Raises RunTimeLimitReached once the run's time is up: no new session starts past it.
+        """
+        if self.deadline is None:
+            return self
+        self.deadline.refuse_if_passed()
+        return replace(
+            self,
+            statement_timeout_seconds=self.deadline.cap(self.statement_timeout_seconds),
+            lock_timeout_seconds=self.deadline.cap(self.lock_timeout_seconds),
         )
 
 
@@ -116,7 +135,10 @@ class DatabaseTarget:
         ignores it: a server that accepts the TCP connection and never answers fails
         the connection instead of hanging the run.
         """
+        session_limits = limits.now()
         kwargs = dict(self._connection_kwargs)
+        if limits.deadline is not None:
+            kwargs["connection_factory"] = DeadlineConnection
         timeout = float(kwargs.pop("connect_timeout", None) or DEFAULT_CONNECT_TIMEOUT_SECONDS)
         application_name = f"{APPLICATION_NAME}-{purpose}" if purpose else APPLICATION_NAME
         psycopg2.extensions.set_wait_callback(wait_interruptibly)
@@ -127,12 +149,19 @@ class DatabaseTarget:
         finally:
             _connecting.deadline = None
         connection.autocommit = True
-        with connection.cursor() as cursor:
+        if limits.deadline is not None:
+            connection.deadline = limits.deadline
+            connection.statement_timeout_seconds = limits.statement_timeout_seconds
+            connection.lock_timeout_seconds = limits.lock_timeout_seconds
+        with connection.cursor(cursor_factory=psycopg2.extensions.cursor) as cursor:
             # Session settings as parameters: values never become SQL text.
             cursor.execute(
                 "SELECT set_config('statement_timeout', %s, false),"
                 "       set_config('lock_timeout', %s, false)",
-                (_milliseconds(limits.statement_timeout_seconds), _milliseconds(limits.lock_timeout_seconds)),
+                (
+                    _milliseconds(session_limits.statement_timeout_seconds),
+                    _milliseconds(session_limits.lock_timeout_seconds),
+                ),
             )
             if limits.parallel_workers is not None:
                 cursor.execute(

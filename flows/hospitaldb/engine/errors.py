@@ -114,6 +114,14 @@ class StepError(RefreshError):
         again.args = (again._text(),)
         return again
 
+    def at(self, step: str, statement: Statement | None) -> StepError:
+        """The same failure, raised where no step was known, now naming its step and statement."""
+        again = type(self).__new__(type(self))
+        again.__dict__.update(self.__dict__)
+        again.step, again.statement = step, statement or self.statement
+        again.args = (again._text(),)
+        return again
+
     @classmethod
     def from_database_error(cls, step: str, error: BaseException, statement: Statement | None) -> StepError:
         visible = report(error, statement.text if statement else None)
@@ -127,8 +135,13 @@ def as_step_error(step: str, statement: Statement | None = None) -> Iterator[Non
     """Raise any database error inside the block as the StepError of step (at statement).
 
     `from None`: the driver's exception, with its DETAIL, must not ride along in the traceback.
+    A StepError raised where no step was known (the run's time limit) gets its step here.
     """
     try:
         yield
     except psycopg2.Error as error:
         raise StepError.from_database_error(step, error, statement) from None
+    except StepError as error:
+        if error.step:
+            raise
+        raise error.at(step, statement) from None

@@ -29,6 +29,7 @@ from psycopg2 import sql
 
 from hospitaldb.engine.allowlist import report
 from hospitaldb.engine.database import DatabaseTarget, Limits
+from hospitaldb.engine.run_deadline import RunTimeLimitReached
 
 DEAD_ROW_SHARE = 0.05  # a quarter of autovacuum's default scale factor (0.2): bloat stays small
 
@@ -62,6 +63,10 @@ def run_upkeep(
         return []
     try:
         connection = target.connect(limits, purpose="upkeep", autocommit=True)
+    except RunTimeLimitReached:
+        why = "the run's time limit was reached"
+        logger.warning("upkeep skipped: %s", why)
+        return [Upkeep(name, "skipped", 0.0, why) for name in changed]
     except psycopg2.Error as error:
         why = f"no session: {report(error).text}"
         logger.warning("upkeep skipped: %s", why)
@@ -96,8 +101,12 @@ def _keep_up(
             vacuum = wants_vacuum(changes, rows, found[1])
             statement = "VACUUM (ANALYZE) {}" if vacuum else "ANALYZE {}"
             cursor.execute(sql.SQL(statement).format(relation))
-    except psycopg2.Error as error:
-        why = report(error).text
+    except (psycopg2.Error, RunTimeLimitReached) as error:
+        why = (
+            "the run's time limit was reached"
+            if isinstance(error, RunTimeLimitReached)
+            else report(error).text
+        )
         logger.warning("upkeep of %s skipped: %s", name, why)
         return Upkeep(name, "skipped", round(time.perf_counter() - started, 3), why)
     done = Upkeep(name, "vacuumed" if vacuum else "analyzed", round(time.perf_counter() - started, 3))

@@ -23,7 +23,11 @@ from hospitaldb.report.summary import summary_text
 from hospitaldb.statuses import RunStatus
 
 # The names these options had before they were derived from the flow: still accepted.
-ALIASES = {"statement_timeout_seconds": ["--statement-timeout"], "lock_timeout_seconds": ["--lock-timeout"]}
+ALIASES = {
+    "statement_timeout_seconds": ["--statement-timeout"],
+    "lock_timeout_seconds": ["--lock-timeout"],
+    "run_timeout_seconds": ["--run-timeout"],
+}
 # A local run's temporary Prefect server: it has no network to send usage data to, and Prefect's
 # 20 s to start it is too short on a busy two-core machine (the demo failed so, mid-CI).
 LOCAL_PREFECT = {

@@ -151,7 +151,7 @@ def validate(_: list[str]) -> int:
 
 def docs(args: list[str]) -> int:
     ensure_environment("requirements-dev.txt")
-    drawn = run(str(PYTHON), "-m", "hospitaldb.tools.docs_pages")
+    drawn = run(str(PYTHON), "-m", "hospitaldb.tools.docs.pages")
     # Material's banner about its successor is not a warning of this build.
     return drawn or run(
         str(PYTHON), "-m", "mkdocs", "build", "--strict", *args, env={"NO_MKDOCS_2_WARNING": "1"}

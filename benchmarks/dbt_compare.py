@@ -51,7 +51,8 @@ from refresh_bench import (
 )
 from sqlalchemy.engine import make_url
 
-from hospitaldb.engine.sql_analysis import analyse_steps, relation_name, temp_table_created, walk
+from hospitaldb.engine.sql.analysis import analyse_steps, relation_name, temp_table_created, walk
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 
 STEP1 = "refresh_phase2_materialized_views"
@@ -68,7 +69,7 @@ def model_queries() -> dict[str, tuple[str, str]]:
         tree = raw.stmt
         if isinstance(tree, ast.CreateTableAsStmt) and tree.objtype == ObjectType.OBJECT_MATVIEW:
             models[relation_name(tree.into.rel)] = ("materialized_view", RawStream()(tree.query))
-    for step_sql in list(analyse_steps().values())[1:]:
+    for step_sql in list(analyse_steps(SqlFiles()).values())[1:]:
         computed: dict[str, str] = {}  # temporary table -> its query
         for statement in step_sql.statements:
             tree = pglast.parse_sql(statement.text)[0].stmt

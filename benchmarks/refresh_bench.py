@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
-from hospitaldb.engine.sql_analysis import refreshed_objects
+from hospitaldb.engine.db.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.engine.sql.analysis import refreshed_objects
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS, sql_file
 from hospitaldb.paths import PROJECT_ROOT as ROOT
 
@@ -200,7 +201,7 @@ def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[st
 
     connection = psycopg2.connect(url, application_name="hospitaldb-bench-reader")
     connection.autocommit = True
-    names = objects or list(refreshed_objects())
+    names = objects or list(refreshed_objects(SqlFiles()))
     statements = [
         sql.SQL("SELECT * FROM {} LIMIT 20").format(sql.Identifier(*name.split("."))) for name in names
     ]

@@ -30,11 +30,12 @@ from refresh_bench import (
     write_report,
 )
 
-from hospitaldb.engine.database import DATABASE_URL_ENV
-from hospitaldb.engine.sql_analysis import refreshed_objects
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
+from hospitaldb.engine.sql.analysis import refreshed_objects
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import PROJECT_ROOT
 
-OBJECTS = list(refreshed_objects())
+OBJECTS = list(refreshed_objects(SqlFiles()))
 SIZE = "SELECT sum(pg_total_relation_size(to_regclass(name)))::bigint FROM unnest(%s::text[]) AS name"
 DEAD = (
     "SELECT coalesce(sum(n_dead_tup), 0)::bigint FROM pg_stat_user_tables "

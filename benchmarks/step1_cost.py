@@ -37,8 +37,9 @@ from refresh_bench import (
     write_report,
 )
 
-from hospitaldb.engine.allowlist import report as allowlisted
-from hospitaldb.engine.sql_analysis import refreshed_objects
+from hospitaldb.engine.db.allowlist import report as allowlisted
+from hospitaldb.engine.sql.analysis import refreshed_objects
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import PROJECT_ROOT as ROOT
 
 STEP = "refresh_phase2_materialized_views"
@@ -108,7 +109,7 @@ def summary(samples: dict[str, list[tuple[float, int]]]) -> dict[str, Any]:
 
 
 def measure(url: str, work_mems: list[str], runs: int) -> dict[str, Any]:
-    views = list(refreshed_objects((STEP,)))
+    views = list(refreshed_objects(SqlFiles(), (STEP,)))
     for view in views:  # the demo's views start empty: fill them, so every measured refresh is a nightly one
         refresh(url, view, "plain", work_mems[0])
     results: dict[str, Any] = {}

@@ -1,6 +1,6 @@
-"""MkDocs hooks: the regions a page draws from the code (hospitaldb.tools.docs_pages), drawn again as
+"""MkDocs hooks: the regions a page draws from the code (hospitaldb.tools.docs.pages), drawn again as
 the site is built, the changelog included; and what the site needs to show itself, shipped with it
-(hospitaldb.tools.docs_site: Mermaid from the npm registry, no third-party fallback)."""
+(hospitaldb.tools.docs.site: Mermaid from the npm registry, no third-party fallback)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from mkdocs.structure.files import File
 
-from hospitaldb.tools.docs_pages import drawn
-from hospitaldb.tools.docs_site import MERMAID, SHIPPED, fetched, without_third_party_fallbacks
+from hospitaldb.tools.docs.pages import drawn
+from hospitaldb.tools.docs.site import MERMAID, SHIPPED, fetched, without_third_party_fallbacks
 
 
 def on_config(config: Any) -> Any:

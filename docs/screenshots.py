@@ -31,7 +31,7 @@ def main() -> int:
     if chromium is None:
         print("screenshots: needs Chromium on PATH (Debian: apt-get install chromium)", file=sys.stderr)
         return 2
-    from hospitaldb.engine.database import target_from_url
+    from hospitaldb.engine.db.database import target_from_url
     from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
     from hospitaldb_testing.prefect_servers import prefect_server
 

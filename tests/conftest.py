@@ -18,7 +18,7 @@ from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
 from hospitaldb import settings
-from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb_testing.db import execute, execute_outside_transaction, private_temp_dir, url_of_database

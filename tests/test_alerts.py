@@ -8,7 +8,7 @@ import uuid
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
-from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.engine.db.database import DATABASE_URL_ENV, target_from_url
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb_testing.db import add_source_rows, execute
 from hospitaldb_testing.receivers import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hospitaldb import settings
-from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb_testing.db import query
 

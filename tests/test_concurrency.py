@@ -12,10 +12,10 @@ from prefect.client.orchestration import get_client
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from hospitaldb.engine.database import target_from_url
-from hospitaldb.engine.refresh_lock import refresh_lock
-from hospitaldb.engine.sql_runner import execute_statements
-from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.engine.run.lock import refresh_lock
+from hospitaldb.engine.run.runner import execute_statements
+from hospitaldb.engine.sql.script import load_statements
 from hospitaldb.engine.steps import STEPS, sql_file
 from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, execute, query, snapshot
 from hospitaldb_testing.runs import (

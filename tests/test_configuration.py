@@ -6,7 +6,7 @@ import pytest
 from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector, SyncDriver
 from sqlalchemy.engine import make_url
 
-from hospitaldb.engine.database import (
+from hospitaldb.engine.db.database import (
     DATABASE_URL_ENV,
     DatabaseNotConfigured,
     resolve_database,

@@ -79,7 +79,7 @@ def test_refuses_hospitaldb_schemas_that_it_did_not_create(new_database):
 def test_command_line_creates_the_database_and_refuses_with_exit_code_2(postgres_admin_url, new_database):
     import uuid
 
-    from hospitaldb.engine.database import target_from_url
+    from hospitaldb.engine.db.database import target_from_url
 
     missing = target_from_url(postgres_admin_url, "t").with_database(f"hospitaldb_new_{uuid.uuid4().hex[:6]}")
     missing_url = missing.url.render_as_string(hide_password=False)

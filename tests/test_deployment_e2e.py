@@ -19,7 +19,7 @@ from prefect.client.schemas.objects import StateType
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
 from hospitaldb_testing.db import (
     add_source_rows,

@@ -32,7 +32,7 @@ import pytest
 from websockets.sync.client import connect
 
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.tools.docs_site import SHIPPED
+from hospitaldb.tools.docs.site import SHIPPED
 
 # Debian's chromium here; GitHub's runners have Google Chrome, driven the same way.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from psycopg2 import sql
 
-from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database
 from hospitaldb_testing.db import execute_outside_transaction, private_temp_dir, query, retries_at
 from hospitaldb_testing.expected import assert_matches_source

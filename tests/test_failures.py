@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from hospitaldb.engine.database import Limits, target_from_url
-from hospitaldb.engine.errors import as_step_error
-from hospitaldb.engine.run_deadline import RunDeadline, RunTimeLimitReached
+from hospitaldb.engine.db.database import Limits, target_from_url
+from hospitaldb.engine.db.deadline import RunDeadline, RunTimeLimitReached
+from hospitaldb.engine.db.errors import as_step_error
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import (
     REFRESHED_OBJECTS,

@@ -19,8 +19,8 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.engine.transient import is_transient
+from hospitaldb.engine.db.database import DatabaseNotConfigured, target_from_url
+from hospitaldb.engine.db.transient import is_transient
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb_testing.db import STEP2_TABLES, add_source_rows, checksums, execute, query, retries_at
 from hospitaldb_testing.receivers import SilentServer, accept_each

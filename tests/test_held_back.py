@@ -8,8 +8,9 @@ import pytest
 from test_run_reports import latest_artifact
 from test_your_warehouse import CLINIC_SCHEMA, CLINIC_STEPS, write_steps
 
-from hospitaldb.engine.lineage import lineage_of
-from hospitaldb.engine.sql_analysis import analyse_steps
+from hospitaldb.engine.sql.analysis import analyse_steps
+from hospitaldb.engine.sql.lineage import lineage_of
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import checksums, execute, query
 from hospitaldb_testing.runs import run_flow
@@ -105,7 +106,8 @@ def test_refused_sources_hold_back_every_object_with_the_source_named(demo_datab
 
 
 def test_the_lineage_of_each_view_is_what_postgresql_records_it_reads(demo_database, prefect):
-    lineage = lineage_of(analyse_steps())
+    files = SqlFiles()
+    lineage = lineage_of(analyse_steps(files), files)
     views = [name for name, step in lineage.steps.items() if step == "refresh_phase2_materialized_views"]
     assert len(views) == 4
     for view in views:

@@ -12,7 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
-from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.freshness import hospitaldb_freshness_check
 from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
 from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query

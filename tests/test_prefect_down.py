@@ -34,7 +34,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_slack import SlackWebhook
 
 from hospitaldb import settings
-from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb_testing.db import add_source_rows, execute, query, scalar
 from hospitaldb_testing.deployment import client_of

@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import (
 from prefect_email import EmailServerCredentials
 from prefect_slack import SlackWebhook
 
-from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import SQL_DIR

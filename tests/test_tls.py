@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from hospitaldb.engine.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.engine.db.database import DATABASE_URL_ENV, target_from_url
 from hospitaldb.local.demo import build_demo_database
 from hospitaldb_testing.db import private_temp_dir, scalar
 from hospitaldb_testing.expected import assert_matches_source

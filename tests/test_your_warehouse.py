@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hospitaldb.engine.database import target_from_url
-from hospitaldb.engine.sql_analysis import refreshed_objects
+from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.engine.sql.analysis import refreshed_objects
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.record.monitoring import run_monitoring_query
@@ -89,8 +90,8 @@ def sql_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_what_each_step_refreshes_is_read_from_its_sql():
-    assert tuple(refreshed_objects()) == REFRESHED_OBJECTS
-    assert set(refreshed_objects().values()) == set(STEPS)
+    assert tuple(refreshed_objects(SqlFiles())) == REFRESHED_OBJECTS
+    assert set(refreshed_objects(SqlFiles()).values()) == set(STEPS)
 
 
 def test_a_second_warehouse_runs_with_only_its_sql_files(new_database, prefect, tmp_path, monkeypatch):
@@ -101,7 +102,7 @@ def test_a_second_warehouse_runs_with_only_its_sql_files(new_database, prefect, 
     state = run_flow()
 
     assert state.is_completed(), error_text(state)
-    assert refreshed_objects() == CLINIC_OBJECTS
+    assert refreshed_objects(SqlFiles()) == CLINIC_OBJECTS
     assert query(new_database, "SELECT ward, admissions FROM clinic_mart.ward_totals ORDER BY 1") == [
         ("east", 100),
         ("north", 100),

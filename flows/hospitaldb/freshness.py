@@ -16,16 +16,16 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from hospitaldb.engine.database import resolve_database
-from hospitaldb.engine.errors import RefreshError
+from hospitaldb.engine.db.database import resolve_database
+from hospitaldb.engine.db.errors import RefreshError
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import last_freshness_alert
 from hospitaldb.record.monitoring import run_monitoring_query
-from hospitaldb.report.alerts import describe_staleness
 from hospitaldb.report.healing import heal_earlier_runs
 from hospitaldb.report.hooks import report_failure, report_interruption
-from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK, AlertSettings, deliver
-from hospitaldb.report.telling import RunTeller
+from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
+from hospitaldb.report.telling import Teller, describe_staleness
 from hospitaldb.run_context import recorder_for_this_run, stopped_as
 
 
@@ -54,20 +54,20 @@ def hospitaldb_freshness_check(
     """
     logger = get_run_logger()
     # The record of this check (no etl_audit row: that trail is the refresh's), for its failure alert.
-    teller = RunTeller.for_this_run(logger)  # its own failure is told like a refresh's
+    teller = Teller.for_this_run(logger)  # its own failure is told like a refresh's
     with recorder_for_this_run().recording(stopped_as=stopped_as, tell=teller):
-        return _check(database_block, max_age_hours, realert_hours, teller.settings, logger)
+        return _check(database_block, max_age_hours, realert_hours, teller, logger)
 
 
 def _check(
     database_block: str | None,
     max_age_hours: float,
     realert_hours: float,
-    alert_settings: AlertSettings,
+    teller: Teller,
     logger: Any,
 ) -> dict[str, Any]:
     target = resolve_database(database_block)
-    audit = AuditLog(target, logger)
+    audit = AuditLog(target, logger, SqlFiles())
     try:
         if not audit.available:
             raise FreshnessUnknown(
@@ -91,12 +91,7 @@ def _check(
                 realert_hours,
             )
             return {"stale_steps": stale_steps, "alerted": False}
-        delivered = deliver(
-            describe_staleness(stale, max_age_hours),
-            alert_settings,
-            logger,
-        )
-        alerted = any(delivered.values())
+        alerted = teller.send(describe_staleness(stale, max_age_hours), logger)
         if alerted:
             audit.freshness_alert_sent(stale_steps)
     finally:

@@ -18,29 +18,30 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import Task, exponential_backoff
 from pydantic import Field
 
-from hospitaldb.engine.database import Limits, resolve_database
-from hospitaldb.engine.dry_run import dry_run_steps
-from hospitaldb.engine.errors import StepError
-from hospitaldb.engine.lineage import views_in_database
-from hospitaldb.engine.parallel_views import refresh_views_in_parallel
-from hospitaldb.engine.plans import StepPlan, plan_steps
-from hospitaldb.engine.refresh_lock import HeldLock, refresh_lock
-from hospitaldb.engine.run_deadline import RunDeadline
-from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
-from hospitaldb.engine.sql_runner import run_step_transaction
-from hospitaldb.engine.sql_script import SqlFiles
+from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
+from hospitaldb.engine.db.database import Limits, resolve_database
+from hospitaldb.engine.db.deadline import RunDeadline
+from hospitaldb.engine.db.errors import StepError
+from hospitaldb.engine.run.dry_run import dry_run_steps
+from hospitaldb.engine.run.lock import HeldLock, refresh_lock
+from hospitaldb.engine.run.parallel import refresh_views_in_parallel
+from hospitaldb.engine.run.plans import StepPlan, plan_steps
+from hospitaldb.engine.run.runner import run_step_transaction
+from hospitaldb.engine.run.upkeep import run_upkeep
+from hospitaldb.engine.run.view_groups import with_parallel_views
+from hospitaldb.engine.sql.lineage import views_in_database
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS, StepName, in_pipeline_order
-from hospitaldb.engine.upkeep import run_upkeep
-from hospitaldb.engine.view_groups import ParallelPlan, with_parallel_views
 from hospitaldb.record.audit_history import last_successful_source_counts
-from hospitaldb.record.outcome import REFRESH_FLOW, ReturnedSteps
+from hospitaldb.record.handover import ReturnedSteps
+from hospitaldb.record.outcome import REFRESH_FLOW
 from hospitaldb.record.recorder import RunRecorder
 from hospitaldb.report.artifacts import checks_summary
 from hospitaldb.report.healing import heal_earlier_runs, report_when_back
 from hospitaldb.report.hooks import report_failure, report_interruption, report_recovery
 from hospitaldb.report.lost_logs import keeping_logs
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
-from hospitaldb.report.telling import RunTeller
+from hospitaldb.report.telling import Teller
 from hospitaldb.run_context import audit_required, recorder_for_this_run, stopped_as
 
 DEFAULT_RETRIES = 3
@@ -64,9 +65,7 @@ def this_attempt() -> tuple[int, str | None]:
     return runtime.task_run.run_count or 1, str(run_id) if run_id else None
 
 
-def run_step(
-    step: StepName, recorder: RunRecorder, plan: StepPlan | ParallelPlan, lock: HeldLock
-) -> dict[str, Any]:
+def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLock) -> dict[str, Any]:
     """Run one step's statements and its checks in one transaction, and return what it did.
 
     The step checks that the run still holds the overlap lock before it starts and again
@@ -79,7 +78,7 @@ def run_step(
             logger.warning("the overlap lock's session had ended (a restart, a failover); lock taken again")
         recorder.verify_audit(step)
         refresh = run_step_transaction
-        if isinstance(plan, ParallelPlan):  # each group of views commits on its own, once its checks pass
+        if plan.groups:  # each group of views commits on its own, once its checks pass
             refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)
         result = refresh(
             recorder.target,
@@ -139,7 +138,7 @@ def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) 
     logger = get_run_logger()
     with recorder.step_attempt(SOURCE_CHECKS, *this_attempt()) as attempt:
         previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
-        states, volumes, seconds = read_sources(recorder.target, recorder.limits, previous, files)
+        states, volumes, seconds = read_sources(recorder.target, recorder.limits, files, previous)
         results, problems = evaluate(states, previous, seconds, logger, volumes)
         recorder.sources_checked(enforce, states, results, problems, seconds)
         if problems and enforce:
@@ -244,7 +243,7 @@ def hospitaldb_refresh(
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
     files = SqlFiles()  # each SQL file of the run read and parsed once
     # Where its alert goes, loaded now: the run tells its own failure, even with the Prefect API down.
-    teller = RunTeller.for_this_run(logger)
+    teller = Teller.for_this_run(logger)
     with (
         keeping_logs() as kept,  # what an outage of the Prefect API loses, sent when it is back
         recorder.recording(publish=partial(report_when_back, kept=kept), stopped_as=stopped_as, tell=teller),
@@ -263,9 +262,9 @@ def hospitaldb_refresh(
             allow_shrink,
             max_shrink_share,
             logger,
+            files,
             views_in_database(target, recorder.limits),
             upkeep=upkeep,
-            files=files,
         )
         run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)

@@ -1,5 +1,5 @@
 -- Volume checks: tonight's volumes against each object's own history
--- (hospitaldb.engine.volume_checks; docs/data-checks.md). One row per judged object:
+-- (hospitaldb.engine.checks.volume; docs/data-checks.md). One row per judged object:
 -- a source table is judged before the first write, with the source checks; a refreshed
 -- object inside its step's transaction, before COMMIT. The usual range is the same weekday's
 -- lowest to highest over eight weeks once four are on record (a quiet Sunday is judged

@@ -110,11 +110,11 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_objects (
     PRIMARY KEY (flow_run_id, object_name)
 );
 
--- reads: what the object's SQL reads directly (hospitaldb.engine.lineage: temporary tables and
+-- reads: what the object's SQL reads directly (hospitaldb.engine.sql.lineage: temporary tables and
 -- CTEs resolved to what they read), as the run that planned it found it. NULL before this column.
 ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS reads text[];
 
--- upkeep: what was done to the object after its step committed (hospitaldb.engine.upkeep):
+-- upkeep: what was done to the object after its step committed (hospitaldb.engine.run.upkeep):
 -- analyzed, vacuumed (and analyzed), or skipped with why; upkeep_seconds how long it took.
 ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS upkeep text;
 ALTER TABLE etl_audit.run_objects ADD COLUMN IF NOT EXISTS upkeep_seconds numeric(12,3);
@@ -278,7 +278,7 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_notices (
 ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS task_run_id uuid;
 
 -- refresh_lock: what keeps two refreshes of this database apart. A run holds it in SHARE ROW
--- EXCLUSIVE mode on its lock session for its whole length (hospitaldb.engine.refresh_lock), a
+-- EXCLUSIVE mode on its lock session for its whole length (hospitaldb.engine.run.lock), a
 -- table lock that only a role allowed to write etl_audit may take: a role that can merely log
 -- in cannot stop the refreshes by holding it, as it could the advisory key alone. No rows.
 CREATE TABLE IF NOT EXISTS etl_audit.refresh_lock ();

@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg2
 
-from hospitaldb.engine.database import target_from_url
+from hospitaldb.engine.db.database import target_from_url
 
 # The reference HospitalDB's refreshed objects, by step. The engine reads them from the step
-# files (hospitaldb.engine.sql_analysis); tests name them to check that it reads them right.
+# files (hospitaldb.engine.sql.analysis); tests name them to check that it reads them right.
 STEP1_VIEWS = (
     "analytics.mv_billing_summary",
     "analytics.mv_visit_summary",

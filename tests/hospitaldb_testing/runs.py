@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import State
 
-from hospitaldb.engine.database import DATABASE_URL_ENV
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.refresh import hospitaldb_refresh
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from hospitaldb.report.alerts import Alert
-from hospitaldb.report.notifications import AlertNotSent, AlertSettings, deliver
+from hospitaldb.report.notifications import Alert, AlertNotSent, AlertSettings, deliver
 
 ALERT = Alert(subject="[HospitalDB] Refresh FAILED", body="body")
 

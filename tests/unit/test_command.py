@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hospitaldb import package_version
 from hospitaldb.local.cli import password_warning, refresh_parser
-from hospitaldb.local.command import COMMANDS, main, package_version
+from hospitaldb.local.command import COMMANDS, main
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.refresh import hospitaldb_refresh
 from hospitaldb.tools.container_image import default_tag

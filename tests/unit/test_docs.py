@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.tools import docs_pages
+from hospitaldb.tools.docs import pages as docs_pages
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"

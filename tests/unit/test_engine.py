@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hospitaldb.engine.database import Limits, target_from_url
-from hospitaldb.engine.source_checks import SourceState
-from hospitaldb.engine.sql_analysis import analyse_step, relations_named
-from hospitaldb.engine.sql_script import split_statements
+from hospitaldb.engine.checks.source import SourceState
+from hospitaldb.engine.db.database import Limits, target_from_url
+from hospitaldb.engine.sql.analysis import analyse_step, relations_named
+from hospitaldb.engine.sql.script import SqlFiles, split_statements
 from hospitaldb.engine.steps import STEPS, InvalidSteps, in_pipeline_order
 from hospitaldb.tools.container_image import debian_mirror
 
@@ -60,7 +60,7 @@ def step_file(tmp_path: Path, text: str) -> Path:
 
 def test_the_lint_names_the_lock_what_it_blocks_and_what_to_write_instead(tmp_path):
     sql = "-- board\nINSERT INTO dashboards.board SELECT 1;\nTRUNCATE dashboards.board;\nREFRESH MATERIALIZED VIEW a.v;\n"
-    parsed = analyse_step("refresh_dashboards", step_file(tmp_path, sql))
+    parsed = analyse_step("refresh_dashboards", SqlFiles(), step_file(tmp_path, sql))
     assert [(f.location.rsplit(":", 1)[1], f.lock, f.blocks) for f in parsed.blocking] == [
         ("3", "ACCESS EXCLUSIVE", "readers and writers"),
         ("4", "ACCESS EXCLUSIVE", "readers and writers"),
@@ -68,6 +68,7 @@ def test_the_lint_names_the_lock_what_it_blocks_and_what_to_write_instead(tmp_pa
     assert "CONCURRENTLY" in parsed.blocking[1].fix
     allowed = analyse_step(
         "refresh_dashboards",
+        SqlFiles(),
         step_file(tmp_path, "-- allow-blocking: nobody reads at night\nTRUNCATE t.board;\n"),
     )
     assert allowed.blocking == [] and allowed.allowed[0].allowed_because == "nobody reads at night"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hospitaldb.engine.allowlist import may_show, message_may_be_shown, names_of, names_proven
+from hospitaldb.engine.db.allowlist import may_show, message_may_be_shown, names_of, names_proven
 
 
 @pytest.mark.parametrize(

@@ -73,3 +73,48 @@ def test_no_import_circle_in_the_package_type_checking_imports_included():
         if name not in state:
             visit(name, [name])
     assert not circles, "import circles: " + "; ".join(circles)
+
+
+MODULES_PER_FOLDER = 12
+# Layers, lowest first: each imports only from its own layer and those below. The flows
+# (refresh, freshness, run_context) sit on report; local and tools on top, and tools, which run
+# offline and at deploy time, never import local (what a person runs here).
+LAYERS = {"engine": 0, "record": 1, "report": 2, "refresh": 3, "freshness": 3, "run_context": 3}
+TOP = 4  # local, tools
+# Inside the engine: sessions and errors, then step names, the SQL, the checks, the plans and runner.
+ENGINE_LAYERS = {"db": 0, "steps": 1, "sql": 2, "checks": 3, "run": 4}
+
+
+def test_no_folder_holds_more_than_12_modules():
+    crowded = [
+        f"{folder.relative_to(PROJECT_ROOT)}: {count}"
+        for folder in [PACKAGE, *(path for path in PACKAGE.rglob("*") if path.is_dir())]
+        if (count := len(list(folder.glob("*.py")))) > MODULES_PER_FOLDER
+    ]
+    assert not crowded, "split these folders by job: " + "; ".join(crowded)
+
+
+def _layer(module: str) -> tuple[tuple[int, int], str] | None:
+    """A module's layer and part (engine, record, ...); None for the shared base (settings, paths, ...)."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    if parts[1] in ("local", "tools"):
+        return (TOP, 0), parts[1]
+    if parts[1] == "engine" and len(parts) > 2:
+        return (0, ENGINE_LAYERS[parts[2]]), parts[1]
+    return ((LAYERS[parts[1]], 0), parts[1]) if parts[1] in LAYERS else None
+
+
+def test_no_import_runs_up_the_layers_and_tools_never_import_local():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        mine = _layer(module)
+        for imported in sorted(_imports(path)):
+            theirs = _layer(imported)
+            if mine is None or theirs is None:
+                continue
+            if theirs[0] > mine[0] or (mine[1] == "tools" and theirs[1] == "local"):
+                upward.append(f"{module} -> {imported}")
+    assert not upward, "imports up the layers: " + "; ".join(upward)

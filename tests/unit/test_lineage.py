@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hospitaldb.engine.lineage import lineage_of
-from hospitaldb.engine.sql_analysis import analyse_step, analyse_steps
+from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
+from hospitaldb.engine.sql.lineage import lineage_of
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.tools.validation import main as validate
 
@@ -50,7 +51,8 @@ WHEN MATCHED THEN UPDATE SET orders = s.orders WHEN NOT MATCHED THEN INSERT VALU
 
 
 def test_the_reference_warehouse_reads_what_its_sql_reads():
-    lineage = lineage_of(analyse_steps())
+    files = SqlFiles()
+    lineage = lineage_of(analyse_steps(files), files)
     assert {name: set(reads) for name, reads in lineage.reads.items()} == REFERENCE_READS
     assert lineage.sources == [
         f"staging.{name}" for name in ("billing", "branches", "doctors", "patients", "payments", "visits")
@@ -74,9 +76,9 @@ def test_another_warehouse_gets_its_own_lineage_through_ctes_temp_tables_and_mer
         (tmp_path / f"{step}.sql").write_text(text)
     (tmp_path / "schema").mkdir()
     (tmp_path / "schema" / "views.sql").write_text(SHOP_VIEW)
-    parsed = {step: analyse_step(step, tmp_path / f"{step}.sql") for step in STEPS}
+    parsed = {step: analyse_step(step, SqlFiles(), tmp_path / f"{step}.sql") for step in STEPS}
 
-    lineage = lineage_of(parsed)
+    lineage = lineage_of(parsed, SqlFiles())
 
     assert {name: set(reads) for name, reads in lineage.reads.items()} == {
         "mart.orders_per_day": {"raw.orders", "raw.calendar"},
@@ -90,11 +92,13 @@ def test_another_warehouse_gets_its_own_lineage_through_ctes_temp_tables_and_mer
 def test_a_view_defined_in_no_file_is_asked_of_the_database_or_said_unknown(tmp_path: Path):
     for step, text in SHOP_STEPS.items():
         (tmp_path / f"{step}.sql").write_text(text)
-    parsed = {step: analyse_step(step, tmp_path / f"{step}.sql") for step in STEPS}
+    parsed = {step: analyse_step(step, SqlFiles(), tmp_path / f"{step}.sql") for step in STEPS}
 
-    assert lineage_of(parsed).unknown == {"mart.orders_per_day"}
-    assert "mart.orders_per_day <- unknown" in lineage_of(parsed).as_text()
-    asked = lineage_of(parsed, lambda names: {name: "SELECT day FROM raw.orders" for name in names})
+    assert lineage_of(parsed, SqlFiles()).unknown == {"mart.orders_per_day"}
+    assert "mart.orders_per_day <- unknown" in lineage_of(parsed, SqlFiles()).as_text()
+    asked = lineage_of(
+        parsed, SqlFiles(), lambda names: {name: "SELECT day FROM raw.orders" for name in names}
+    )
     assert asked.reads["mart.orders_per_day"] == {"raw.orders"} and not asked.unknown
 
 

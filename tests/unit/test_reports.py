@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hospitaldb.engine.checks import CheckResult
-from hospitaldb.engine.source_checks import SourceProblem
+from hospitaldb.engine.checks.source import SourceProblem
+from hospitaldb.engine.checks.step import CheckResult
 from hospitaldb.record.outcome import PreviousRun, RunOutcome, SourcesOutcome, StepOutcome, interruption_text
-from hospitaldb.report.alerts import describe_failure, describe_recovery
 from hospitaldb.report.artifacts import changes_summary, checks_summary, step_rows, summary_markdown
+from hospitaldb.report.telling import describe_failure, describe_recovery
 from hospitaldb.statuses import RunStatus, StepStatus
 
 STEP1, STEP2, STEP3 = (

@@ -7,7 +7,7 @@ import subprocess
 
 from hospitaldb import settings
 from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb.tools.docs_pages import settings_table
+from hospitaldb.tools.docs.pages import settings_table
 
 NAME = re.compile(r"\bHOSPITALDB_[A-Z0-9_]*[A-Z0-9]\b")
 # dev.py reads HOSPITALDB_VENV before the package is installed (see settings.VENV).

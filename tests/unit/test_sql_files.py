@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hospitaldb.engine.sql_script import SqlScriptError, load_statements, split_statements
+from hospitaldb.engine.sql.script import SqlScriptError, load_statements, split_statements
 from hospitaldb.engine.steps import STEPS, sql_file
 from hospitaldb.paths import PROJECT_SQL_DIR
 

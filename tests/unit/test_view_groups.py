@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from hospitaldb.engine.checks import Check
-from hospitaldb.engine.lineage import Lineage
-from hospitaldb.engine.plans import StepPlan, plan_steps
-from hospitaldb.engine.sql_script import Statement
-from hospitaldb.engine.view_groups import ParallelViewsRefused, group_views, with_parallel_views
+from hospitaldb.engine.checks.step import Check
+from hospitaldb.engine.run.plans import StepPlan, plan_steps
+from hospitaldb.engine.run.view_groups import ParallelViewsRefused, group_views, with_parallel_views
+from hospitaldb.engine.sql.lineage import Lineage
+from hospitaldb.engine.sql.script import SqlFiles, Statement
 
 STEP = "refresh_phase2_materialized_views"
 LOG = logging.getLogger("test")
@@ -94,14 +94,14 @@ def test_a_step_with_other_statements_is_refused_when_grouped_and_left_serial_by
         group_views(plan, lineage({"m.a": {"raw.x"}}))
     with caplog.at_level(logging.WARNING):
         plans = with_parallel_views({STEP: plan}, lineage({"m.a": {"raw.x"}}), 4, LOG)
-    assert plans[STEP].views == ()
+    assert plans[STEP].groups == ()
     assert "no selected step refreshes only materialized views" in caplog.text
 
 
 def test_the_reference_step_1_runs_its_per_patient_and_per_branch_views_side_by_side():
-    plans, reference = plan_steps([STEP], False, 0.5, LOG)
+    plans, reference = plan_steps([STEP], False, 0.5, LOG, SqlFiles())
     (plan,) = with_parallel_views(plans, reference, 2, LOG).values()
-    assert [(group.views, sorted(group.waits_for)) for group in plan.views] == [
+    assert [(group.views, sorted(group.waits_for)) for group in plan.groups] == [
         (("analytics.mv_billing_summary", "analytics.mv_visit_summary"), []),
         (("analytics.mv_patient_summary",), ["analytics.mv_billing_summary", "analytics.mv_visit_summary"]),
         (
@@ -110,4 +110,4 @@ def test_the_reference_step_1_runs_its_per_patient_and_per_branch_views_side_by_
         ),
     ]
     every_check = {check.name for check in plan.checks}
-    assert {check.name for group in plan.views for check in group.plan.checks} == every_check
+    assert {check.name for group in plan.groups for check in group.plan.checks} == every_check

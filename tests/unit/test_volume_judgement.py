@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from hospitaldb.engine.volume_checks import Night, VolumeRule, judge
+from hospitaldb.engine.checks.volume import Night, VolumeRule, judge
 
 BILLING = VolumeRule("staging.billing", "new_rows", "warn")
 REFUSING = VolumeRule("staging.billing", "new_rows", "error")

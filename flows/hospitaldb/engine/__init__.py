@@ -1,1 +1,2 @@
-"""The engine: steps, their SQL parsed and analysed, plans, the runner, checks, the lock, connections, errors."""
+"""The engine, by job and in layers: db/ (sessions, errors), steps.py, sql/ (parsed SQL), checks/,
+run/ (plans and running them). It knows nothing of Prefect's runs or of who is told."""

@@ -1,6 +1,6 @@
 """The refresh steps, in pipeline order, and the SQL file each one runs.
 
-What each step refreshes is read from its file (engine.sql_analysis), never listed
+What each step refreshes is read from its file (engine.sql.analysis), never listed
 here: adapting the refresh to another warehouse changes SQL files only.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
-from hospitaldb.engine.errors import RefreshError
+from hospitaldb.engine.db.errors import RefreshError
 from hospitaldb.paths import step_sql_dir
 from hospitaldb.statuses import RunStatus
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hospitaldb import settings
-from hospitaldb.engine.database import DatabaseNotConfigured
-from hospitaldb.record.outcome import outcome_in
+from hospitaldb.engine.db.database import DatabaseNotConfigured
+from hospitaldb.record.handover import outcome_in
 from hospitaldb.report.summary import summary_text
 from hospitaldb.statuses import RunStatus
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 
-DISTRIBUTION = "hospitaldb-refresh"
+from hospitaldb import package_version
+
 Command = Callable[[list[str], str], int]
 
 
@@ -65,13 +65,6 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "blocks": (_blocks, "create or update the Prefect blocks from environment variables"),
     "schedule": (_schedule, "pause or resume the schedules of deployments, by name (Airflow's dags pause)"),
 }
-
-
-def package_version() -> str:
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed: pip install -e .)"
 
 
 def usage() -> str:

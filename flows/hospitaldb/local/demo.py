@@ -26,15 +26,15 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from hospitaldb import settings
-from hospitaldb.engine.database import (
+from hospitaldb.engine.db.database import (
     HOW_TO_CONFIGURE,
     DatabaseNotConfigured,
     DatabaseTarget,
     resolve_database,
     target_from_url,
 )
-from hospitaldb.engine.sql_runner import execute_statements
-from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.run.runner import execute_statements
+from hospitaldb.engine.sql.script import load_statements
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR, display_path
 
 DEMO_DATABASE = "hospitaldb"

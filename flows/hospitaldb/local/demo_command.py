@@ -11,8 +11,8 @@ import sys
 
 import psycopg2
 
-from hospitaldb.engine.database import target_from_url
-from hospitaldb.engine.errors import StepError
+from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.engine.db.errors import StepError
 from hospitaldb.local.demo import NotADemoDatabase, build_demo_database
 
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hospitaldb.engine.database import APPLICATION_NAME
+from hospitaldb.engine.db.database import APPLICATION_NAME
 from hospitaldb.record.audit_session import AUDIT_PURPOSE, AuditSession
 from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.statuses import StepStatus
 from hospitaldb.text import safe
 
 if TYPE_CHECKING:
-    from hospitaldb.engine.checks import CheckResult
-    from hospitaldb.engine.lineage import Lineage
-    from hospitaldb.engine.source_checks import SourceState
-    from hospitaldb.engine.sql_runner import StatementResult
-    from hospitaldb.engine.upkeep import Upkeep
+    from hospitaldb.engine.checks.source import SourceState
+    from hospitaldb.engine.checks.step import CheckResult
+    from hospitaldb.engine.run.runner import StatementResult
+    from hospitaldb.engine.run.upkeep import Upkeep
+    from hospitaldb.engine.sql.lineage import Lineage
 
 ERROR_LENGTH = 1000
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from hospitaldb.engine.lineage import Lineage
-from hospitaldb.engine.source_checks import SOURCE_CHECKS
+from hospitaldb.engine.checks.source import SOURCE_CHECKS
+from hospitaldb.engine.sql.lineage import Lineage
 from hospitaldb.record.audit_session import AuditSession
 from hospitaldb.record.outcome import Notice, PreviousRun, RunOutcome, StepOutcome
 from hospitaldb.statuses import RunStatus, StepStatus

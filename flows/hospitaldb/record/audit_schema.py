@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from hospitaldb.engine.sql_script import SqlFiles
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import PROJECT_SQL_DIR
 
 AUDIT_SCHEMA_FILE = PROJECT_SQL_DIR / "schema" / "05_etl_audit.sql"
@@ -24,7 +24,7 @@ class AuditSchemaNotUpgradable(RuntimeError):
     """etl_audit is at another version and this role may not change it (the least-privilege roles)."""
 
 
-def upgrade_schema(connection: Any, files: SqlFiles | None = None) -> None:
+def upgrade_schema(connection: Any, files: SqlFiles) -> None:
     """Bring etl_audit up to the file, in one transaction; an advisory lock keeps two runs apart.
 
     files: the run's SQL files, so that a run parses this one once (its lineage reads it too).
@@ -39,7 +39,7 @@ def upgrade_schema(connection: Any, files: SqlFiles | None = None) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("hospitaldb-etl-audit",))
-            for statement in (files or SqlFiles()).load(AUDIT_SCHEMA_FILE).statements:
+            for statement in files.load(AUDIT_SCHEMA_FILE).statements:
                 cursor.execute(statement.text)
             cursor.execute("COMMENT ON SCHEMA etl_audit IS %s", (marker,))
         connection.commit()

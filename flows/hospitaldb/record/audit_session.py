@@ -17,10 +17,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from hospitaldb.engine.allowlist import report
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.sql_script import SqlFiles
-from hospitaldb.engine.transient import is_transient
+from hospitaldb.engine.db.allowlist import report
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.transient import is_transient
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.record.audit_schema import AuditSchemaNotUpgradable, upgrade_schema
 
 # Bookkeeping must never hold up the refresh: the audit session's limits are the run's, at most this.
@@ -43,9 +43,9 @@ class AuditSession:
         self,
         target: DatabaseTarget,
         logger: logging.Logger | logging.LoggerAdapter,
+        files: SqlFiles,
         limits: Limits = AUDIT_LIMITS,
         writes: bool = True,
-        files: SqlFiles | None = None,
         run_id: str | None = None,
     ) -> None:
         self._target = target

@@ -6,8 +6,8 @@ from typing import Any
 
 import psycopg2.extras
 
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.sql.script import load_statements
 from hospitaldb.paths import PROJECT_SQL_DIR
 
 MONITORING_DIR = PROJECT_SQL_DIR / "monitoring"

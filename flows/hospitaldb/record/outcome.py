@@ -1,14 +1,14 @@
 """What a run did, as one typed value: how it ended, where, after how many attempts, and why.
 
 The recorder (hospitaldb.record.recorder) makes a new RunOutcome as each thing happens and
-writes it to etl_audit. When the run ends, the outcome leaves the flow with its final
-state (`handed_over`): the hooks and the command line read it there (`outcome_in`), or,
-in another process, from etl_audit by run id. The alert, both artifacts and the local
+writes it to etl_audit; an error becomes a Failure here, once (`failure_of`). When the run
+ends, the outcome leaves the flow with its final state (hospitaldb.record.handover): the hooks
+and the command line read it there, or, in another process, from etl_audit by run id. The alert, both artifacts and the local
 summary are functions of it. No reporter decides a status from an error's words or a
 task's name.
 
 Everything here is safe to show: object, step and check names, counts, SQLSTATEs,
-file:line, and error texts that passed hospitaldb.engine.allowlist. Never a value
+file:line, and error texts that passed hospitaldb.engine.db.allowlist. Never a value
 from a patient's row.
 """
 
@@ -18,15 +18,33 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from hospitaldb.engine.checks import CheckResult
-from hospitaldb.engine.errors import Failure
-from hospitaldb.engine.lineage import Lineage
-from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceProblem
-from hospitaldb.engine.upkeep import Upkeep
+from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceProblem
+from hospitaldb.engine.checks.step import CheckResult
+from hospitaldb.engine.db.allowlist import report
+from hospitaldb.engine.db.errors import RefreshError
+from hospitaldb.engine.run.upkeep import Upkeep
+from hospitaldb.engine.sql.lineage import Lineage
 from hospitaldb.statuses import RunStatus, StepStatus
 
 REFRESH_FLOW = "hospitaldb-refresh"
-HANDED_OVER = "hospitaldb_run_outcome"  # the attribute that carries the outcome on the final state's value
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How something ended badly, as it may be shown in any log, alert, artifact or audit row."""
+
+    status: RunStatus
+    text: str
+    sqlstate: str | None = None
+    step: str | None = None  # a step, check_sources, or None: before the first step
+
+
+def failure_of(error: BaseException) -> Failure:
+    """Any error, once, where it happened: ours as raised (safe by construction), others through the allowlist."""
+    if isinstance(error, RefreshError):
+        return Failure(error.status, str(error), error.sqlstate, error.step)
+    visible = report(error)
+    return Failure(RunStatus.FAILED, visible.text, visible.sqlstate)
 
 
 @dataclass(frozen=True)
@@ -255,34 +273,3 @@ def interruption_text(status: RunStatus, step: str | None, published: list[str] 
             "every other table keeps its previous data"
         )
     return f"{how}{during}; every table keeps its previous data"
-
-
-class ReturnedSteps(list[dict[str, Any]]):
-    """What the refresh flow returns: a dict per step (as `state.result()` always gave), with the outcome."""
-
-    def __init__(self, outcome: RunOutcome) -> None:
-        super().__init__(step.to_dict() for step in outcome.steps)
-        setattr(self, HANDED_OVER, outcome)
-
-
-def handed_over(value: Any, outcome: RunOutcome) -> Any:
-    """value (a flow's return value, or the error it ends with), carrying the run's outcome out of the flow."""
-    try:
-        setattr(value, HANDED_OVER, outcome)
-    except AttributeError:  # a value that takes no attribute: the readers fall back to etl_audit
-        pass
-    return value
-
-
-def outcome_in(state: Any) -> RunOutcome | None:
-    """The outcome a run's body handed over with its final state, in the process that ran it; else None.
-
-    None for a run whose body never ran or ended elsewhere (a worker's hook after the run's
-    process is gone): the caller reads the run back from etl_audit.
-    """
-    try:
-        value = state.result(raise_on_failure=False)
-    except Exception:  # a result this process does not hold (persisted elsewhere, or none)
-        return None
-    outcome = getattr(value, HANDED_OVER, None)
-    return outcome if isinstance(outcome, RunOutcome) else None

@@ -18,39 +18,34 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
-from hospitaldb.engine.checks import CheckFailed, CheckResult
-from hospitaldb.engine.database import NO_LIMITS, DatabaseTarget, Limits
-from hospitaldb.engine.errors import DatabaseError, Failure, StepError, failure_of
-from hospitaldb.engine.source_checks import SOURCE_CHECKS, SourceProblem
+from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceProblem
+from hospitaldb.engine.checks.step import CheckFailed, CheckResult
+from hospitaldb.engine.db.database import NO_LIMITS, DatabaseTarget, Limits
+from hospitaldb.engine.db.errors import DatabaseError, StepError
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import previous_finished_run
-from hospitaldb.record.outcome import (
-    Notice,
-    RunOutcome,
-    SourcesOutcome,
-    StepOutcome,
-    handed_over,
-)
+from hospitaldb.record.handover import handed_over
+from hospitaldb.record.outcome import Failure, Notice, RunOutcome, SourcesOutcome, StepOutcome, failure_of
 from hospitaldb.record.step_attempt import StepAttempt
 from hospitaldb.settings import AUDIT_REQUIRED
 from hospitaldb.statuses import RunStatus, StepStatus
 
 if TYPE_CHECKING:
-    from hospitaldb.engine.lineage import Lineage
-    from hospitaldb.engine.source_checks import SourceState
-    from hospitaldb.engine.sql_runner import StepResult
-    from hospitaldb.engine.sql_script import SqlFiles
-    from hospitaldb.engine.upkeep import Upkeep
+    from hospitaldb.engine.checks.source import SourceState
+    from hospitaldb.engine.run.runner import StepResult
+    from hospitaldb.engine.run.upkeep import Upkeep
+    from hospitaldb.engine.sql.lineage import Lineage
+    from hospitaldb.engine.sql.script import SqlFiles
 
 Logger = logging.Logger | logging.LoggerAdapter
 LOCK_PLACE = "refresh_lock"  # where the overlap lock's connection attempts are on record (step_attempts.step)
 PublishArtifacts = Callable[[RunOutcome, Logger], None]  # hospitaldb.report.artifacts.publish_run_artifacts
 StoppedAs = Callable[[], RunStatus]  # cancelled or crashed, when a signal stops the run
-Tell = Callable[[RunOutcome, Logger], Notice | None]  # hospitaldb.report.telling.RunTeller
+Tell = Callable[[RunOutcome, Logger], Notice | None]  # hospitaldb.report.telling.Teller
 
 
 class AuditNotWritten(StepError):
@@ -76,18 +71,20 @@ class RunRecorder:
 
     # --- The run, as it happens --------------------------------------------------------------
 
-    def use_database(
-        self, target: DatabaseTarget, limits: Limits, files: SqlFiles | None = None
-    ) -> DatabaseTarget:
+    def update_step(self, step: str, **changes: Any) -> None:
+        """A step's outcome (or the source checks'), updated by its attempt in progress (record.step_attempt)."""
+        self.outcome = self.outcome.with_step(step, **changes)
+
+    def use_database(self, target: DatabaseTarget, limits: Limits, files: SqlFiles) -> DatabaseTarget:
         """The run's database, resolved once, and the limits every session of the run keeps to."""
         self.target, self.limits = target, limits
         self.outcome = replace(self.outcome, database=target.describe())
         self.audit = AuditLog(
             target,
             self.logger,
+            files,
             limits,
             writes=not self.outcome.dry_run,
-            files=files,
             run_id=self.outcome.flow_run_id,
         )
         return target

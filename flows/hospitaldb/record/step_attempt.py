@@ -6,21 +6,25 @@ outcome it updates and whose etl_audit session it writes through.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.statuses import StepStatus
 
 if TYPE_CHECKING:
-    from hospitaldb.engine.sql_runner import StatementResult, StepResult
+    from hospitaldb.engine.run.runner import StatementResult, StepResult
 
 
 class Recording(Protocol):
-    """What an attempt needs of the run's recorder: the outcome to update, the audit to write."""
+    """What an attempt needs of the run's recorder: the outcome to read and update, the audit to write."""
 
-    outcome: RunOutcome
+    @property
+    def outcome(self) -> RunOutcome: ...
+
     audit: AuditLog | None
+
+    def update_step(self, step: str, **changes: Any) -> None: ...
 
 
 class StepAttempt:
@@ -42,13 +46,13 @@ class StepAttempt:
 
     def passed(self) -> None:
         """An attempt that refreshes nothing (the source checks) ended without error."""
-        self._recorder.outcome = self._recorder.outcome.with_step(self._step, status=StepStatus.COMPLETED)
+        self._recorder.update_step(self._step, status=StepStatus.COMPLETED)
         if self._recorder.audit:
             self._recorder.audit.attempt_finished(self._attempt_id, StepStatus.COMPLETED)
 
     def completed(self, result: StepResult) -> None:
         recorder = self._recorder
-        recorder.outcome = recorder.outcome.with_step(
+        recorder.update_step(
             self._step,
             status=StepStatus.COMPLETED,
             attempts=recorder.outcome.step_outcome(self._step).attempts or 1,
@@ -75,7 +79,7 @@ class StepAttempt:
         new = {name: counts for name, counts in changes.items() if name not in self._committed}
         self._committed.update(new)
         published = recorder.outcome.step_outcome(self._step).published
-        recorder.outcome = recorder.outcome.with_step(
+        recorder.update_step(
             self._step, published=[*published, *(name for name in new if name not in published)]
         )
         if recorder.audit and new:

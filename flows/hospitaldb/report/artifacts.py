@@ -12,8 +12,8 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from hospitaldb.engine.checks import CheckResult
-from hospitaldb.engine.upkeep import upkeep_summary
+from hospitaldb.engine.checks.step import CheckResult
+from hospitaldb.engine.run.upkeep import upkeep_summary
 from hospitaldb.record.outcome import RunOutcome, SourcesOutcome
 from hospitaldb.statuses import StepStatus
 from hospitaldb.text import count_of as rows

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hospitaldb.engine.database import Limits, resolve_database
-from hospitaldb.engine.errors import RefreshError
+from hospitaldb.engine.db.database import Limits, resolve_database
+from hospitaldb.engine.db.errors import RefreshError
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import load_outcome
-from hospitaldb.record.outcome import RunOutcome, outcome_in
+from hospitaldb.record.handover import outcome_in
+from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.record.recorder import RunRecorder
-from hospitaldb.report.notifications import AlertSettings
-from hospitaldb.report.telling import run_link, tell
+from hospitaldb.report.telling import Teller
 from hospitaldb.statuses import RunStatus
 
 LIMIT_PARAMETERS = ("statement_timeout_seconds", "lock_timeout_seconds")
@@ -50,21 +51,21 @@ def record_of(flow: Any, flow_run: Any, state: Any) -> RunRecorder:
     outcome = handed or RunOutcome(
         flow.name, str(flow_run.id), flow_run.name, dry_run=bool(parameters.get("dry_run"))
     )
-    recorder = RunRecorder(outcome, flow_run_logger(flow_run=flow_run, flow=flow))
+    logger = flow_run_logger(flow_run=flow_run, flow=flow)
     # A body that handed its outcome over wrote its ending; once told, there is nothing left to write.
     if outcome.dry_run or (handed is not None and handed.notice is not None):
-        return recorder
+        return RunRecorder(outcome, logger)
     try:
         target = resolve_database(parameters.get("database_block"))
     except RefreshError as error:
-        recorder.logger.warning("the run's record in etl_audit cannot be read: %s", error)
-        return recorder
+        logger.warning("the run's record in etl_audit cannot be read: %s", error)
+        return RunRecorder(outcome, logger)
     # The run's own limits, as far as its parameters say (the audit caps them at 10 s anyway).
     limits = Limits(*(parameters.get(name, 0) for name in LIMIT_PARAMETERS))
-    recorder.audit = AuditLog(target, recorder.logger, limits)
+    audit = AuditLog(target, logger, SqlFiles(), limits)
     if handed is None:
-        recorder.outcome = load_outcome(recorder.audit, outcome.flow_run_id, flow.name) or outcome
-    return recorder
+        outcome = load_outcome(audit, outcome.flow_run_id, flow.name) or outcome
+    return RunRecorder(outcome, logger, audit)
 
 
 def _tell(recorder: RunRecorder, flow_run: Any, state: Any) -> None:
@@ -74,16 +75,7 @@ def _tell(recorder: RunRecorder, flow_run: Any, state: Any) -> None:
         where = ", ".join(notice.channels) or "no channel took it (logged above with why)"
         recorder.logger.info("%s already sent by the %s: %s", notice.kind, notice.sent_by, where)
         return
-    recorder.tell(
-        lambda outcome, logger: tell(
-            outcome,
-            AlertSettings.for_run(flow_run),
-            logger,
-            run_link(flow_run.id),
-            state_name=state.name,
-            sent_by="hook",
-        )
-    )
+    recorder.tell(Teller.for_flow_run(flow_run, state))
 
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:

@@ -3,8 +3,9 @@
 Alerts go to every block in the run's list of channels, each named as Prefect names a block,
 `<block-type-slug>/<block-name>`: `email-server-credentials/hospitaldb-email`,
 `slack-incoming-webhook/hospitaldb-slack`, `ms-teams-webhook/oncall`, `pager-duty-webhook/dba`,
-`custom-webhook/pager`... An `EmailServerCredentials` block mails the run's recipients; any
-other block must be a Prefect `NotificationBlock` (its `notify(body, subject)`). The list comes
+`custom-webhook/pager`... Each is a Channel, told with `notify(alert)`: an `EmailServerCredentials`
+block mails the run's recipients (EmailChannel, over prefect-email); any other block must be a
+Prefect `NotificationBlock` (BlockChannel, over its `notify(body, subject)`). The list comes
 from the flow parameter `alert_blocks`, else `HOSPITALDB_ALERT_BLOCKS`, else the email and Slack
 blocks the parameters `email_block` and `slack_block` name.
 
@@ -27,9 +28,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
-from hospitaldb.report.alerts import Alert
 from hospitaldb.settings import ALERT_BLOCKS, ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
 from hospitaldb.text import safe, without_url_paths
 
@@ -43,6 +43,14 @@ HOW_TO_CREATE = (
     "Create it with `python deployments/create_blocks.py` (docs/alerts.md), in the Prefect UI "
     "(Blocks), or name another: `prefect block ls` lists them"
 )
+
+
+@dataclass(frozen=True)
+class Alert:
+    """What every channel is told: a subject and a plain-text body (report.telling renders them)."""
+
+    subject: str
+    body: str
 
 
 class AlertNotSent(RuntimeError):
@@ -131,51 +139,71 @@ def load_channel(reference: str) -> Any:
         raise AlertNotSent(f"no block '{reference}'. {HOW_TO_CREATE}.") from None
 
 
-def is_email_block(block: Any) -> bool:
-    return block.get_block_type_slug() == EMAIL_BLOCK_TYPE
+class Channel(Protocol):
+    """Where an alert can go: every channel, email included, is told the same way."""
+
+    def notify(self, alert: Alert) -> None:
+        """Deliver the alert, or raise saying why not."""
 
 
-def send_email(alert: Alert, credentials: Any, settings: AlertSettings) -> None:
-    from prefect_email import email_send_message
+@dataclass(frozen=True)
+class EmailChannel:
+    """An EmailServerCredentials block as a channel: the alert mailed to the run's recipients."""
 
-    if not settings.recipients:
-        raise AlertNotSent(
-            f"no recipients: set {ALERT_EMAILS}=ops@example.org,... or the flow parameter alert_emails."
+    credentials: Any
+    recipients: tuple[str, ...]
+    sender: str | None = None
+
+    def notify(self, alert: Alert) -> None:
+        from prefect_email import email_send_message
+
+        if not self.recipients:
+            raise AlertNotSent(
+                f"no recipients: set {ALERT_EMAILS}=ops@example.org,... or the flow parameter alert_emails."
+            )
+        # email_send_message is an async task; .fn is the coroutine function itself. Awaiting it
+        # here is what makes the mail go out.
+        asyncio.run(
+            email_send_message.fn(
+                subject=alert.subject,
+                msg=f"<pre>{html.escape(alert.body)}</pre>",
+                msg_plain=alert.body,
+                email_server_credentials=self.credentials,
+                email_from=self.sender or self.credentials.username or "hospitaldb-refresh@localhost",
+                email_to=list(self.recipients),
+            )
         )
-    # email_send_message is an async task; .fn is the coroutine function itself. Awaiting it
-    # here is what makes the mail go out.
-    asyncio.run(
-        email_send_message.fn(
-            subject=alert.subject,
-            msg=f"<pre>{html.escape(alert.body)}</pre>",
-            msg_plain=alert.body,
-            email_server_credentials=credentials,
-            email_from=settings.sender or credentials.username or "hospitaldb-refresh@localhost",
-            email_to=list(settings.recipients),
-        )
-    )
 
 
-def send_notification(alert: Alert, block: Any) -> None:
+@dataclass(frozen=True)
+class BlockChannel:
+    """Any Prefect notification block (Slack, Microsoft Teams, PagerDuty, Opsgenie, custom webhook...)."""
+
+    block: Any
+
+    def notify(self, alert: Alert) -> None:
+        # Apprise-based blocks report a failed delivery only when asked to raise.
+        with self.block.raise_on_failure():
+            self.block.notify(body=alert.body, subject=alert.subject)
+
+
+def channel_for(block: Any, settings: AlertSettings) -> Channel:
+    """The channel a loaded block is; AlertNotSent for a block that cannot send."""
     from prefect.blocks.abstract import NotificationBlock
 
+    if block.get_block_type_slug() == EMAIL_BLOCK_TYPE:
+        return EmailChannel(block, settings.recipients, settings.sender)
     if not isinstance(block, NotificationBlock):
         raise AlertNotSent(
             f"a {type(block).__name__} block cannot send notices: name an EmailServerCredentials block "
             "or a notification block (Slack, Microsoft Teams, PagerDuty, Opsgenie, custom webhook...)"
         )
-    # Apprise-based blocks report a failed delivery only when asked to raise.
-    with block.raise_on_failure():
-        block.notify(body=alert.body, subject=alert.subject)
+    return BlockChannel(block)
 
 
 def send(alert: Alert, channel: str, settings: AlertSettings) -> None:
     """Deliver the alert to one channel, or raise saying why not."""
-    block = settings.blocks.get(channel) or load_channel(channel)
-    if is_email_block(block):
-        send_email(alert, block, settings)
-    else:
-        send_notification(alert, block)
+    channel_for(settings.blocks.get(channel) or load_channel(channel), settings).notify(alert)
 
 
 class _Sending(threading.Thread):

@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable
 
 from hospitaldb import settings
-from hospitaldb.engine.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
+from hospitaldb.engine.db.database import DEFAULT_DATABASE_BLOCK, DatabaseNotConfigured, target_from_url
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 from hospitaldb.settings import Setting
 from hospitaldb.tools.server_guard import check

@@ -120,7 +120,7 @@ def requirements_for_older_pythons(wheels: Path, python: str = "3.11.0") -> list
 
 def default_tag() -> str:
     """The image tag is the package's version, as `hospitaldb --version` and prefect.yaml say it."""
-    from hospitaldb.local.command import package_version
+    from hospitaldb import package_version
 
     return f"{IMAGE_NAME}:{package_version()}"
 

@@ -14,7 +14,7 @@ Three roles (names settable):
   changing only what is still open), never the definitions;
 - the status reader (LOGIN): SELECT on etl_audit.data_status, nothing else.
 
-What is read and written comes from the SQL files (hospitaldb.engine.sql_analysis) and the catalog
+What is read and written comes from the SQL files (hospitaldb.engine.sql.analysis) and the catalog
 (what a materialized view reads), so another warehouse gets its own grants with no Python
 edited. Nothing else is granted: a staging table no SQL names stays unreadable. Idempotent.
 """
@@ -26,10 +26,10 @@ from typing import Any
 
 from psycopg2 import sql
 
-from hospitaldb.engine.checks import load_checks
-from hospitaldb.engine.source_checks import sources_file
-from hospitaldb.engine.sql_analysis import analyse_steps, relations_named
-from hospitaldb.engine.sql_script import load_statements
+from hospitaldb.engine.checks.source import sources_file
+from hospitaldb.engine.checks.step import load_checks
+from hospitaldb.engine.sql.analysis import analyse_steps, relations_named
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.record.audit_schema import upgrade_schema
 
@@ -96,15 +96,15 @@ def _relations(cursor: Any, query: str, argument: list[Any]) -> set[Relation]:
     return {Relation(*row) for row in cursor.fetchall()}
 
 
-def refresh_grants(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
+def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.Composed]:
     """What the refresher needs to run every step, check and source check: and nothing more."""
     written, named = set(), set()
-    for step, parsed in analyse_steps(STEPS).items():
+    for step, parsed in analyse_steps(files, STEPS).items():
         written.update(parsed.objects)
         named.update(relations_named(parsed.statements))
-        named.update(relations_named([check.statement for check in load_checks(step)]))
+        named.update(relations_named([check.statement for check in load_checks(step, files)]))
     if sources_file().exists():
-        named.update(relations_named(load_statements(sources_file())))
+        named.update(relations_named(files.load(sources_file()).statements))
     refreshed = _relations(cursor, RESOLVE, sorted(written))
     views = {relation for relation in refreshed if relation.kind == "m"}
     view_inputs = _relations(cursor, VIEW_INPUTS, [v.oid for v in views]) - views
@@ -183,9 +183,12 @@ def create_roles(connection: Any, roles: RoleNames) -> list[str]:
                         sql.Identifier(name)
                     )
                 )
-        upgrade_schema(connection)  # as the administrator: creating a schema needs the database's CREATE
+        files = SqlFiles()  # each SQL file read and parsed once
+        upgrade_schema(
+            connection, files
+        )  # as the administrator: creating a schema needs the database's CREATE
         _hand_audit_to_owner(cursor, run, roles.owner)
-        for statement in [*refresh_grants(cursor, roles), *audit_grants(cursor, roles)]:
+        for statement in [*refresh_grants(cursor, roles, files), *audit_grants(cursor, roles)]:
             run(statement)
     return ran
 

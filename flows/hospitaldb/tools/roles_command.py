@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from hospitaldb import settings
-from hospitaldb.engine.database import DatabaseNotConfigured, target_from_url
+from hospitaldb.engine.db.database import DatabaseNotConfigured, target_from_url
 from hospitaldb.tools.roles import RoleNames, create_roles
 
 ROLES_COMMAND = (

@@ -3,7 +3,7 @@
 - every .sql file under sql/ parses with PostgreSQL's parser (pglast), and every check
   (sql/checks/) is one SELECT with a valid severity, in the folder of a step that exists;
 - every refresh step named in the flow has its SQL file, and no step file holds a statement
-  that would block dashboard readers (hospitaldb.engine.sql_analysis), unless opted out;
+  that would block dashboard readers (hospitaldb.engine.sql.analysis), unless opted out;
 - the flow module imports and defines the three step tasks;
 - prefect.yaml has no unknown key, valid schedules and limits, loadable entrypoints and
   parameters that fit the flow (hospitaldb.tools.prefect_yaml_check).
@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 from hospitaldb import settings
-from hospitaldb.engine.checks import EVERY_STEP, parse_check
-from hospitaldb.engine.forbidden_sql import forbidden_in
-from hospitaldb.engine.lineage import lineage_of
-from hospitaldb.engine.sql_analysis import analyse_step, analyse_steps
-from hospitaldb.engine.sql_script import SqlScriptError, load_statements
+from hospitaldb.engine.checks.step import EVERY_STEP, parse_check
+from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
+from hospitaldb.engine.sql.forbidden import forbidden_in
+from hospitaldb.engine.sql.lineage import lineage_of
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, load_statements
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.tools.prefect_yaml_check import check_prefect_yaml
@@ -44,11 +44,12 @@ def check_sql_files(root: Path) -> list[str]:
     """Every SQL file of the project parses, and every step has its file."""
     step_dir = Path(settings.SQL_DIR.read() or root / "sql").resolve()
     problems = []
+    files = SqlFiles()  # the checks and steps as a run reads them: named as a run names them
     for path in sorted({*(root / "sql").resolve().rglob("*.sql"), *step_dir.rglob("*.sql")}):
         try:
             load_statements(path, source=_shown(path, root))
             if path.parent.parent == step_dir / "checks" or path.parent == step_dir / "checks":
-                parse_check(path)
+                parse_check(path, files)
         except SqlScriptError as error:
             problems.append(str(error))
     for folder in sorted(path for path in (step_dir / "checks").glob("*") if path.is_dir()):
@@ -64,7 +65,7 @@ def check_sql_files(root: Path) -> list[str]:
             problems.append(f"{_shown(path, root)}:1: missing: the flow's step {step} runs this file")
             continue
         try:
-            step_sql = analyse_step(step, path)
+            step_sql = analyse_step(step, files, path)
             problems += [*forbidden_in(step_sql), *(finding.describe() for finding in step_sql.blocking)]
         except SqlScriptError:
             pass  # already reported above
@@ -83,7 +84,8 @@ def check_flow_imports() -> list[str]:
 def print_lineage(mermaid: bool = False) -> int:
     """What each refreshed object reads, from the step files (HOSPITALDB_SQL_DIR or sql/)."""
     try:
-        lineage = lineage_of(analyse_steps())
+        files = SqlFiles()
+        lineage = lineage_of(analyse_steps(files), files)
     except SqlScriptError as error:
         print(error, file=sys.stderr)
         return 1

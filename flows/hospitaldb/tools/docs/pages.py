@@ -56,10 +56,12 @@ def flow_parameters_table() -> str:
 
 
 def lineage_chart() -> str:
-    from hospitaldb.engine.lineage import lineage_of
-    from hospitaldb.engine.sql_analysis import analyse_steps
+    from hospitaldb.engine.sql.analysis import analyse_steps
+    from hospitaldb.engine.sql.lineage import lineage_of
+    from hospitaldb.engine.sql.script import SqlFiles
 
-    return f"```mermaid\n{lineage_of(analyse_steps()).as_mermaid()}\n```"
+    files = SqlFiles()
+    return f"```mermaid\n{lineage_of(analyse_steps(files), files).as_mermaid()}\n```"
 
 
 def changelog() -> str:
@@ -106,7 +108,7 @@ def write_pages(docs: Path = DOCS) -> list[Path]:
 
 
 def main() -> int:
-    """`python -m hospitaldb.tools.docs_pages`: what `python3 dev.py docs` does before it builds."""
+    """`python -m hospitaldb.tools.docs.pages`: what `python3 dev.py docs` does before it builds."""
     for path in write_pages():
         print(f"docs: {display_path(path)} drawn again from the code")
     return 0

@@ -19,16 +19,16 @@ from typing import Literal
 
 import psycopg2.extras
 
-from hospitaldb.engine.checks import CheckResult
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import StepError, as_step_error
-from hospitaldb.engine.sql_script import SqlFiles
-from hospitaldb.engine.volume_checks import (
+from hospitaldb.engine.checks.step import CheckResult
+from hospitaldb.engine.checks.volume import (
     SOURCE_HISTORY,
     judge_volumes,
     load_volume_statement,
     read_volume_rules,
 )
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.errors import StepError, as_step_error
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import display_path, step_sql_dir
 from hospitaldb.statuses import RunStatus
 
@@ -111,11 +111,11 @@ def sources_file() -> Path:
 def read_sources(
     target: DatabaseTarget,
     limits: Limits,
+    files: SqlFiles,
     previous_counts: dict[str, int] | None = None,
-    files: SqlFiles | None = None,
 ) -> tuple[list[SourceState], list[CheckResult], float]:
     """Each source's row count and newest data, read on one snapshot; the sources' volume checks
-    (engine.volume_checks: rows added since the last successful run, against their history);
+    (engine.checks.volume: rows added since the last successful run, against their history);
     and the seconds it took.
 
     With the run's limits: a staging table locked by its loader fails at the run's
@@ -124,7 +124,6 @@ def read_sources(
     path = sources_file()
     if not path.exists():
         return [], [], 0.0
-    files = files or SqlFiles()
     (statement,) = files.load(path, display_path(path)).statements
     volume_statement = load_volume_statement(files)
     previous_counts = previous_counts or {}

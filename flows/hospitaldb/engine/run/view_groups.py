@@ -4,20 +4,20 @@ A view publishes only after every check that reads it has passed, and a check se
 transaction: so views that share a check are refreshed together, in one session and one
 transaction, as a group. A group starts once every view its views read has committed.
 How much runs side by side is thus decided by the SQL: what each view reads (its
-lineage), and which checks span views. engine.parallel_views runs the groups.
+lineage), and which checks span views. engine.run.parallel runs the groups.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 
 from pglast import ast
 
-from hospitaldb.engine.errors import RefreshError
-from hospitaldb.engine.lineage import Lineage, statement_reads
-from hospitaldb.engine.plans import StepPlan
+from hospitaldb.engine.db.errors import RefreshError
+from hospitaldb.engine.run.plans import StepPlan, ViewGroup
+from hospitaldb.engine.sql.lineage import Lineage, statement_reads
 from hospitaldb.statuses import RunStatus
 
 
@@ -25,31 +25,6 @@ class ParallelViewsRefused(RefreshError, ValueError):
     """parallel_views was asked of a step it cannot split into views; nothing was run."""
 
     status = RunStatus.REFUSED
-
-
-@dataclass(frozen=True)
-class ViewGroup:
-    """Views refreshed in one session and transaction: their statements and every check that reads them."""
-
-    views: tuple[str, ...]
-    plan: StepPlan
-    waits_for: frozenset[str]  # views of other groups that these read
-
-    @property
-    def name(self) -> str:
-        return " + ".join(self.views)
-
-
-@dataclass(frozen=True)
-class ParallelPlan(StepPlan):
-    """A step of materialized views refreshed in several sessions: its view groups, each a plan of its own."""
-
-    sessions: int = 2
-    groups: tuple[ViewGroup, ...] = ()
-
-    @property
-    def views(self) -> tuple[ViewGroup, ...]:  # type: ignore[override]
-        return self.groups
 
 
 def splits_into_views(plan: StepPlan) -> bool:
@@ -128,7 +103,7 @@ def with_parallel_views(
     lineage: Lineage,
     sessions: int,
     logger: logging.Logger | logging.LoggerAdapter,
-) -> dict[str, StepPlan | ParallelPlan]:
+) -> dict[str, StepPlan]:
     """The plans, each step of materialized views only set to refresh them in `sessions` sessions.
 
     Decided before anything runs, so a step that cannot be split refuses the run untouched.
@@ -139,8 +114,7 @@ def with_parallel_views(
     for step, plan in plans.items():
         if len(plan.objects) > 1 and splits_into_views(plan):
             groups = group_views(plan, lineage)
-            serial = {field.name: getattr(plan, field.name) for field in fields(plan)}
-            split[step] = ParallelPlan(**serial, sessions=sessions, groups=tuple(groups))
+            split[step] = replace(plan, sessions=sessions, groups=tuple(groups))
             logger.info(
                 "parallel_views: %s refreshes %d views in %d group(s), up to %d sessions, each group "
                 "committing on its own after its checks: %s",

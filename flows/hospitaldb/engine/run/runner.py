@@ -4,7 +4,7 @@ Statements go to the DBAPI cursor as they are, never through SQLAlchemy's
 text(), so a ` :name` inside a string literal stays a literal. The transaction
 is REPEATABLE READ: every statement of a step reads the same snapshot of the
 source, so the tables a step writes agree with each other even while the
-source is being loaded. The step's data checks (hospitaldb.engine.checks) run last, in
+source is being loaded. The step's data checks (hospitaldb.engine.checks.step) run last, in
 the same transaction, before COMMIT.
 """
 
@@ -20,14 +20,14 @@ import psycopg2
 import psycopg2.extensions
 from pglast import ast
 
-from hospitaldb.engine.checks import CheckResult, run_checks
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import as_step_error
-from hospitaldb.engine.plans import StepPlan
-from hospitaldb.engine.shrink_guard import finish_row_counts, start_row_counts
-from hospitaldb.engine.sql_analysis import relation_name
-from hospitaldb.engine.sql_script import Statement
-from hospitaldb.engine.volume_checks import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
+from hospitaldb.engine.checks.shrink import finish_row_counts, start_row_counts
+from hospitaldb.engine.checks.step import CheckResult, run_checks
+from hospitaldb.engine.checks.volume import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.errors import as_step_error
+from hospitaldb.engine.run.plans import StepPlan
+from hospitaldb.engine.sql.analysis import relation_name
+from hospitaldb.engine.sql.script import Statement
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def run_step_transaction(
 
     All of it commits, or none: a failing statement or error check (CheckFailed) rolls
     the whole step back. on_connection gets the session first, for whoever may have to
-    cancel it from another thread (engine.parallel_views).
+    cancel it from another thread (engine.run.parallel).
     """
     with as_step_error(plan.step):
         connection = target.connect(limits)

@@ -18,7 +18,7 @@ statement with a comment on it or right above it:
     TRUNCATE staging_copy.visits;
 
 and the run lists every such statement in its log.
-What a step may never do, opt-out or not, is hospitaldb.engine.forbidden_sql.
+What a step may never do, opt-out or not, is hospitaldb.engine.sql.forbidden.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from pglast import ast
 
-from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.engine.steps import STEPS, StepName, sql_file
 from hospitaldb.paths import display_path
 
@@ -113,10 +113,10 @@ class BlockingSql(SqlScriptError):
         )
 
 
-def analyse_step(step: StepName, path: Path | None = None, files: SqlFiles | None = None) -> StepSql:
+def analyse_step(step: StepName, files: SqlFiles, path: Path | None = None) -> StepSql:
     """Parse and lint one step's file; SqlScriptError (file and line) if it does not parse."""
     path = path or sql_file(step)
-    parsed = (files or SqlFiles()).load(path, display_path(path))
+    parsed = files.load(path, display_path(path))
     statements = list(parsed.statements)
     temp = temp_tables_of(statements)
     objects: list[str] = []
@@ -133,15 +133,16 @@ def analyse_step(step: StepName, path: Path | None = None, files: SqlFiles | Non
 
 
 def analyse_steps(
-    steps: list[StepName] | tuple[StepName, ...] = STEPS, files: SqlFiles | None = None
+    files: SqlFiles, steps: list[StepName] | tuple[StepName, ...] = STEPS
 ) -> dict[StepName, StepSql]:
-    files = files or SqlFiles()
-    return {step: analyse_step(step, files=files) for step in steps}
+    return {step: analyse_step(step, files) for step in steps}
 
 
-def refreshed_objects(steps: list[StepName] | tuple[StepName, ...] = STEPS) -> dict[str, StepName]:
+def refreshed_objects(
+    files: SqlFiles, steps: list[StepName] | tuple[StepName, ...] = STEPS
+) -> dict[str, StepName]:
     """Every refreshed object and the step that refreshes it, in pipeline order."""
-    return {name: step for step, parsed in analyse_steps(steps).items() for name in parsed.objects}
+    return {name: step for step, parsed in analyse_steps(files, steps).items() for name in parsed.objects}
 
 
 def relations_named(statements: list[Statement]) -> set[str]:

@@ -23,10 +23,10 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from hospitaldb.engine.allowlist import report
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import RefreshError, StepError
-from hospitaldb.engine.transient import is_transient
+from hospitaldb.engine.db.allowlist import report
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.errors import RefreshError, StepError
+from hospitaldb.engine.db.transient import is_transient
 from hospitaldb.text import in_utc
 
 LOCK_NAME = "hospitaldb-refresh"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from hospitaldb.engine.checks import Check, load_checks
-from hospitaldb.engine.forbidden_sql import ForbiddenSql, forbidden_in
-from hospitaldb.engine.lineage import Lineage, ViewDefinitions, lineage_of
-from hospitaldb.engine.sql_analysis import BlockingSql, analyse_steps
-from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement
+from hospitaldb.engine.checks.step import Check, load_checks
+from hospitaldb.engine.checks.volume import load_volume_statement
+from hospitaldb.engine.sql.analysis import BlockingSql, analyse_steps
+from hospitaldb.engine.sql.forbidden import ForbiddenSql, forbidden_in
+from hospitaldb.engine.sql.lineage import Lineage, ViewDefinitions, lineage_of
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.engine.steps import StepName
-from hospitaldb.engine.volume_checks import load_volume_statement
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,25 @@ class StepPlan:
     allow_shrink: bool = False
     max_shrink_share: float = 0.5
     volume_rules: Statement | None = None  # sql/checks/volumes.sql, for the objects it names
-    upkeep: bool = True  # ANALYZE / VACUUM what the step changed, once it committed (engine.upkeep)
+    upkeep: bool = True  # ANALYZE / VACUUM what the step changed, once it committed (engine.run.upkeep)
     statement_total: int = 0  # a view group's plan: how many statements its step has, for the log
+    # Views refreshed side by side (parallel_views, engine.run.view_groups): each group in its
+    # own session and transaction, up to `sessions` at once. No groups: the step runs serially.
+    groups: tuple[ViewGroup, ...] = ()
+    sessions: int = 1
+
+
+@dataclass(frozen=True)
+class ViewGroup:
+    """Views refreshed in one session and transaction: their statements and every check that reads them."""
+
+    views: tuple[str, ...]
+    plan: StepPlan
+    waits_for: frozenset[str]  # views of other groups that these read
 
     @property
-    def views(self) -> tuple[()]:
-        """A step planned this way runs in one session: no view groups (engine.view_groups.ParallelPlan)."""
-        return ()
+    def name(self) -> str:
+        return " + ".join(self.views)
 
 
 def plan_steps(
@@ -46,19 +58,18 @@ def plan_steps(
     allow_shrink: bool,
     max_shrink_share: float,
     logger: logging.Logger | logging.LoggerAdapter,
+    files: SqlFiles,
     view_definitions: ViewDefinitions | None = None,
     upkeep: bool = True,
-    files: SqlFiles | None = None,
 ) -> tuple[dict[StepName, StepPlan], Lineage]:
     """Parse and lint every selected step and its checks; SqlScriptError (file and line) if one is unfit.
 
-    Also what each refreshed object reads (engine.lineage), for what a failure holds back.
+    Also what each refreshed object reads (engine.sql.lineage), for what a failure holds back.
     Opted-out blocking statements are listed in the log. files: the run's SQL files, each
     read and parsed once (a check of every step is one file).
     """
-    files = files or SqlFiles()
     try:
-        parsed = analyse_steps(selected, files)
+        parsed = analyse_steps(files, selected)
         refused = [reason for step_sql in parsed.values() for reason in forbidden_in(step_sql)]
         if refused:
             raise ForbiddenSql(refused)
@@ -83,6 +94,6 @@ def plan_steps(
             )
             for step, step_sql in parsed.items()
         }
-        return plans, lineage_of(parsed, view_definitions, files)
+        return plans, lineage_of(parsed, files, view_definitions)
     except SqlScriptError as error:
         raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None

@@ -23,9 +23,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from hospitaldb import settings
-from hospitaldb.engine.errors import RefreshError
-from hospitaldb.engine.libpq import hosts_as_query, libpq_keywords
-from hospitaldb.engine.run_deadline import DeadlineConnection, RunDeadline
+from hospitaldb.engine.db.deadline import DeadlineConnection, RunDeadline
+from hospitaldb.engine.db.errors import RefreshError
+from hospitaldb.engine.db.libpq import hosts_as_query, libpq_keywords
 from hospitaldb.statuses import RunStatus
 
 APPLICATION_NAME = "hospitaldb-refresh"
@@ -63,7 +63,7 @@ class DatabaseNotConfigured(RefreshError):
 class Limits:
     """A session's statement_timeout and lock_timeout, in seconds (0 means none), the
     parallel workers one of its queries may use (None: the server's max_parallel_workers_per_gather),
-    and the run's time limit (engine.run_deadline), which lowers both timeouts as it nears."""
+    and the run's time limit (engine.db.deadline), which lowers both timeouts as it nears."""
 
     statement_timeout_seconds: float = 0
     lock_timeout_seconds: float = 0

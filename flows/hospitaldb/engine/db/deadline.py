@@ -24,7 +24,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from hospitaldb.engine.errors import Statement, StepError
+from hospitaldb.engine.db.errors import FailedStatement, StepError
 
 RUN_TIMEOUT_PARAMETER = "run_timeout_seconds"
 
@@ -64,7 +64,9 @@ class RunTimeLimitReached(StepError):
     error boundary (engine.errors.as_step_error) names the step and the statement.
     """
 
-    def __init__(self, limit_seconds: float, step: str | None = None, statement: Statement | None = None):
+    def __init__(
+        self, limit_seconds: float, step: str | None = None, statement: FailedStatement | None = None
+    ):
         self.limit_seconds = limit_seconds
         super().__init__(
             step or "",

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 
 from psycopg2 import sql
 
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import as_step_error
-from hospitaldb.engine.plans import StepPlan
-from hospitaldb.engine.sql_runner import StepResult, run_step_sql
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.errors import as_step_error
+from hospitaldb.engine.run.plans import StepPlan
+from hospitaldb.engine.run.runner import StepResult, run_step_sql
 
 DRY_RUN = "dry_run"
 

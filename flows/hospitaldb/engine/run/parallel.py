@@ -1,4 +1,4 @@
-"""A step's view groups (engine.view_groups) refreshed in several sessions: the flow's parallel_views.
+"""A step's view groups (engine.run.view_groups) refreshed in several sessions: the flow's parallel_views.
 
 Groups run side by side, in up to parallel_views sessions; each starts once every view
 its views read has committed, and commits on its own once its checks pass. Each group
@@ -19,18 +19,18 @@ from dataclasses import replace
 import psycopg2
 import psycopg2.extensions
 
-from hospitaldb.engine.checks import CheckFailed, CheckResult
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.errors import StepError
-from hospitaldb.engine.sql_runner import StatementResult, StepResult, run_step_transaction
-from hospitaldb.engine.view_groups import ParallelPlan, ViewGroup
+from hospitaldb.engine.checks.step import CheckFailed, CheckResult
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.errors import StepError
+from hospitaldb.engine.run.plans import StepPlan, ViewGroup
+from hospitaldb.engine.run.runner import StatementResult, StepResult, run_step_transaction
 
 GroupCommitted = Callable[[StepResult], None]
 
 
 def refresh_views_in_parallel(
     target: DatabaseTarget,
-    plan: ParallelPlan,
+    plan: StepPlan,
     limits: Limits,
     *,
     logger: logging.Logger | logging.LoggerAdapter,
@@ -47,7 +47,7 @@ def refresh_views_in_parallel(
     """
     run = _ParallelRun(target, limits, logger, on_statement, before_commit, on_group_committed)
     started = time.perf_counter()
-    pending = list(plan.views)
+    pending = list(plan.groups)
     running: dict[concurrent.futures.Future, ViewGroup] = {}
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=plan.sessions, thread_name_prefix="views")
     try:
@@ -70,7 +70,7 @@ def refresh_views_in_parallel(
         executor.shutdown(wait=True)
     if run.failure is not None:
         raise run.failure_for(plan.step)
-    results = [run.committed[group.name] for group in plan.views]
+    results = [run.committed[group.name] for group in plan.groups]
     return StepResult(
         step=plan.step,
         seconds=round(time.perf_counter() - started, 3),

@@ -1,10 +1,10 @@
-"""The errors that end a run, and the one place an error becomes what may be shown of it.
+"""The errors that end a run.
 
 Our errors (RefreshError) are safe by construction: their code decides their text
-(names, counts, file:line, allowlisted messages: engine.allowlist) and how the run
+(names, counts, file:line, allowlisted messages: engine.db.allowlist) and how the run
 ends because of them (their RunStatus). Any other error is shown through the
-allowlist. `failure_of` turns either into a Failure once, where it happened; the
-record keeps that value, and every reporter reads it.
+allowlist. The record makes either a Failure once, where it happened
+(hospitaldb.record.outcome.failure_of), and every reporter reads that value.
 
 The original driver exception is never chained (`from None`): Prefect would print
 it, DETAIL included, in the run's traceback.
@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import psycopg2
 
-from hospitaldb.engine.allowlist import report
-from hospitaldb.engine.transient import is_transient
+from hospitaldb.engine.db.allowlist import report
+from hospitaldb.engine.db.transient import is_transient
 from hospitaldb.statuses import RunStatus
 
 
-class Statement(Protocol):
-    """A failing statement (engine.sql_script.Statement): its text, its file:line and first line."""
+class FailedStatement(Protocol):
+    """What an error may show of the statement it failed at (an engine.sql.script.Statement, which
+    reports its own errors through this module): its text, its file:line and its first line."""
 
     @property
     def text(self) -> str: ...
@@ -48,26 +48,8 @@ class RefreshError(Exception):
     step: str | None = None
 
 
-@dataclass(frozen=True)
-class Failure:
-    """How something ended badly, as it may be shown in any log, alert, artifact or audit row."""
-
-    status: RunStatus
-    text: str
-    sqlstate: str | None = None
-    step: str | None = None  # a step, check_sources, or None: before the first step
-
-
-def failure_of(error: BaseException) -> Failure:
-    """Any error, once: ours as raised (safe by construction), others through the allowlist."""
-    if isinstance(error, RefreshError):
-        return Failure(error.status, str(error), error.sqlstate, error.step)
-    visible = report(error)
-    return Failure(RunStatus.FAILED, visible.text, visible.sqlstate)
-
-
 class DatabaseError(RefreshError):
-    """A database error outside any step, as far as it may be shown (hospitaldb.engine.allowlist)."""
+    """A database error outside any step, as far as it may be shown (hospitaldb.engine.db.allowlist)."""
 
     def __init__(self, error: BaseException) -> None:
         visible = report(error)
@@ -83,7 +65,7 @@ class StepError(RefreshError):
         step: str,
         message: str,
         *,
-        statement: Statement | None = None,
+        statement: FailedStatement | None = None,
         sqlstate: str | None = None,
         transient: bool = False,
         published: list[str] | None = None,
@@ -114,7 +96,7 @@ class StepError(RefreshError):
         again.args = (again._text(),)
         return again
 
-    def at(self, step: str, statement: Statement | None) -> StepError:
+    def at(self, step: str, statement: FailedStatement | None) -> StepError:
         """The same failure, raised where no step was known, now naming its step and statement."""
         again = type(self).__new__(type(self))
         again.__dict__.update(self.__dict__)
@@ -123,7 +105,9 @@ class StepError(RefreshError):
         return again
 
     @classmethod
-    def from_database_error(cls, step: str, error: BaseException, statement: Statement | None) -> StepError:
+    def from_database_error(
+        cls, step: str, error: BaseException, statement: FailedStatement | None
+    ) -> StepError:
         visible = report(error, statement.text if statement else None)
         return cls(
             step, visible.text, statement=statement, sqlstate=visible.sqlstate, transient=is_transient(error)
@@ -131,7 +115,7 @@ class StepError(RefreshError):
 
 
 @contextmanager
-def as_step_error(step: str, statement: Statement | None = None) -> Iterator[None]:
+def as_step_error(step: str, statement: FailedStatement | None = None) -> Iterator[None]:
     """Raise any database error inside the block as the StepError of step (at statement).
 
     `from None`: the driver's exception, with its DETAIL, must not ride along in the traceback.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pglast import ast
 from pglast.enums.parsenodes import AlterTableType
 
-from hospitaldb.engine.sql_analysis import StepSql, targets_of
-from hospitaldb.engine.sql_script import SqlScriptError, Statement
+from hospitaldb.engine.sql.analysis import StepSql, targets_of
+from hospitaldb.engine.sql.script import SqlScriptError, Statement
 
 # Statements that change who may read, write or own what: never a refresh's business.
 PRIVILEGE_STATEMENTS = (

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hospitaldb.engine.checks import CheckResult, Severity
-from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement
+from hospitaldb.engine.checks.step import CheckResult, Severity
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.paths import display_path, step_sql_dir
 
 Measure = Literal["new_rows", "changed_rows"]
@@ -95,12 +95,12 @@ def volumes_file() -> Path:
     return step_sql_dir() / "checks" / "volumes.sql"
 
 
-def load_volume_statement(files: SqlFiles | None = None) -> Statement | None:
+def load_volume_statement(files: SqlFiles) -> Statement | None:
     """The rules' SELECT, parsed before anything is written; None when the file does not exist."""
     path = volumes_file()
     if not path.exists():
         return None
-    statements = (files or SqlFiles()).load(path, display_path(path)).statements
+    statements = files.load(path, display_path(path)).statements
     if len(statements) != 1:
         raise VolumeRulesInvalid(f"{display_path(path)}: the volume rules are exactly one SELECT")
     return statements[0]

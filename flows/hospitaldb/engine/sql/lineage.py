@@ -23,9 +23,9 @@ import psycopg2
 from pglast import ast
 from pglast.enums import ObjectType
 
-from hospitaldb.engine.database import DatabaseTarget, Limits
-from hospitaldb.engine.sql_analysis import DML, StepSql, relation_name, targets_of, temp_table_created, walk
-from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement, parse
+from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.sql.analysis import DML, StepSql, relation_name, targets_of, temp_table_created, walk
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement, parse
 
 ViewDefinitions = Callable[[list[str]], Mapping[str, str]]  # view names -> their SELECT, where known
 # Only a file that says MATERIALIZED can define a materialized view (a keyword is never split by a
@@ -94,8 +94,8 @@ class Lineage:
 
 def lineage_of(
     parsed: Mapping[str, StepSql],
+    files: SqlFiles,
     view_definitions: ViewDefinitions | None = None,
-    files: SqlFiles | None = None,
 ) -> Lineage:
     """The lineage of the steps' SQL; view_definitions supplies views defined in no SQL file.
 
@@ -121,7 +121,7 @@ def lineage_of(
                 reads.setdefault(name, set()).update(read)
                 if isinstance(tree, ast.RefreshMatViewStmt):
                     refreshed_views.append(name)
-    found = _views_in_files(parsed, refreshed_views, files or SqlFiles())
+    found = _views_in_files(parsed, refreshed_views, files)
     missing = [name for name in refreshed_views if name not in found]
     if missing and view_definitions is not None:
         found.update({name: _reads_of_query(query) for name, query in view_definitions(missing).items()})

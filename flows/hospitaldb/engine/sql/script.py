@@ -19,7 +19,7 @@ from typing import Any
 import pglast
 from pglast.parser import ParseError
 
-from hospitaldb.engine.errors import RefreshError
+from hospitaldb.engine.db.errors import RefreshError
 from hospitaldb.paths import display_path
 from hospitaldb.statuses import RunStatus
 from hospitaldb.text import shorten

@@ -24,8 +24,8 @@ import psycopg2.extensions
 from pglast import ast
 from psycopg2 import sql
 
-from hospitaldb.engine.errors import StepError, as_step_error
-from hospitaldb.engine.sql_script import SqlFiles, SqlScriptError, Statement, line_of
+from hospitaldb.engine.db.errors import StepError, as_step_error
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement, line_of
 from hospitaldb.paths import display_path, step_sql_dir
 from hospitaldb.statuses import RunStatus
 from hospitaldb.text import count_of
@@ -73,10 +73,10 @@ class CheckFailed(StepError):
         super().__init__(step, "; ".join(result.describe() for result in failed))
 
 
-def parse_check(path: Path, files: SqlFiles | None = None) -> Check:
+def parse_check(path: Path, files: SqlFiles) -> Check:
     """Read one check file; SqlScriptError (with file and line) unless it is one SELECT."""
     source = display_path(path)
-    parsed = (files or SqlFiles()).load(path, source)
+    parsed = files.load(path, source)
     text, statements = parsed.text, parsed.statements
     if len(statements) != 1 or not isinstance(statements[0].tree, ast.SelectStmt):
         line = statements[1].line if len(statements) > 1 else statements[0].line
@@ -99,8 +99,7 @@ def check_files(step: str) -> list[Path]:
     return [*sorted((folder / EVERY_STEP).glob("*.sql")), *sorted((folder / step).glob("*.sql"))]
 
 
-def load_checks(step: str, files: SqlFiles | None = None) -> list[Check]:
-    files = files or SqlFiles()
+def load_checks(step: str, files: SqlFiles) -> list[Check]:
     return [parse_check(path, files) for path in check_files(step)]
 
 

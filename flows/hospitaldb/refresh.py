@@ -140,10 +140,10 @@ def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) 
         previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
         states, volumes, seconds = read_sources(recorder.target, recorder.limits, files, previous)
         results, problems = evaluate(states, previous, seconds, logger, volumes)
-        recorder.sources_checked(enforce, states, results, problems, seconds)
+        recorder.sources_read(enforce, states, problems, seconds)
         if problems and enforce:
-            raise SourceCheckFailed(problems)
-        attempt.passed()
+            raise SourceCheckFailed(problems, results)
+        attempt.checked(results if enforce else [], seconds)
     if problems:
         logger.warning("source checks skipped (skip_source_checks): %s", "; ".join(p.text for p in problems))
 

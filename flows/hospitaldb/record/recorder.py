@@ -20,15 +20,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import psycopg2
-
-from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceProblem
-from hospitaldb.engine.checks.step import CheckFailed, CheckResult
+from hospitaldb.engine.checks.source import SourceCheckFailed, SourceProblem
+from hospitaldb.engine.checks.step import CheckFailed
 from hospitaldb.engine.db.database import NO_LIMITS, DatabaseTarget, Limits
-from hospitaldb.engine.db.errors import DatabaseError, StepError
+from hospitaldb.engine.db.errors import RefreshError, StepError
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import previous_finished_run
-from hospitaldb.record.handover import handed_over
+from hospitaldb.record.handover import RunFailed, handed_over
 from hospitaldb.record.outcome import Failure, Notice, RunOutcome, SourcesOutcome, StepOutcome, failure_of
 from hospitaldb.record.step_attempt import StepAttempt
 from hospitaldb.settings import AUDIT_REQUIRED
@@ -110,20 +108,16 @@ class RunRecorder:
                 abandoned,
             )
 
-    def sources_checked(
-        self,
-        enforced: bool,
-        states: list[SourceState],
-        results: list[CheckResult],
-        problems: list[SourceProblem],
-        seconds: float,
+    def sources_read(
+        self, enforced: bool, states: list[SourceState], problems: list[SourceProblem], seconds: float
     ) -> None:
-        """The source checks' counts (the next run's baseline) and results, on record."""
+        """What the source checks read: each source's count (the next run's baseline) and its problems.
+
+        Their check results are the attempt's, like a step's (StepAttempt.checked, or the failure).
+        """
         self.outcome = replace(self.outcome, sources=SourcesOutcome(enforced, len(states), problems, seconds))
         if self.audit:
             self.audit.sources_read(self.outcome.flow_run_id, states)
-            if enforced:
-                self.audit.checks_finished(self.outcome.flow_run_id, None, SOURCE_CHECKS, results)
 
     @contextmanager
     def step_attempt(self, step: str, number: int, task_run_id: str | None = None) -> Iterator[StepAttempt]:
@@ -147,12 +141,13 @@ class RunRecorder:
         except Exception as error:
             failure = failure_of(error)
             ran = [outcome.checks for outcome in self.outcome.steps if outcome.step == step]
-            checks = error.results if isinstance(error, CheckFailed) else (ran[0] if ran else [])
+            failed_checks = isinstance(error, CheckFailed | SourceCheckFailed)
+            checks = error.results if failed_checks else (ran[0] if ran else [])
             self.outcome = self.outcome.with_step(
                 step, status=StepStatus.FAILED, checks=checks, failure=failure
             )
             if self.audit:
-                if isinstance(error, CheckFailed):
+                if failed_checks:
                     self.audit.checks_finished(self.outcome.flow_run_id, attempt_id, step, error.results)
                 self.audit.attempt_finished(
                     attempt_id, StepStatus.FAILED, sqlstate=failure.sqlstate, error=failure.text
@@ -193,7 +188,7 @@ class RunRecorder:
 
     # --- How it ended ------------------------------------------------------------------------
 
-    def finish(self, error: BaseException | None = None, *, write: bool = True) -> None:
+    def finish(self, error: BaseException | None = None) -> None:
         """Completed, or ended by error: where, after how many attempts, and why.
 
         A step's error was made a Failure as its attempt ended: the run ends with that value.
@@ -208,8 +203,6 @@ class RunRecorder:
             failure = self._step_failure(error) or failure_of(error)
             attempts = self._attempts.get(failure.step) if failure.step else None
             self.outcome = outcome.ended(failure, attempts, now)
-        if write and self.audit:
-            self.audit.run_finished(self.outcome)
 
     def tell(self, tell: Tell | None) -> None:
         """Tell how the run ended (its alert, or a recovery notice), and record that it was told."""
@@ -247,42 +240,47 @@ class RunRecorder:
         stopped_as: StoppedAs = lambda: RunStatus.CRASHED,
         tell: Tell | None = None,
     ) -> Iterator[RunRecorder]:
-        """Around the flow's body: record how it ends, tell it, publish, close the audit session, hand the outcome over.
+        """The run's one boundary, around the flow's body: how it ended, recorded, told, published, handed over.
 
-        The run tells its end before its record is written (the database may be what failed)
-        and before Prefect hears of it (with the API down no state hook runs). A cancel is
-        written first, for the worker's hook; a crash after the alert (SIGKILL follows in
-        30 s). stopped_as tells a cancel from a crash (hospitaldb.run_context asks Prefect).
+        Any error ends the run as RunFailed, which carries the outcome (record.handover); a
+        cancel or a crash (a BaseException: TerminationSignal) goes on as it is, for Prefect,
+        with the outcome attached. stopped_as tells a cancel from a crash (hospitaldb.run_context
+        asks Prefect).
         """
         try:
             yield self
-        except psycopg2.Error as error:  # outside any step (a bug if it happens): never with its DETAIL
-            self._ended_by(error, tell)
-            raise handed_over(DatabaseError(error), self.outcome) from None
         except Exception as error:
-            self._ended_by(error, tell)
-            handed_over(error, self.outcome)
-            raise
-        except BaseException as error:  # TerminationSignal: cancelled, or the process is being stopped
-            status = stopped_as()
-            self.interrupted(status, write=status == RunStatus.CANCELLED)
-            self.tell(tell)
-            self.interrupted(status)
+            self.end(error, stopped_as, tell)
+            # Ours is safe to chain (and says where it was raised); a driver's error is not (its DETAIL).
+            raise RunFailed(self.outcome, error) from (error if isinstance(error, RefreshError) else None)
+        except BaseException as error:
+            self.end(error, stopped_as, tell)
             handed_over(error, self.outcome)
             raise
         else:
-            self.finish()
-            self.tell(tell)
+            self.end(None, stopped_as, tell)
         finally:
             if publish:
                 publish(self.outcome, self.logger)
             self.close()
 
-    def _ended_by(self, error: Exception, tell: Tell | None) -> None:
-        self.finish(error, write=False)
+    def end(self, error: BaseException | None, stopped_as: StoppedAs, tell: Tell | None) -> None:
+        """How the run ended, in one place: the outcome made, told, then written.
+
+        Told before its record is written (the database may be what failed) and before Prefect
+        hears of it (with the API down no state hook runs). A cancel is written before it is
+        told, for the worker's hook; a crash after (SIGKILL follows in 30 s).
+        """
+        if error is None or isinstance(error, Exception):
+            self.finish(error)
+            write = AuditLog.run_finished
+        else:  # TerminationSignal: cancelled, or the process is being stopped
+            status = stopped_as()
+            self.interrupted(status, write=status == RunStatus.CANCELLED)
+            write = AuditLog.run_interrupted
         self.tell(tell)
         if self.audit:
-            self.audit.run_finished(self.outcome)
+            write(self.audit, self.outcome)
 
     def close(self) -> None:
         if self.audit:

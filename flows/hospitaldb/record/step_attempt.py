@@ -13,6 +13,7 @@ from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.statuses import StepStatus
 
 if TYPE_CHECKING:
+    from hospitaldb.engine.checks.step import CheckResult
     from hospitaldb.engine.run.runner import StatementResult, StepResult
 
 
@@ -44,11 +45,13 @@ class StepAttempt:
         if self._recorder.audit:
             self._recorder.audit.statement_finished(self._attempt_id, result)
 
-    def passed(self) -> None:
-        """An attempt that refreshes nothing (the source checks) ended without error."""
-        self._recorder.update_step(self._step, status=StepStatus.COMPLETED)
-        if self._recorder.audit:
-            self._recorder.audit.attempt_finished(self._attempt_id, StepStatus.COMPLETED)
+    def checked(self, checks: list[CheckResult], seconds: float) -> None:
+        """An attempt that refreshes nothing (the source checks) passed: its checks on record, as a step's are."""
+        recorder = self._recorder
+        recorder.update_step(self._step, status=StepStatus.COMPLETED, checks=checks, seconds=seconds)
+        if recorder.audit:
+            recorder.audit.checks_finished(recorder.outcome.flow_run_id, self._attempt_id, self._step, checks)
+            recorder.audit.attempt_finished(self._attempt_id, StepStatus.COMPLETED)
 
     def completed(self, result: StepResult) -> None:
         recorder = self._recorder

@@ -90,12 +90,12 @@ class SourceState:
 
 
 class SourceCheckFailed(StepError):
-    """A source is stale or incomplete; nothing was refreshed."""
+    """A source is stale or incomplete; nothing was refreshed. Its results go on record as a step's checks."""
 
     status = RunStatus.SOURCES_REFUSED
 
-    def __init__(self, problems: list[SourceProblem]) -> None:
-        self.problems = problems
+    def __init__(self, problems: list[SourceProblem], results: list[CheckResult]) -> None:
+        self.problems, self.results = problems, results
         super().__init__(
             SOURCE_CHECKS,
             "; ".join(problem.text for problem in problems)

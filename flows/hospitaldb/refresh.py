@@ -22,6 +22,7 @@ from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceCheckFailed, ev
 from hospitaldb.engine.db.database import Limits, resolve_database
 from hospitaldb.engine.db.deadline import RunDeadline
 from hospitaldb.engine.db.errors import StepError
+from hospitaldb.engine.run.context import RunContext
 from hospitaldb.engine.run.dry_run import dry_run_steps
 from hospitaldb.engine.run.lock import HeldLock, refresh_lock
 from hospitaldb.engine.run.parallel import refresh_views_in_parallel
@@ -65,7 +66,9 @@ def this_attempt() -> tuple[int, str | None]:
     return runtime.task_run.run_count or 1, str(run_id) if run_id else None
 
 
-def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLock) -> dict[str, Any]:
+def run_step(
+    step: StepName, context: RunContext, recorder: RunRecorder, plan: StepPlan, lock: HeldLock
+) -> dict[str, Any]:
     """Run one step's statements and its checks in one transaction, and return what it did.
 
     The step checks that the run still holds the overlap lock before it starts and again
@@ -81,9 +84,9 @@ def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLo
         if plan.groups:  # each group of views commits on its own, once its checks pass
             refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)
         result = refresh(
-            recorder.target,
+            context.target,
             plan,
-            recorder.limits,
+            context.limits,
             logger=logger,
             on_statement=attempt.statement_finished,
             before_commit=lambda: (lock.verify(step), recorder.verify_audit(step)),
@@ -91,7 +94,7 @@ def run_step(step: StepName, recorder: RunRecorder, plan: StepPlan, lock: HeldLo
         attempt.completed(result)
     if plan.upkeep:
         recorder.kept_up(
-            step, run_upkeep(recorder.target, recorder.limits, result.changes, result.row_counts, logger)
+            step, run_upkeep(context.target, context.limits, result.changes, result.row_counts, logger)
         )
     logger.info(
         "%s committed: %d statements, %.2f s, %d rows; checks: %s",
@@ -127,7 +130,7 @@ STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
     retry_condition_fn=retry_on_transient_error,
     cache_policy=NO_CACHE,
 )
-def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) -> None:
+def check_sources(context: RunContext, recorder: RunRecorder, enforce: bool = True) -> None:
     """Read every source's row count and newest data; fail the run if one is stale or incomplete.
 
     The counts are recorded either way (not in a dry run): a completed run's counts are
@@ -138,7 +141,7 @@ def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) 
     logger = get_run_logger()
     with recorder.step_attempt(SOURCE_CHECKS, *this_attempt()) as attempt:
         previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
-        states, volumes, seconds = read_sources(recorder.target, recorder.limits, files, previous)
+        states, volumes, seconds = read_sources(context.target, context.limits, context.files, previous)
         results, problems = evaluate(states, previous, seconds, logger, volumes)
         recorder.sources_read(enforce, states, problems, seconds)
         if problems and enforce:
@@ -149,10 +152,10 @@ def check_sources(recorder: RunRecorder, files: SqlFiles, enforce: bool = True) 
 
 
 @task(name="dry_run", cache_policy=NO_CACHE)
-def dry_run_task(recorder: RunRecorder, plans: dict[StepName, StepPlan]) -> None:
+def dry_run_task(context: RunContext, recorder: RunRecorder, plans: dict[StepName, StepPlan]) -> None:
     """Run the steps and their checks as a real run would, in one transaction, and roll back."""
     dry_run_steps(
-        recorder.target, plans, recorder.limits, logger=get_run_logger(), on_step=recorder.step_dry_run
+        context.target, plans, context.limits, logger=get_run_logger(), on_step=recorder.step_dry_run
     )
 
 
@@ -241,18 +244,20 @@ def hospitaldb_refresh(
     deadline = RunDeadline.starting_now(run_timeout_seconds)
     recorder = recorder_for_this_run(dry_run=dry_run)
     retry_delays = exponential_backoff(backoff_factor=retry_delay_seconds)(retries) if retries else []
-    files = SqlFiles()  # each SQL file of the run read and parsed once
     # Where its alert goes, loaded now: the run tells its own failure, even with the Prefect API down.
     teller = Teller.for_this_run(logger)
     with (
         keeping_logs() as kept,  # what an outage of the Prefect API loses, sent when it is back
         recorder.recording(publish=partial(report_when_back, kept=kept), stopped_as=stopped_as, tell=teller),
     ):
-        target = recorder.use_database(
-            resolve_database(database_block),
-            Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query, deadline),
-            files,
+        context = recorder.use_database(
+            RunContext(
+                resolve_database(database_block),
+                Limits(statement_timeout_seconds, lock_timeout_seconds, parallel_workers_per_query, deadline),
+                SqlFiles(),  # each SQL file of the run read and parsed once
+            )
         )
+        target = context.target
         recorder.audit_required = audit_required(logger)
         selected = recorder.start(in_pipeline_order(steps))
         what = "Dry run (rolled back at the end)" if dry_run else "Refreshing"
@@ -262,8 +267,8 @@ def hospitaldb_refresh(
             allow_shrink,
             max_shrink_share,
             logger,
-            files,
-            views_in_database(target, recorder.limits),
+            context.files,
+            views_in_database(target, context.limits),
             upkeep=upkeep,
         )
         run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
@@ -284,11 +289,11 @@ def hospitaldb_refresh(
             if recorder.audit and not dry_run:  # runs Prefect never heard end: set from etl_audit
                 heal_earlier_runs(recorder.audit, logger, recorder.outcome.flow_run_id)
             check_sources.with_options(retries=retries, retry_delay_seconds=retry_delays)(
-                recorder, files, enforce=not skip_source_checks
+                context, recorder, enforce=not skip_source_checks
             )
             if dry_run:  # serial, whatever parallel_views says
-                dry_run_task(recorder, plans)
+                dry_run_task(context, recorder, plans)
             for step in [] if dry_run else selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
-                step_task(step, recorder, run_plans[step], lock)
+                step_task(step, context, recorder, run_plans[step], lock)
     return ReturnedSteps(recorder.outcome)

@@ -118,3 +118,24 @@ def test_no_import_runs_up_the_layers_and_tools_never_import_local():
             if theirs[0] > mine[0] or (mine[1] == "tools" and theirs[1] == "local"):
                 upward.append(f"{module} -> {imported}")
     assert not upward, "imports up the layers: " + "; ".join(upward)
+
+
+# Where a process begins: the flows, the state hooks Prefect calls, the commands. Each reads
+# the SQL project once and hands it down; nothing below them makes its own.
+SQL_PROJECT_READ_AT = {
+    "refresh.py",  # the refresh run (in its RunContext)
+    "freshness.py",  # the freshness check's flow
+    "report/hooks.py",  # a state hook in a worker's process, reading a run back from etl_audit
+    "tools/validation.py",  # hospitaldb validate / lineage
+    "tools/docs/pages.py",  # the generated pages
+    "tools/roles.py",  # hospitaldb roles
+}
+
+
+def test_the_sql_project_is_read_only_where_a_process_begins():
+    made_in = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "SqlFiles":
+                made_in.add(str(path.relative_to(PACKAGE)))
+    assert made_in == SQL_PROJECT_READ_AT, f"SqlFiles() made in {sorted(made_in - SQL_PROJECT_READ_AT)}"

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from hospitaldb.engine.checks.source import SourceCheckFailed, SourceProblem
 from hospitaldb.engine.checks.step import CheckFailed
-from hospitaldb.engine.db.database import NO_LIMITS, DatabaseTarget, Limits
 from hospitaldb.engine.db.errors import RefreshError, StepError
 from hospitaldb.record.audit import AuditLog
 from hospitaldb.record.audit_history import previous_finished_run
@@ -34,10 +33,10 @@ from hospitaldb.statuses import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from hospitaldb.engine.checks.source import SourceState
+    from hospitaldb.engine.run.context import RunContext
     from hospitaldb.engine.run.runner import StepResult
     from hospitaldb.engine.run.upkeep import Upkeep
     from hospitaldb.engine.sql.lineage import Lineage
-    from hospitaldb.engine.sql.script import SqlFiles
 
 Logger = logging.Logger | logging.LoggerAdapter
 LOCK_PLACE = "refresh_lock"  # where the overlap lock's connection attempts are on record (step_attempts.step)
@@ -62,8 +61,6 @@ class RunRecorder:
         self.outcome = outcome
         self.logger = logger
         self.audit = audit
-        self.target: DatabaseTarget | None = None
-        self.limits: Limits = NO_LIMITS
         self.audit_required = False  # publish nothing that is not on record (HOSPITALDB_AUDIT_REQUIRED)
         self._attempts: dict[str, int] = {}
 
@@ -73,19 +70,18 @@ class RunRecorder:
         """A step's outcome (or the source checks'), updated by its attempt in progress (record.step_attempt)."""
         self.outcome = self.outcome.with_step(step, **changes)
 
-    def use_database(self, target: DatabaseTarget, limits: Limits, files: SqlFiles) -> DatabaseTarget:
-        """The run's database, resolved once, and the limits every session of the run keeps to."""
-        self.target, self.limits = target, limits
-        self.outcome = replace(self.outcome, database=target.describe())
+    def use_database(self, context: RunContext) -> RunContext:
+        """The run's database, resolved once: its audit is written there, within the run's limits."""
+        self.outcome = replace(self.outcome, database=context.target.describe())
         self.audit = AuditLog(
-            target,
+            context.target,
             self.logger,
-            files,
-            limits,
+            context.files,
+            context.limits,
             writes=not self.outcome.dry_run,
             run_id=self.outcome.flow_run_id,
         )
-        return target
+        return context
 
     def start(self, selected: list[str]) -> list[str]:
         self.outcome = replace(self.outcome, steps=[StepOutcome(step) for step in selected])

@@ -16,12 +16,14 @@ from collections.abc import Iterator
 
 import pytest
 from prefect_slack import SlackWebhook
+from prefect_sqlalchemy import SqlAlchemyConnector
 
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.tools.server_guard import (
     accepts_anonymous_requests,
     listening_beyond_loopback,
 )
+from hospitaldb_testing.db import scalar
 from hospitaldb_testing.deployment import (
     AUTH_STRING,
     anonymous_block_listing,
@@ -121,3 +123,42 @@ def test_deploy_stores_no_secret_on_an_open_server_beyond_loopback_nor_over_plai
 def test_a_port_of_this_machine_listening_beyond_loopback_is_found():
     with address_beyond_loopback() as address, socket.create_server((address, 0)) as listener:
         assert listening_beyond_loopback(listener.getsockname()[1]) == [address]
+
+
+def test_a_run_loads_no_block_from_a_server_beyond_loopback_over_plain_http_unless_accepted(
+    tmp_path, demo_database
+):
+    """As `hospitaldb blocks` stores none there, a run loads none from there: the database block's
+    password would cross the network in clear. The same opt-out lets it, warned."""
+    with address_beyond_loopback() as address:
+        with prefect_server(tmp_path / "closed", host=address, auth_string=AUTH_STRING) as env:
+            with client_of(env):
+                SqlAlchemyConnector(connection_info=demo_database).save("hospitaldb-over-http")
+            environment = {key: value for key, value in env.items() if key != "HOSPITALDB_DATABASE_URL"}
+
+            def refresh(**extra: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [sys.executable, "flows/refresh.py", "--database-block", "hospitaldb-over-http"],
+                    cwd=PROJECT_ROOT,
+                    env={**environment, **extra},
+                    capture_output=True,
+                    text=True,
+                )
+
+            refused = refresh()
+            runs_after_refused = scalar(demo_database, "SELECT count(*) FROM etl_audit.refresh_runs")
+            accepted = refresh(HOSPITALDB_ALLOW_PLAIN_HTTP="true")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output
+    assert (
+        f"Block 'hospitaldb-over-http' was not loaded: the Prefect API at {address} is reached over plain http"
+        in output
+    )
+    assert runs_after_refused == 0, "the run never reached the database"
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "come from " + address + " over plain http (HOSPITALDB_ALLOW_PLAIN_HTTP=true)" in (
+        accepted.stdout + accepted.stderr
+    )
+    assert (
+        scalar(demo_database, "SELECT count(*) FROM etl_audit.refresh_runs WHERE status = 'completed'") == 1
+    )

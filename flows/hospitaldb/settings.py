@@ -80,9 +80,10 @@ API_WAIT_SECONDS = Setting(
 # Blocks, read once by deployments/create_blocks.py.
 ALLOW_PLAIN_HTTP = Setting(
     "HOSPITALDB_ALLOW_PLAIN_HTTP",
-    "`create_blocks.py`",
-    "`true` to store secrets on a Prefect server beyond loopback reached over plain http (refused "
-    "otherwise: its auth string and the secrets would cross the network in clear); warned every time",
+    "`create_blocks.py`, the flow",
+    "`true` to store secrets on a Prefect server beyond loopback reached over plain http, and to load "
+    "blocks from it in a run (refused otherwise: its auth string and the secrets would cross the "
+    "network in clear); warned every time",
 )
 DB_HOST = Setting("HOSPITALDB_DB_HOST", "`create_blocks.py`", "database host, when no database URL is set")
 DB_PORT = Setting("HOSPITALDB_DB_PORT", "`create_blocks.py`", "database port (default 5432)")

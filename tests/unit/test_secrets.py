@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hospitaldb.api_channel import refusal_to_load
 from hospitaldb.text import redact
 from hospitaldb.tools.server_guard import is_loopback, refusal
 
@@ -89,3 +90,32 @@ def test_beyond_loopback_secrets_go_only_over_https_unless_plain_http_is_accepte
     assert (why is not None) == refused
     if why:
         assert "plain http" in why and "HOSPITALDB_ALLOW_PLAIN_HTTP" in why and "https://" in why
+
+
+def test_a_localhost_name_is_loopback_only_when_it_resolves_there():
+    # Nothing resolves this name here: RFC 6761 says it should be loopback, but nothing shows it is.
+    assert is_loopback("db.localhost") is False
+    assert is_loopback("localhost") is True
+
+
+@pytest.mark.parametrize(
+    ("api_url", "allowed", "refused"),
+    [
+        ("http://prefect.hospital.example:4200/api", "", True),
+        ("http://10.0.0.5:4200/api", "", True),
+        ("http://10.0.0.5:4200/api", "true", False),
+        ("https://prefect.hospital.example/api", "", False),
+        ("http://127.0.0.1:4200/api", "", False),
+        ("http://[::1]:4200/api", "", False),
+        (None, "", False),  # no API: an ephemeral server in this process
+    ],
+)
+def test_a_run_loads_no_block_over_plain_http_beyond_loopback_unless_accepted(
+    api_url, allowed, refused, monkeypatch
+):
+    monkeypatch.setenv("HOSPITALDB_ALLOW_PLAIN_HTTP", allowed)
+    why = refusal_to_load("hospitaldb-postgres", api_url)
+    assert (why is not None) is refused
+    if why:
+        assert "Block 'hospitaldb-postgres' was not loaded" in why
+        assert "HOSPITALDB_ALLOW_PLAIN_HTTP=true" in why and "https://" in why

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from hospitaldb.api_channel import before_loading
 from hospitaldb.settings import ALERT_BLOCKS, ALERT_EMAILS, ALERT_FROM, ALERT_TIMEOUT_SECONDS
 from hospitaldb.text import safe, without_url_paths
 
@@ -133,6 +134,7 @@ def load_channel(reference: str) -> Any:
             f"'{reference}' is not a block reference: write <block-type-slug>/<block-name>, "
             f"e.g. {SLACK_BLOCK_TYPE}/{DEFAULT_SLACK_BLOCK} (`prefect block ls` lists them)"
         )
+    before_loading(reference, AlertNotSent)
     try:
         return Block.load(reference)
     except (ValueError, KeyError):

@@ -12,7 +12,6 @@ server elsewhere looks like a local server; it says so.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import urllib.error
 import urllib.request
@@ -20,22 +19,13 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from hospitaldb import settings
+from hospitaldb.api_channel import is_loopback, plain_http_allowed
 
 HOW_TO_PROTECT = (
     "Start the server with PREFECT_SERVER_API_AUTH_STRING='USER:A-LONG-RANDOM-PASSWORD' (behind TLS, see "
     "docs/deploy.md), export PREFECT_API_AUTH_STRING with the same value here and for every worker, and "
     "run this again; or use Prefect Cloud (PREFECT_API_KEY)."
 )
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost; a name is not resolved: it may point anywhere tomorrow."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def accepts_anonymous_requests(api_url: str, timeout: float = 10) -> bool:
@@ -110,13 +100,12 @@ def check(api_url: str) -> Verdict:
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     anonymous = accepts_anonymous_requests(api_url)
-    plain_http_allowed = (settings.ALLOW_PLAIN_HTTP.read() or "").lower() in ("1", "true", "yes")
     why = refusal(
         host,
         anonymous,
         listening_beyond_loopback(port) if is_loopback(host) and anonymous else [],
         scheme=parts.scheme,
-        plain_http_allowed=plain_http_allowed,
+        plain_http_allowed=plain_http_allowed(),
     )
     warnings = []
     if why is None and parts.scheme == "http" and not is_loopback(host):

@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from hospitaldb import settings
+from hospitaldb.api_channel import before_loading
 from hospitaldb.engine.db.deadline import DeadlineConnection, RunDeadline
 from hospitaldb.engine.db.errors import RefreshError
 from hospitaldb.engine.db.libpq import hosts_as_query, libpq_keywords
@@ -254,6 +255,7 @@ def target_from_block(block_name: str) -> DatabaseTarget:
     """Load a SqlAlchemyConnector block; a missing block says how to create one."""
     from prefect_sqlalchemy import ConnectionComponents, SqlAlchemyConnector
 
+    before_loading(block_name, DatabaseNotConfigured)
     try:
         connector = SqlAlchemyConnector.load(block_name)
     except ValueError:

@@ -143,6 +143,34 @@ LEAKS = {
         "GROUP BY ward_id;\n",
         "",
     ),
+    # A value cast to a name that a name of ours holds as a part (an alias): only a whole
+    # identifier of the statement proves a name.
+    "a_value_inside_a_name_of_the_statement": (
+        "42P01",
+        STEP2,
+        "-- Ward counts.\nINSERT INTO clinic_mart.ward_counts\n"
+        "SELECT ward_id, count(quote_ident(split_part(full_name, ' ', 2))::regclass) AS quixotepatient_count\n"
+        "FROM clinic_raw.patients GROUP BY ward_id;\n",
+        "",
+    ),
+    # PostgreSQL prints this name bare, with no quotes to prove.
+    "a_value_printed_as_a_dotted_name": (
+        "42601",
+        STEP2,
+        "-- Ward counts.\nINSERT INTO clinic_mart.ward_counts\n"
+        "SELECT ward_id, count((quote_ident(split_part(full_name, ' ', 2)) || '.a.b.c')::regclass)\n"
+        "FROM clinic_raw.patients GROUP BY ward_id;\n",
+        "",
+    ),
+    # A RAISE that names a "table" of its own choosing: no field of it is shown.
+    "raise_naming_a_table_with_a_value": (
+        "P0001",
+        STEP2,
+        "-- A guard in PL/pgSQL.\nDO $$\nBEGIN\n"
+        "    RAISE EXCEPTION 'bad patient' USING TABLE = (SELECT full_name FROM clinic_raw.patients LIMIT 1);\n"
+        "END\n$$;\n",
+        "",
+    ),
     # A fixed-text SQLSTATE (a statement timeout's) with a function's own words.
     "a_timeout_sqlstate_raised_with_a_name": (
         "57014",

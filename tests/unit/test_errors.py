@@ -92,3 +92,38 @@ def test_names_are_proven_against_the_statement_and_sql_the_code_writes_itself_n
     assert names_proven("permission denied for table ward_counts", STEP_SQL)  # nothing quoted
     assert not names_proven('relation "Quixotepatient" does not exist', STEP_SQL)
     assert names_proven('relation "x" does not exist', None)
+
+
+SUMMARY_SQL = 'INSERT INTO reporting.revenue_summary SELECT branch_id, "Odd ""name""" FROM staging.billing'
+
+
+@pytest.mark.parametrize(
+    ("message", "proven"),
+    [
+        ('relation "reporting.revenue_summary" does not exist', True),
+        ('column "Odd "name"" does not exist', False),  # a quote in a name: not doubled, withheld
+        ('column "branch_id" does not exist', True),
+        # A patient's value cast to a name, inside an identifier of ours: no longer "proven".
+        ('relation "Mary" does not exist', False),
+        ('role "venue" does not exist', False),
+        ('relation "reporting.Mary" does not exist', False),
+        # An unquoted dotted name: PostgreSQL prints some bare (42601, from a value cast to regclass).
+        ("improper relation name (too many dotted names): mary.ann.smith.jones", False),
+        ('syntax error at or near "branch_id"', True),
+        ('relation "summary"" does not exist', False),  # unmatched quote
+    ],
+)
+def test_a_quoted_name_is_proven_only_as_a_whole_identifier_of_the_statement(message, proven):
+    assert names_proven(message, SUMMARY_SQL) is proven
+
+
+def test_names_beside_an_error_raised_in_a_function_are_not_shown():
+    # `RAISE ... USING TABLE = full_name` puts any value in table_name.
+    diag = SimpleNamespace(
+        schema_name="public",
+        table_name="Mary Quixotepatient",
+        column_name=None,
+        constraint_name=None,
+        context="PL/pgSQL function leak() line 3 at RAISE",
+    )
+    assert names_of(diag) == ""

@@ -14,11 +14,12 @@ allowlist, never by looking for values:
   objects and settings, never values: connection, syntax and access rules, missing
   objects, locks, timeouts, deadlocks, resources, operator intervention; not when
   raised inside a function (its SQL may be built from data, and a RAISE can give any
-  SQLSTATE its own words); and only when every name it quotes is in the statement's
-  own text: SQL that casts a row's value to a name (`full_name::regclass`,
+  SQLSTATE its own words); and only when every name it quotes is a whole identifier
+  (or token) of the statement, by PostgreSQL's lexer, and it quotes no name bare with a
+  dot nor holds an unmatched quote: SQL that casts a row's value to a name (`full_name::regclass`,
   `current_setting(full_name)`) gets that value quoted back as a "name";
 - otherwise the names PostgreSQL reports on its own (schema, table, column,
-  constraint), and a note that the message was withheld and where to read it:
+  constraint; none for an error raised in a function, whose RAISE sets them), and a note that the message was withheld and where to read it:
   the database server's log, for those allowed to read it;
 - never DETAIL or CONTEXT.
 
@@ -101,6 +102,7 @@ FIXED_TEXTS: dict[str, frozenset[str]] = {
 # PostgreSQL quotes a name in a message as "name", without doubling quotes inside it: a name
 # holding a quote is not proven, and withheld.
 QUOTED_NAME = re.compile(r'"([^"]*)"')
+UNQUOTED_DOTTED_NAME = re.compile(r"[\w$]\.[\w$]")
 MESSAGE_LENGTH = 500
 WITHHELD = (
     "PostgreSQL's message was withheld: it can hold values from a row. The database's log has it, "
@@ -152,11 +154,39 @@ def may_show(sqlstate: str, message: str, *, raised_in_a_function: bool, stateme
 
 
 def names_proven(text: str, statement: str | None) -> bool:
-    """Every name text quotes stands in the statement's own text (our SQL), so it is no row's value."""
+    """Every name text quotes is a whole identifier (or token) of the statement, our SQL: no row's value.
+
+    Whole tokens, by PostgreSQL's own lexer, not substrings: a patient "Mary" is not proven by
+    `summary`. A qualified name proves each of its parts. Withheld: an unmatched quote (a name
+    that holds one: PostgreSQL does not double it), and an unquoted dotted name (PostgreSQL prints
+    some names bare: `improper relation name (too many dotted names): a.b.c.d`).
+    """
     if statement is None:
         return True
-    ours = statement.lower()
-    return all(name.lower() in ours for name in QUOTED_NAME.findall(text))
+    if text.count('"') % 2 or UNQUOTED_DOTTED_NAME.search(QUOTED_NAME.sub("", text)):
+        return False
+    tokens = statement_tokens(statement)
+    return all(
+        name.lower() in tokens or all(part.lower() in tokens for part in name.split("."))
+        for name in QUOTED_NAME.findall(text)
+    )
+
+
+def statement_tokens(statement: str) -> frozenset[str]:
+    """The statement's tokens as PostgreSQL's lexer reads them, lowercased; identifiers also unquoted."""
+    from pglast.parser import ParseError, scan
+
+    try:
+        tokens = scan(statement)
+    except ParseError:  # our SQL that does not even lex: prove nothing by it
+        return frozenset()
+    texts = set()
+    for token in tokens:
+        text = statement[token.start : token.end + 1]
+        texts.add(text.lower())
+        if token.name == "IDENT" and text.startswith('"'):
+            texts.add(text[1:-1].replace('""', '"').lower())
+    return frozenset(texts)
 
 
 def message_may_be_shown(sqlstate: str, *, raised_in_a_function: bool) -> bool:
@@ -170,7 +200,12 @@ def message_may_be_shown(sqlstate: str, *, raised_in_a_function: bool) -> bool:
 
 
 def names_of(diag: psycopg2.extensions.Diagnostics) -> str:
-    """The names PostgreSQL reports beside the message: identifiers, never values."""
+    """The names PostgreSQL reports beside the message: identifiers, never values.
+
+    None for an error raised in a function: a RAISE sets these fields (`USING TABLE = ...`) to anything.
+    """
+    if getattr(diag, "context", None):
+        return ""
     table = ".".join(part for part in (diag.schema_name, diag.table_name) if part)
     where = f" on {table}" if table else ""
     if diag.column_name:

@@ -4,6 +4,9 @@ the freshness check's alert."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 
@@ -11,9 +14,12 @@ import psycopg2
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from sqlalchemy.engine import make_url
 
+from hospitaldb import settings
 from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.freshness import hospitaldb_freshness_check
+from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
 from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query
 from hospitaldb_testing.runs import InBackground, TableLock, error_text, run_flow, wait_for_blocked_refresh
@@ -281,6 +287,66 @@ def test_the_refresher_refreshes_and_can_neither_grant_nor_alter_nor_rewrite_its
     assert query(
         demo_database, "SELECT outcome FROM etl_audit.run_endings WHERE flow_run_id = %s", (run,)
     ) == [("failed",)]
+
+
+def test_hospitaldb_roles_again_takes_back_what_its_roles_should_not_hold(
+    demo_database, least_privilege, prefect, monkeypatch
+):
+    refresher = make_url(least_privilege.refresher_url).username
+    reader = make_url(least_privilege.reader_url).username
+    owner = refresher.replace("refresher", "owner")
+    # Grants an earlier version, or a hand, left behind.
+    drift = [
+        "GRANT SELECT ON etl_audit.refresh_runs TO PUBLIC",
+        "GRANT SELECT ON analytics.mv_patient_summary TO PUBLIC",
+        f"GRANT DELETE, TRUNCATE ON etl_audit.step_attempts TO {refresher}",
+        f"GRANT SELECT ON staging.patient_contacts TO {reader}",
+        f"GRANT SELECT ON reporting.patient_summary TO {reader}",
+        f"GRANT CREATE ON SCHEMA analytics TO {refresher}",
+        f"GRANT CREATE ON SCHEMA etl_audit TO {reader}",
+    ]
+    for statement in drift:
+        execute(demo_database, statement)
+    held = """
+        SELECT has_table_privilege('public', 'etl_audit.refresh_runs', 'SELECT'),
+               has_table_privilege('public', 'analytics.mv_patient_summary', 'SELECT'),
+               has_table_privilege(%(refresher)s, 'etl_audit.step_attempts', 'DELETE'),
+               has_table_privilege(%(refresher)s, 'etl_audit.step_attempts', 'TRUNCATE'),
+               has_table_privilege(%(reader)s, 'staging.patient_contacts', 'SELECT'),
+               has_table_privilege(%(reader)s, 'reporting.patient_summary', 'SELECT'),
+               has_schema_privilege(%(refresher)s, 'analytics', 'CREATE'),
+               has_schema_privilege(%(reader)s, 'etl_audit', 'CREATE')
+    """
+    names = {"refresher": refresher, "reader": reader}
+    assert query(demo_database, held, names) == [(True,) * 8], "the drift is in place"
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "deployments/create_roles.py",
+            "--owner",
+            owner,
+            "--refresher",
+            refresher,
+            "--reader",
+            reader,
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, settings.ADMIN_DATABASE_URL.name: demo_database},
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert query(demo_database, held, names) == [(False,) * 8]
+    needed = """
+        SELECT has_table_privilege(%(reader)s, 'etl_audit.data_status', 'SELECT'),
+               has_table_privilege(%(refresher)s, 'etl_audit.step_attempts', 'INSERT'),
+               has_table_privilege(%(refresher)s, 'reporting.patient_summary', 'INSERT')
+    """
+    assert query(demo_database, needed, names) == [(True, True, True)], "what the SQL needs, granted again"
+    monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
+    assert run_flow().is_completed() and run_flow().is_completed(), "it still refreshes, twice"
 
 
 def test_a_broken_audit_trail_does_not_fail_a_local_refresh(demo_database, prefect):

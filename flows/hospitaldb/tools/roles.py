@@ -16,7 +16,10 @@ Three roles (names settable):
 
 What is read and written comes from the SQL files (hospitaldb.engine.sql.analysis) and the catalog
 (what a materialized view reads), so another warehouse gets its own grants with no Python
-edited. Nothing else is granted: a staging table no SQL names stays unreadable. Idempotent.
+edited. Nothing else is granted: a staging table no SQL names stays unreadable. Idempotent, and
+converging: what the refresher or the reader holds beyond that (from an earlier version, or granted
+by hand), and anything PUBLIC holds on the owner's objects and in etl_audit, is taken back first, in
+the same transaction as the grants.
 """
 
 from __future__ import annotations
@@ -66,6 +69,21 @@ WHERE n.nspname <> ALL (%s)
 REFRESH_FUNCTION = sql.SQL("{}(regclass, boolean)").format(
     sql.Identifier(AUDIT_SCHEMA, "refresh_materialized_view")
 )
+# Where the refresher or the reader holds a privilege, or PUBLIC one on what the owner owns: what
+# `hospitaldb roles` takes back before it grants again, so that the grants converge on the SQL's.
+HELD_ON_RELATIONS = """
+SELECT DISTINCT n.nspname, c.relname
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace, aclexplode(c.relacl) AS a
+WHERE n.nspname <> ALL (%(system)s)
+  AND (a.grantee = ANY (%(roles)s::regrole[]) OR (a.grantee = 0 AND c.relowner = %(owner)s::regrole))
+ORDER BY 1, 2
+"""
+HELD_ON_SCHEMAS = """
+SELECT DISTINCT n.nspname
+FROM pg_namespace AS n, aclexplode(n.nspacl) AS a
+WHERE n.nspname <> ALL (%(system)s) AND a.grantee = ANY (%(roles)s::regrole[])
+ORDER BY 1
+"""
 AUDIT_OBJECTS = """
 SELECT c.relname, c.relkind FROM pg_class AS c
 WHERE c.relnamespace = to_regnamespace(%s) AND c.relkind IN ('r', 'v', 'p') ORDER BY 1
@@ -161,6 +179,38 @@ def audit_grants(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
     ]
 
 
+def revocations(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
+    """Every privilege the refresher and the reader hold, and PUBLIC on the owner's objects: taken back.
+
+    Run in the same transaction as the grants that follow, so no refresh sees a moment
+    without what it needs. What an earlier version, or a hand, granted beyond the SQL's
+    needs does not survive (a `GRANT ... TO PUBLIC` on a view the refresher once owned).
+    """
+    names = {"system": SYSTEM_SCHEMAS, "roles": [roles.refresher, roles.reader], "owner": roles.owner}
+    refresher, reader = sql.Identifier(roles.refresher), sql.Identifier(roles.reader)
+    cursor.execute(HELD_ON_RELATIONS, names)
+    relations = cursor.fetchall()
+    cursor.execute(HELD_ON_SCHEMAS, names)
+    schemas = [row[0] for row in cursor.fetchall()]
+    audit = sql.Identifier(AUDIT_SCHEMA)
+    return [
+        *(
+            sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}, {}").format(
+                sql.Identifier(schema, name), refresher, reader
+            )
+            for schema, name in relations
+        ),
+        *(
+            sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}, {}").format(sql.Identifier(schema), refresher, reader)
+            for schema in schemas
+        ),
+        sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(audit),
+        sql.SQL("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {} FROM PUBLIC, {}, {}").format(
+            audit, refresher, reader
+        ),
+    ]
+
+
 def create_roles(connection: Any, roles: RoleNames) -> list[str]:
     """Create the roles, create or upgrade etl_audit and hand it to its owner, grant; return what ran.
 
@@ -188,8 +238,14 @@ def create_roles(connection: Any, roles: RoleNames) -> list[str]:
             connection, files
         )  # as the administrator: creating a schema needs the database's CREATE
         _hand_audit_to_owner(cursor, run, roles.owner)
-        for statement in [*refresh_grants(cursor, roles, files), *audit_grants(cursor, roles)]:
+        cursor.execute("BEGIN")  # taken back and granted again at once: no refresh sees the gap
+        for statement in [
+            *revocations(cursor, roles),
+            *refresh_grants(cursor, roles, files),
+            *audit_grants(cursor, roles),
+        ]:
             run(statement)
+        cursor.execute("COMMIT")
     return ran
 
 

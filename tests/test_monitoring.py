@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from decimal import Decimal
 
@@ -18,8 +19,10 @@ from sqlalchemy.engine import make_url
 
 from hospitaldb import settings
 from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.freshness import hospitaldb_freshness_check
 from hospitaldb.paths import PROJECT_ROOT
+from hospitaldb.record.audit_schema import upgrade_schema
 from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
 from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query
 from hospitaldb_testing.runs import InBackground, TableLock, error_text, run_flow, wait_for_blocked_refresh
@@ -347,6 +350,54 @@ def test_hospitaldb_roles_again_takes_back_what_its_roles_should_not_hold(
     assert query(demo_database, needed, names) == [(True, True, True)], "what the SQL needs, granted again"
     monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
     assert run_flow().is_completed() and run_flow().is_completed(), "it still refreshes, twice"
+
+
+def test_a_reader_locking_data_status_stalls_neither_the_audit_nor_for_ever_an_upgrade(
+    demo_database, least_privilege
+):
+    """A reader may LOCK its view (ACCESS SHARE, down to etl_audit's tables); an upgrade's ALTERs then
+    wait, and every audit write would queue behind them: the upgrade gives way and tries again."""
+    runs_before = query(demo_database, "SELECT count(*) FROM etl_audit.refresh_runs")[0][0]
+    reader = psycopg2.connect(least_privilege.reader_url)
+    upgrader = psycopg2.connect(demo_database)
+    upgrader.autocommit = True
+    try:
+        with reader.cursor() as cursor:
+            cursor.execute(
+                "LOCK TABLE etl_audit.data_status IN ACCESS SHARE MODE"
+            )  # held: an open transaction
+        execute(
+            demo_database, "COMMENT ON SCHEMA etl_audit IS 'hospitaldb-refresh audit trail, an older schema'"
+        )
+        upgrade = InBackground(
+            lambda: upgrade_schema(upgrader, SqlFiles(), lock_wait_seconds=0.2, tries=10_000)
+        )
+        upgrade.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+        pid = upgrader.get_backend_pid()
+        for _ in range(600):  # until the upgrade is seen waiting for the reader
+            if query(demo_database, waiting, (pid,))[0][0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the upgrade never waited for the reader's lock")
+        # An audit write while the upgrade waits: it goes through (on 1.5.0 it queued behind the upgrade).
+        execute(
+            demo_database,
+            "SET lock_timeout = '20s'; INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, steps) "
+            "VALUES (%s, 'written while an upgrade waits', '{}')",
+            (str(uuid.uuid4()),),
+        )
+        assert upgrade.is_alive(), "the upgrade still waits for the reader"
+        reader.rollback()
+        upgrade.join(120)
+        assert not upgrade.is_alive() and upgrade.error is None, upgrade.error
+    finally:
+        reader.close()
+        upgrader.close()
+    (marker,) = query(demo_database, "SELECT obj_description('etl_audit'::regnamespace, 'pg_namespace')")[0]
+    assert marker.startswith("hospitaldb-refresh audit trail, schema ") and "older" not in marker
+    assert query(demo_database, "SELECT count(*) FROM etl_audit.refresh_runs")[0][0] == runs_before + 1
 
 
 def test_a_broken_audit_trail_does_not_fail_a_local_refresh(demo_database, prefect):

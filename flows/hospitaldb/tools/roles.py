@@ -75,13 +75,15 @@ HELD_ON_RELATIONS = """
 SELECT DISTINCT n.nspname, c.relname
 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace, aclexplode(c.relacl) AS a
 WHERE n.nspname <> ALL (%(system)s)
-  AND (a.grantee = ANY (%(roles)s::regrole[]) OR (a.grantee = 0 AND c.relowner = %(owner)s::regrole))
+  AND a.grantee <> c.relowner  -- an owner's own rights: a view 1.2 left the refresher's is handed over with them
+  AND (a.grantee = ANY (%(roles)s::regrole[])
+       OR (a.grantee = 0 AND c.relowner = ANY (%(roles)s::regrole[] || %(owner)s::regrole)))
 ORDER BY 1, 2
 """
 HELD_ON_SCHEMAS = """
 SELECT DISTINCT n.nspname
 FROM pg_namespace AS n, aclexplode(n.nspacl) AS a
-WHERE n.nspname <> ALL (%(system)s) AND a.grantee = ANY (%(roles)s::regrole[])
+WHERE n.nspname <> ALL (%(system)s) AND a.grantee = ANY (%(roles)s::regrole[]) AND a.grantee <> n.nspowner
 ORDER BY 1
 """
 AUDIT_OBJECTS = """

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +18,13 @@ from sqlalchemy.engine import make_url
 from hospitaldb import settings
 from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
-from hospitaldb.paths import PROJECT_ROOT
-from hospitaldb_testing.db import execute, execute_outside_transaction, private_temp_dir, url_of_database
+from hospitaldb_testing.db import (
+    create_roles,
+    execute,
+    execute_outside_transaction,
+    private_temp_dir,
+    url_of_database,
+)
 from hospitaldb_testing.prefect_servers import prefect_server as prefect_server_process
 from hospitaldb_testing.receivers import SmtpServer, WebhookServer, save_email_block
 
@@ -170,23 +173,7 @@ def least_privilege(demo_database: str) -> Iterator[LeastPrivilege]:
     suffix = uuid.uuid4().hex[:8]
     owner, refresher, reader = (f"hdb_{kind}_{suffix}" for kind in ("owner", "refresher", "reader"))
     execute(demo_database, "CREATE TABLE staging.patient_contacts (patient_id int, phone text)")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "deployments/create_roles.py",
-            "--owner",
-            owner,
-            "--refresher",
-            refresher,
-            "--reader",
-            reader,
-        ],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, settings.ADMIN_DATABASE_URL.name: demo_database},
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    create_roles(demo_database, owner, refresher, reader)
     password = f"Refresher-{suffix}-pw"
     execute(
         demo_database,

@@ -4,9 +4,6 @@ the freshness check's alert."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -17,14 +14,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 from sqlalchemy.engine import make_url
 
-from hospitaldb import settings
 from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.freshness import hospitaldb_freshness_check
-from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.record.audit_schema import upgrade_schema
 from hospitaldb.record.monitoring import monitoring_queries, run_monitoring_query
-from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, execute, query
+from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, checksums, create_roles, execute, query
 from hospitaldb_testing.runs import InBackground, TableLock, error_text, run_flow, wait_for_blocked_refresh
 
 STEP1, STEP2, STEP3 = (
@@ -323,24 +318,7 @@ def test_hospitaldb_roles_again_takes_back_what_its_roles_should_not_hold(
     names = {"refresher": refresher, "reader": reader}
     assert query(demo_database, held, names) == [(True,) * 8], "the drift is in place"
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "deployments/create_roles.py",
-            "--owner",
-            owner,
-            "--refresher",
-            refresher,
-            "--reader",
-            reader,
-        ],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, settings.ADMIN_DATABASE_URL.name: demo_database},
-        capture_output=True,
-        text=True,
-    )
-
-    assert done.returncode == 0, done.stdout + done.stderr
+    create_roles(demo_database, owner, refresher, reader)
     assert query(demo_database, held, names) == [(False,) * 8]
     needed = """
         SELECT has_table_privilege(%(reader)s, 'etl_audit.data_status', 'SELECT'),

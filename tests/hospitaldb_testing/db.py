@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 
+from hospitaldb import settings
 from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.paths import PROJECT_ROOT
 
 # The reference HospitalDB's refreshed objects, by step. The engine reads them from the step
 # files (hospitaldb.engine.sql.analysis); tests name them to check that it reads them right.
@@ -149,3 +154,24 @@ def retries_at(url: str, place: str) -> tuple[int, int, int, int]:
         if row["step"] == place
     ]
     return row["attempts"], row["retries"], row["failed_attempts"], row["failed_runs"]
+
+
+def create_roles(database_url: str, owner: str, refresher: str, reader: str) -> None:
+    """deployments/create_roles.py, run for real as the administrator of database_url."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "deployments/create_roles.py",
+            "--owner",
+            owner,
+            "--refresher",
+            refresher,
+            "--reader",
+            reader,
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, settings.ADMIN_DATABASE_URL.name: database_url},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from hospitaldb.engine.db.database import Limits, target_from_url
-from hospitaldb.engine.db.deadline import RunDeadline, RunTimeLimitReached
+from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.engine.db.deadline import Limits, RunDeadline, RunTimeLimitReached
 from hospitaldb.engine.db.errors import as_step_error
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import (

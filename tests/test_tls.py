@@ -31,13 +31,33 @@ def binaries() -> Path:
     return found
 
 
-@pytest.fixture
-def tls_server(binaries) -> Iterator[TlsServer]:
-    server = TlsServer(private_temp_dir("hospitaldb-tls-") / "servers", binaries)
+def _served(binaries: Path, monkeypatch, **options) -> Iterator[TlsServer]:
+    server = TlsServer(private_temp_dir("hospitaldb-tls-") / "servers", binaries, **options)
     try:
-        yield server.start()
+        server.start()
+        monkeypatch.setenv("PGPASSFILE", str(server.passfile))
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def tls_server(binaries, monkeypatch) -> Iterator[TlsServer]:
+    """A server that logs sessions in by SCRAM, as the docs set it up: channel binding is possible."""
+    yield from _served(binaries, monkeypatch, auth="scram-sha-256")
+
+
+@pytest.fixture
+def clear_password_server(binaries, monkeypatch) -> Iterator[TlsServer]:
+    """A server with a certificate a CA proves, that asks for the password in clear (pg_hba `password`)."""
+    yield from _served(binaries, monkeypatch, auth="password")
+
+
+@pytest.fixture
+def no_known_ca(monkeypatch, tmp_path):
+    """No CA but the system's: no ~/.postgresql/root.crt, no PGSSLROOTCERT."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
 
 
 @pytest.fixture
@@ -51,7 +71,8 @@ def plain_server(binaries) -> Iterator[TlsServer]:
 
 def test_a_named_server_with_a_ca_is_refreshed_over_verified_tls(tls_server, prefect, monkeypatch):
     url = tls_server.named_url(sslrootcert=str(tls_server.ca_file))
-    assert target_from_url(url, "test")._connection_kwargs["sslmode"] == "verify-full"
+    kwargs = target_from_url(url, "test")._connection_kwargs
+    assert (kwargs["sslmode"], kwargs["channel_binding"]) == ("verify-full", "require")
     build_demo_database(
         tls_server.named_url(sslrootcert=str(tls_server.ca_file), sslmode="verify-full"), visits=2000
     )
@@ -75,3 +96,35 @@ def test_a_plain_connection_to_a_named_server_is_refused_unless_the_url_says_so(
     # The URL may say otherwise, deliberately.
     connection = target_from_url(plain_server.named_url(sslmode="disable"), "test").connect()
     connection.close()
+
+
+def test_without_a_ca_the_server_must_be_proven_by_the_systems_cas(tls_server, no_known_ca):
+    """The attack: a server (or whoever stands in for it) with a certificate nobody trusts.
+
+    Before, the default without a CA was `require`, which checks no certificate: this connected.
+    """
+    target = target_from_url(tls_server.named_url(), "test")
+    assert target._connection_kwargs["sslrootcert"] == "system"
+    with pytest.raises(psycopg2.OperationalError, match=r"certificate verify failed|SSL error"):
+        target.connect().close()
+    # Said deliberately, it connects, and every run warns.
+    target = target_from_url(tls_server.named_url(sslmode="require"), "test")
+    target.connect().close()
+    assert "sslmode=require" in target.tls_warning
+
+
+def test_a_server_asking_for_the_password_in_clear_never_gets_it(clear_password_server):
+    """The attack: a man in the middle with a certificate that passes, asking for the password in clear.
+
+    channel_binding=require makes libpq refuse any login but SCRAM bound to this TLS session.
+    """
+    url = clear_password_server.named_url(sslrootcert=str(clear_password_server.ca_file))
+    with pytest.raises(psycopg2.OperationalError, match="channel binding"):
+        target_from_url(url, "test").connect().close()
+    # The same server, the user having turned channel binding off: the password is sent, and taken.
+    target_from_url(
+        clear_password_server.named_url(
+            sslrootcert=str(clear_password_server.ca_file), channel_binding="disable"
+        ),
+        "test",
+    ).connect().close()

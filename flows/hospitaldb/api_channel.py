@@ -85,10 +85,13 @@ def before_loading(block: str, refused: Callable[[str], Exception]) -> None:
         raise refused(why)
     host = in_clear(api_url)
     if host:
-        _logger().warning(ACCEPTED_IN_CLEAR.format(block=block, host=host, setting=settings.ALLOW_PLAIN_HTTP))
+        run_logger().warning(
+            ACCEPTED_IN_CLEAR.format(block=block, host=host, setting=settings.ALLOW_PLAIN_HTTP)
+        )
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow or task run's logger (its lines reach the run's logs), else the `hospitaldb` logger."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
 

@@ -19,8 +19,8 @@ from prefect.tasks import Task, exponential_backoff
 from pydantic import Field
 
 from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
-from hospitaldb.engine.db.database import Limits, resolve_database
-from hospitaldb.engine.db.deadline import RunDeadline
+from hospitaldb.engine.db.database import resolve_database
+from hospitaldb.engine.db.deadline import Limits, RunDeadline
 from hospitaldb.engine.db.errors import StepError
 from hospitaldb.engine.run.context import RunContext
 from hospitaldb.engine.run.dry_run import dry_run_steps

@@ -178,12 +178,25 @@ class ReplicatedPair(LocalServers):
 
 
 class TlsServer(LocalServers):
-    """One server on loopback, with TLS (a certificate for `name`, from a CA made here) or without."""
+    """One server on loopback, with TLS (a certificate for `name`, from a CA made here) or without.
 
-    def __init__(self, root: Path, binaries: Path, name: str = "db.hospital.test", tls: bool = True) -> None:
+    auth: how TCP sessions log in (pg_hba.conf): trust, scram-sha-256, or password (the password
+    asked in clear, as a man in the middle would); with a password, postgres gets a new one made
+    here, in a pgpass file (`passfile`) for the client.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        binaries: Path,
+        name: str = "db.hospital.test",
+        tls: bool = True,
+        auth: str = "trust",
+    ) -> None:
         super().__init__(root, binaries)
-        self.port, self.data, self.name, self.tls = free_port(), root / "data", name, tls
+        self.port, self.data, self.name, self.tls, self.auth = free_port(), root / "data", name, tls, auth
         self.ca_file = root / "ca.pem"
+        self.passfile = root.parent / "pgpass"
 
     def start(self) -> TlsServer:
         self._prepare()
@@ -197,8 +210,27 @@ class TlsServer(LocalServers):
                 (self.data / file).write_bytes(content)
                 self._own(self.data / file, mode)
             settings = ["-c ssl=on", "-c ssl_cert_file=server.crt", "-c ssl_key_file=server.key"]
+        if self.auth != "trust":
+            (self.data / "pg_hba.conf").write_text(
+                f"local all all trust\nhost all all 127.0.0.1/32 {self.auth}\n"
+            )
         self._start(self.data, self.port, *settings)
+        if self.auth != "trust":
+            self._set_password()
         return self
+
+    def _set_password(self) -> None:
+        import secrets
+
+        password = secrets.token_hex(16)
+        connection = psycopg2.connect(host=str(self.root), port=self.port, user="postgres", dbname="postgres")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('password_encryption', 'scram-sha-256', false)")
+            cursor.execute("ALTER ROLE postgres PASSWORD %s", (password,))
+        connection.close()
+        self.passfile.write_text(f"{self.name}:{self.port}:*:postgres:{password}\n")
+        os.chmod(self.passfile, 0o600)
 
     def named_url(self, **query: str) -> str:
         """This server under its name (not a loopback one), reached at 127.0.0.1 (libpq's hostaddr)."""

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hospitaldb.engine.checks.source import SourceState
-from hospitaldb.engine.db.database import Limits, target_from_url
+from hospitaldb.engine.db.database import target_from_url
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.sql.analysis import analyse_step, relations_named
 from hospitaldb.engine.sql.script import SqlFiles, split_statements
 from hospitaldb.engine.steps import STEPS, InvalidSteps, in_pipeline_order

@@ -18,7 +18,8 @@ import psycopg2
 import psycopg2.extras
 
 from hospitaldb.engine.db.allowlist import report
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.transient import is_transient
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.record.audit_schema import AuditSchemaNotUpgradable, upgrade_schema

@@ -6,7 +6,8 @@ from typing import Any
 
 import psycopg2.extras
 
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.sql.script import load_statements
 from hospitaldb.paths import PROJECT_SQL_DIR
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hospitaldb.engine.db.database import Limits, resolve_database
+from hospitaldb.engine.db.database import resolve_database
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import RefreshError
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.record.audit import AuditLog

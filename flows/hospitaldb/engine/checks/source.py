@@ -26,7 +26,8 @@ from hospitaldb.engine.checks.volume import (
     load_volume_statement,
     read_volume_rules,
 )
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError, as_step_error
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import display_path, step_sql_dir

@@ -14,7 +14,7 @@ import select
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -23,10 +23,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from hospitaldb import settings
-from hospitaldb.api_channel import before_loading
-from hospitaldb.engine.db.deadline import DeadlineConnection, RunDeadline
+from hospitaldb.api_channel import before_loading, run_logger
+from hospitaldb.engine.db.deadline import NO_LIMITS, DeadlineConnection, Limits
 from hospitaldb.engine.db.errors import RefreshError
 from hospitaldb.engine.db.libpq import hosts_as_query, libpq_keywords
+from hospitaldb.engine.db.tls import tls_warning
 from hospitaldb.statuses import RunStatus
 
 APPLICATION_NAME = "hospitaldb-refresh"
@@ -61,45 +62,6 @@ class DatabaseNotConfigured(RefreshError):
 
 
 @dataclass(frozen=True)
-class Limits:
-    """A session's statement_timeout and lock_timeout, in seconds (0 means none), the
-    parallel workers one of its queries may use (None: the server's max_parallel_workers_per_gather),
-    and the run's time limit (engine.db.deadline), which lowers both timeouts as it nears."""
-
-    statement_timeout_seconds: float = 0
-    lock_timeout_seconds: float = 0
-    parallel_workers: int | None = None
-    deadline: RunDeadline | None = None
-
-    def at_most(self, seconds: float) -> Limits:
-        """The same limits, no timeout longer than seconds, and no run deadline: for bookkeeping
-        that must never stall a run, and must record and tell a run that reached its time limit."""
-        return replace(
-            self,
-            statement_timeout_seconds=min(self.statement_timeout_seconds or seconds, seconds),
-            lock_timeout_seconds=min(self.lock_timeout_seconds or seconds, seconds),
-            deadline=None,
-        )
-
-    def now(self) -> Limits:
-        """The limits of a session opened now: timeouts no longer than the run's time left.
-
-        Raises RunTimeLimitReached once the run's time is up: no new session starts past it.
-        """
-        if self.deadline is None:
-            return self
-        self.deadline.refuse_if_passed()
-        return replace(
-            self,
-            statement_timeout_seconds=self.deadline.cap(self.statement_timeout_seconds),
-            lock_timeout_seconds=self.deadline.cap(self.lock_timeout_seconds),
-        )
-
-
-NO_LIMITS = Limits()
-
-
-@dataclass(frozen=True)
 class DatabaseTarget:
     """A PostgreSQL database to refresh. `str()` and `repr()` never show the password."""
 
@@ -120,6 +82,11 @@ class DatabaseTarget:
     def _connection_kwargs(self) -> dict[str, Any]:
         """libpq's keywords, read from the URL once per target, however many sessions it opens."""
         return libpq_keywords(self.url, self.connect_args)
+
+    @property
+    def tls_warning(self) -> str | None:
+        """Why this target's sessions are not authenticated beyond loopback (engine.db.tls), or None."""
+        return tls_warning(self._connection_kwargs)
 
     def with_database(self, database: str) -> DatabaseTarget:
         return DatabaseTarget(self.url.set(database=database), self.source, self.connect_args)
@@ -272,11 +239,19 @@ def target_from_block(block_name: str) -> DatabaseTarget:
 
 
 def resolve_database(block_name: str | None = None) -> DatabaseTarget:
-    """The database to refresh.
+    """The database to refresh, warned every time its sessions would not be authenticated (engine.db.tls).
 
     An explicit block name wins. Otherwise HOSPITALDB_DATABASE_URL if set, else the
     default block; with neither, DatabaseNotConfigured says how to set one up.
     """
+    target = _resolve(block_name)
+    warning = target.tls_warning
+    if warning:
+        run_logger().warning("%s: %s", target.describe(), warning)
+    return target
+
+
+def _resolve(block_name: str | None) -> DatabaseTarget:
     if block_name:
         return target_from_block(block_name)
     url = settings.DATABASE_URL.read()

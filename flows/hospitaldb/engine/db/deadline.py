@@ -1,4 +1,4 @@
-"""A run's time limit (the flow parameter run_timeout_seconds, Airflow's dagrun_timeout).
+"""A session's limits (Limits), and the run's time limit (the flow parameter run_timeout_seconds, Airflow's dagrun_timeout).
 
 Prefect's own flow timeout cannot stop a statement blocked in libpq, and it races the
 run's recording of its end. This limit is PostgreSQL's instead: every session of the
@@ -17,7 +17,7 @@ not time out.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg2
@@ -122,3 +122,42 @@ class DeadlineConnection(psycopg2.extensions.connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cursor_factory = DeadlineCursor
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A session's statement_timeout and lock_timeout, in seconds (0 means none), the
+    parallel workers one of its queries may use (None: the server's max_parallel_workers_per_gather),
+    and the run's time limit (engine.db.deadline), which lowers both timeouts as it nears."""
+
+    statement_timeout_seconds: float = 0
+    lock_timeout_seconds: float = 0
+    parallel_workers: int | None = None
+    deadline: RunDeadline | None = None
+
+    def at_most(self, seconds: float) -> Limits:
+        """The same limits, no timeout longer than seconds, and no run deadline: for bookkeeping
+        that must never stall a run, and must record and tell a run that reached its time limit."""
+        return replace(
+            self,
+            statement_timeout_seconds=min(self.statement_timeout_seconds or seconds, seconds),
+            lock_timeout_seconds=min(self.lock_timeout_seconds or seconds, seconds),
+            deadline=None,
+        )
+
+    def now(self) -> Limits:
+        """The limits of a session opened now: timeouts no longer than the run's time left.
+
+        Raises RunTimeLimitReached once the run's time is up: no new session starts past it.
+        """
+        if self.deadline is None:
+            return self
+        self.deadline.refuse_if_passed()
+        return replace(
+            self,
+            statement_timeout_seconds=self.deadline.cap(self.statement_timeout_seconds),
+            lock_timeout_seconds=self.deadline.cap(self.lock_timeout_seconds),
+        )
+
+
+NO_LIMITS = Limits()

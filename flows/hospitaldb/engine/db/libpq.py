@@ -1,16 +1,16 @@
-"""What the refresh asks of libpq for every session: TCP keepalives, TLS beyond loopback, several hosts.
+"""What the refresh asks of libpq for every session: TCP keepalives, TLS beyond loopback (engine.db.tls), several hosts.
 
 Each is a default that the database URL (or a block's connect_args) may override.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
+
+from hospitaldb.engine.db.tls import tls_default
 
 # TCP settings for every session, each overridable in the URL or the block's connect_args.
 # An idle session (the lock's, the audit's) behind a NAT or load balancer that drops it
@@ -50,27 +50,3 @@ def hosts_as_query(url: str) -> str:
     path, _, parameters = path.partition("?")
     joined = f"{query}&{parameters}" if parameters else query
     return f"{scheme}://{credentials}{at}{slash}{path}?{joined}"
-
-
-LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
-
-
-def _is_loopback(host: str) -> bool:
-    """A host this machine's traffic to never leaves it: a Unix socket, localhost, 127.0.0.0/8, ::1."""
-    return not host or host.startswith("/") or host in LOOPBACK_HOSTS or host.startswith("127.")
-
-
-def tls_default(kwargs: Mapping[str, Any]) -> dict[str, str]:
-    """TLS for a database beyond this machine, unless the URL (or PGSSLMODE) says otherwise.
-
-    libpq's default, `prefer`, falls back to plain text when the server or anyone on the path
-    says so. Beyond loopback the session must be encrypted (`require`), and the server proven
-    by its certificate (`verify-full`) where a CA is given: `sslrootcert` in the URL or
-    PGSSLROOTCERT, else libpq's own ~/.postgresql/root.crt.
-    """
-    hosts = str(kwargs.get("host") or os.environ.get("PGHOST") or "").split(",")
-    if "sslmode" in kwargs or os.environ.get("PGSSLMODE") or all(_is_loopback(host) for host in hosts):
-        return {}
-    ca = kwargs.get("sslrootcert") or os.environ.get("PGSSLROOTCERT")
-    known_ca = bool(ca) or (Path.home() / ".postgresql" / "root.crt").exists()
-    return {"sslmode": "verify-full" if known_ca else "require"}

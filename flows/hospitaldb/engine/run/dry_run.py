@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 
 from psycopg2 import sql
 
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import as_step_error
 from hospitaldb.engine.run.plans import StepPlan
 from hospitaldb.engine.run.runner import StepResult, run_step_sql

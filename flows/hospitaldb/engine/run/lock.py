@@ -24,7 +24,8 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from hospitaldb.engine.db.allowlist import report
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import RefreshError, StepError
 from hospitaldb.engine.db.transient import is_transient
 from hospitaldb.text import in_utc

@@ -20,7 +20,8 @@ import psycopg2
 import psycopg2.extensions
 
 from hospitaldb.engine.checks.step import CheckFailed, CheckResult
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError
 from hospitaldb.engine.run.plans import StepPlan, ViewGroup
 from hospitaldb.engine.run.runner import StatementResult, StepResult, run_step_transaction

@@ -23,7 +23,8 @@ from pglast import ast
 from hospitaldb.engine.checks.shrink import finish_row_counts, start_row_counts
 from hospitaldb.engine.checks.step import CheckResult, run_checks
 from hospitaldb.engine.checks.volume import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import as_step_error
 from hospitaldb.engine.run.plans import StepPlan
 from hospitaldb.engine.sql.analysis import relation_name

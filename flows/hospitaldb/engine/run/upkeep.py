@@ -28,8 +28,8 @@ import psycopg2
 from psycopg2 import sql
 
 from hospitaldb.engine.db.allowlist import report
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
-from hospitaldb.engine.db.deadline import RunTimeLimitReached
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits, RunTimeLimitReached
 
 DEAD_ROW_SHARE = 0.05  # a quarter of autovacuum's default scale factor (0.2): bloat stays small
 

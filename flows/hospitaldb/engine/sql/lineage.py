@@ -23,7 +23,8 @@ import psycopg2
 from pglast import ast
 from pglast.enums import ObjectType
 
-from hospitaldb.engine.db.database import DatabaseTarget, Limits
+from hospitaldb.engine.db.database import DatabaseTarget
+from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.sql.analysis import DML, StepSql, relation_name, targets_of, temp_table_created, walk
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement, parse
 

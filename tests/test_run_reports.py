@@ -162,32 +162,32 @@ LEAKS = {
         "FROM clinic_raw.patients GROUP BY ward_id;\n",
         "",
     ),
-    # A RAISE that names a "table" of its own choosing: no field of it is shown.
+    # A RAISE in a function of the team's (a step holds no DO block: engine.sql.allowed) that names a
+    # "table" of its own choosing: no field of it is shown.
     "raise_naming_a_table_with_a_value": (
         "P0001",
         STEP2,
-        "-- A guard in PL/pgSQL.\nDO $$\nBEGIN\n"
+        "-- A guard the team installed.\nSELECT clinic_raw.guard();\n",
+        "CREATE FUNCTION clinic_raw.guard() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n"
         "    RAISE EXCEPTION 'bad patient' USING TABLE = (SELECT full_name FROM clinic_raw.patients LIMIT 1);\n"
-        "END\n$$;\n",
-        "",
+        "END\n$$",
     ),
     # A fixed-text SQLSTATE (a statement timeout's) with a function's own words.
     "a_timeout_sqlstate_raised_with_a_name": (
         "57014",
         STEP2,
-        "-- A guard in PL/pgSQL.\nDO $$\nBEGIN\n"
-        "    RAISE EXCEPTION USING ERRCODE = '57014',\n"
-        "        MESSAGE = 'bad patient ' || (SELECT full_name FROM clinic_raw.patients LIMIT 1);\n"
-        "END\n$$;\n",
-        "",
+        "-- A guard the team installed.\nSELECT clinic_raw.guard();\n",
+        "CREATE FUNCTION clinic_raw.guard() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n"
+        "    RAISE EXCEPTION USING ERRCODE = '57014',\n        MESSAGE = 'bad patient ' || (SELECT full_name FROM clinic_raw.patients LIMIT 1);\n"
+        "END\n$$",
     ),
-    "raise_in_a_do_block": (
+    "raise_in_a_function": (
         "P0001",
         STEP2,
-        "-- A guard in PL/pgSQL.\nDO $$\nBEGIN\n"
+        "-- A guard the team installed.\nSELECT clinic_raw.guard();\n",
+        "CREATE FUNCTION clinic_raw.guard() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n"
         "    RAISE EXCEPTION 'bad patient %', (SELECT full_name FROM clinic_raw.patients LIMIT 1);\n"
-        "END\n$$;\n",
-        "",
+        "END\n$$",
     ),
 }
 

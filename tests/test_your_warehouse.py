@@ -189,20 +189,39 @@ def test_a_statement_that_blocks_readers_fails_validation_and_the_run_before_any
     assert scalar(demo_database, "SELECT count(*) FROM etl_audit.step_attempts") == 0
 
 
+NOT_A_STEP = "not a statement a step runs"
 FORBIDDEN = [
-    ("GRANT SELECT ON dashboards.patient_activity TO PUBLIC;", "changes who may read"),
-    ("REVOKE SELECT ON dashboards.patient_activity FROM PUBLIC;", "changes who may read"),
-    ("ALTER TABLE dashboards.patient_activity OWNER TO CURRENT_USER;", "changes who may read"),
-    ("ALTER MATERIALIZED VIEW analytics.mv_patient_summary OWNER TO CURRENT_USER;", "changes who may read"),
-    ("CREATE POLICY everyone ON dashboards.patient_activity USING (true);", "changes who may read"),
+    ("GRANT SELECT ON dashboards.patient_activity TO PUBLIC;", NOT_A_STEP),
+    ("REVOKE SELECT ON dashboards.patient_activity FROM PUBLIC;", NOT_A_STEP),
+    ("ALTER TABLE dashboards.patient_activity OWNER TO CURRENT_USER;", NOT_A_STEP),
+    ("ALTER MATERIALIZED VIEW analytics.mv_patient_summary OWNER TO CURRENT_USER;", NOT_A_STEP),
+    ("CREATE POLICY everyone ON dashboards.patient_activity USING (true);", NOT_A_STEP),
     ("DELETE FROM etl_audit.refresh_runs;", "writes etl_audit.refresh_runs"),
     ("UPDATE etl_audit.step_attempts SET status = 'completed';", "writes etl_audit.step_attempts"),
+    # Round three's attacks: each passed `validate` and the run before the allowlist.
+    ("DO $$ BEGIN DELETE FROM etl_audit.run_notices; END $$;", NOT_A_STEP),
+    ("SET search_path = etl_audit, public;", "SET of 'search_path'"),
+    ("SET LOCAL ROLE hospitaldb_owner;", "SET of 'role'"),
+    ("SELECT set_config('search_path', 'etl_audit', true);", "set_config()"),
+    ("TRUNCATE etl_audit.freshness_alerts;", "writes etl_audit.freshness_alerts"),
+    ("ALTER TABLE dashboards.patient_activity DISABLE TRIGGER ALL;", NOT_A_STEP),
+    ("ALTER TABLE dashboards.patient_activity DISABLE ROW LEVEL SECURITY;", NOT_A_STEP),
+    ("CREATE RULE hide AS ON INSERT TO dashboards.patient_activity DO INSTEAD NOTHING;", NOT_A_STEP),
+    ("DROP POLICY IF EXISTS everyone ON dashboards.patient_activity;", NOT_A_STEP),
+    ("DROP OWNED BY CURRENT_USER;", NOT_A_STEP),
+    ("CREATE TABLE public.kept_forever AS SELECT 1 AS one;", NOT_A_STEP),
+    (
+        "SELECT etl_audit.refresh_materialized_view('analytics.mv_patient_summary', false);",
+        "calls etl_audit.",
+    ),
+    (
+        "WITH gone AS (DELETE FROM etl_audit.held_back RETURNING 1) SELECT count(*) FROM gone;",
+        "writes etl_audit.",
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("statement", "why"), FORBIDDEN, ids=[f[0].split(" dash")[0].split(" etl")[0] for f in FORBIDDEN]
-)
+@pytest.mark.parametrize(("statement", "why"), FORBIDDEN, ids=[f[0][:40] for f in FORBIDDEN])
 def test_a_step_that_grants_changes_an_owner_or_writes_the_audit_is_refused_even_when_allowed(
     demo_database, prefect, tmp_path, monkeypatch, statement, why
 ):
@@ -219,8 +238,47 @@ def test_a_step_that_grants_changes_an_owner_or_writes_the_audit_is_refused_even
     before = checksums(demo_database)
     state = run_flow()
     assert state.is_failed()
-    assert why in error_text(state) and "a refresh may never run" in error_text(state)
+    assert why in error_text(state) and "the refresh may not run" in error_text(state)
     assert checksums(demo_database) == before
+
+
+CHECK_ATTACKS = [
+    # volumes.sql runs in every step's transaction: before, it was never linted.
+    (
+        "volumes.sql",
+        "-- volume rules\nWITH gone AS (DELETE FROM etl_audit.source_counts RETURNING source)\n"
+        "SELECT source AS object_name FROM gone",
+        "writes nothing",
+    ),
+    (
+        "sources.sql",
+        "-- sources\nSELECT set_config('role', 'hospitaldb_owner', true) AS source",
+        "set_config()",
+    ),
+    (
+        "all_steps/shrink_guard.sql",
+        "-- a check\nSELECT etl_audit.refresh_materialized_view('analytics.mv_patient_summary', true)",
+        "calls etl_audit.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("check_file", "text", "why"), CHECK_ATTACKS, ids=[c[0] for c in CHECK_ATTACKS])
+def test_a_check_that_writes_or_reaches_the_audit_is_refused_before_anything_runs(
+    demo_database, prefect, tmp_path, monkeypatch, check_file, text, why
+):
+    folder = sql_copy(tmp_path, monkeypatch)
+    (folder / "checks" / check_file).write_text(text + "\n")
+
+    (problem,) = check_sql_files(tmp_path)
+    assert why in problem and check_file in problem
+
+    before = checksums(demo_database)
+    state = run_flow()
+    assert state.is_failed()
+    assert why in error_text(state)
+    assert checksums(demo_database) == before
+    assert scalar(demo_database, "SELECT count(*) FROM etl_audit.step_attempts") == 0
 
 
 def test_an_opted_out_blocking_statement_runs_and_is_listed_in_the_log(

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from hospitaldb import settings
 from hospitaldb.engine.checks.step import EVERY_STEP, parse_check
+from hospitaldb.engine.sql.allowed import refused_in, still_blocking
 from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
-from hospitaldb.engine.sql.forbidden import forbidden_in
 from hospitaldb.engine.sql.lineage import lineage_of
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, load_statements
 from hospitaldb.engine.steps import STEPS
@@ -66,7 +66,8 @@ def check_sql_files(root: Path) -> list[str]:
             continue
         try:
             step_sql = analyse_step(step, files, path)
-            problems += [*forbidden_in(step_sql), *(finding.describe() for finding in step_sql.blocking)]
+            refused = refused_in(step_sql)
+            problems += [*refused, *still_blocking(step_sql, refused)]
         except SqlScriptError:
             pass  # already reported above
     return problems

@@ -29,7 +29,8 @@ from hospitaldb.engine.checks.volume import (
 from hospitaldb.engine.db.database import DatabaseTarget
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError, as_step_error
-from hospitaldb.engine.sql.script import SqlFiles
+from hospitaldb.engine.sql.allowed import checked_read
+from hospitaldb.engine.sql.script import SqlFiles, Statement
 from hospitaldb.paths import display_path, step_sql_dir
 from hospitaldb.statuses import RunStatus
 
@@ -109,6 +110,15 @@ def sources_file() -> Path:
     return step_sql_dir() / "checks" / "sources.sql"
 
 
+def load_source_statement(files: SqlFiles) -> Statement | None:
+    """sources.sql's one SELECT, linted as a check (engine.sql.allowed); None without the file."""
+    path = sources_file()
+    if not path.exists():
+        return None
+    (statement,) = files.load(path, display_path(path)).statements
+    return checked_read(statement)
+
+
 def read_sources(
     target: DatabaseTarget,
     limits: Limits,
@@ -122,10 +132,9 @@ def read_sources(
     With the run's limits: a staging table locked by its loader fails at the run's
     lock_timeout (and is retried), instead of holding the run for as long as the load.
     """
-    path = sources_file()
-    if not path.exists():
+    statement = load_source_statement(files)
+    if statement is None:
         return [], [], 0.0
-    (statement,) = files.load(path, display_path(path)).statements
     volume_statement = load_volume_statement(files)
     previous_counts = previous_counts or {}
     started = time.perf_counter()

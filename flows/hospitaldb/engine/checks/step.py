@@ -25,6 +25,7 @@ from pglast import ast
 from psycopg2 import sql
 
 from hospitaldb.engine.db.errors import StepError, as_step_error
+from hospitaldb.engine.sql.allowed import checked_read
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement, line_of
 from hospitaldb.paths import display_path, step_sql_dir
 from hospitaldb.statuses import RunStatus
@@ -90,7 +91,7 @@ def parse_check(path: Path, files: SqlFiles) -> Check:
         if severity not in ("error", "warn"):
             line = line_of(text, match.start())
             raise SqlScriptError(f"{source}:{line}: severity must be 'error' or 'warn', not '{match[1]}'")
-    return Check(name=path.stem, source=source, severity=severity, statement=statements[0])
+    return Check(name=path.stem, source=source, severity=severity, statement=checked_read(statements[0]))
 
 
 def check_files(step: str) -> list[Path]:

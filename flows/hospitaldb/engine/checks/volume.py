@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hospitaldb.engine.checks.step import CheckResult, Severity
+from hospitaldb.engine.sql.allowed import checked_read
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.paths import display_path, step_sql_dir
 
@@ -103,7 +104,7 @@ def load_volume_statement(files: SqlFiles) -> Statement | None:
     statements = files.load(path, display_path(path)).statements
     if len(statements) != 1:
         raise VolumeRulesInvalid(f"{display_path(path)}: the volume rules are exactly one SELECT")
-    return statements[0]
+    return checked_read(statements[0])
 
 
 def read_volume_rules(cursor: Any, statement: Statement | None) -> list[VolumeRule]:

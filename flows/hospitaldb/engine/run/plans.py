@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from hospitaldb.engine.checks.source import load_source_statement
 from hospitaldb.engine.checks.step import Check, load_checks
 from hospitaldb.engine.checks.volume import load_volume_statement
+from hospitaldb.engine.sql.allowed import RefusedSql, refused_in
 from hospitaldb.engine.sql.analysis import BlockingSql, analyse_steps
-from hospitaldb.engine.sql.forbidden import ForbiddenSql, forbidden_in
 from hospitaldb.engine.sql.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.engine.steps import StepName
@@ -70,9 +71,9 @@ def plan_steps(
     """
     try:
         parsed = analyse_steps(files, selected)
-        refused = [reason for step_sql in parsed.values() for reason in forbidden_in(step_sql)]
+        refused = [reason for step_sql in parsed.values() for reason in refused_in(step_sql)]
         if refused:
-            raise ForbiddenSql(refused)
+            raise RefusedSql(refused)
         blocking = [finding for step_sql in parsed.values() for finding in step_sql.blocking]
         if blocking:
             raise BlockingSql(blocking)
@@ -80,6 +81,7 @@ def plan_steps(
             for finding in step_sql.allowed:
                 logger.warning("blocking statement allowed: %s", finding.describe())
         volume_rules = load_volume_statement(files)
+        load_source_statement(files)  # linted with the rest, before anything runs
         plans = {
             step: StepPlan(
                 step=step,

@@ -18,7 +18,7 @@ statement with a comment on it or right above it:
     TRUNCATE staging_copy.visits;
 
 and the run lists every such statement in its log.
-What a step may never do, opt-out or not, is hospitaldb.engine.sql.forbidden.
+What the run's SQL may hold at all, opt-out or not, is hospitaldb.engine.sql.allowed.
 """
 
 from __future__ import annotations

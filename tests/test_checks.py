@@ -26,7 +26,15 @@ from sqlalchemy.engine import make_url
 
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
-from hospitaldb_testing.db import REFRESHED_OBJECTS, checksum_query, checksums, execute, query, scalar
+from hospitaldb_testing.db import (
+    REFRESHED_OBJECTS,
+    checksum_query,
+    checksums,
+    execute,
+    install_released_audit,
+    query,
+    scalar,
+)
 from hospitaldb_testing.runs import InBackground, error_text, run_flow, run_logs, task_runs
 
 SECRET_AMOUNT = "98765.43"
@@ -394,22 +402,7 @@ def test_a_least_privilege_install_of_1_2_0_upgrades_with_hospitaldb_roles(
                 sql.Identifier(schema, name), sql.Identifier(refresher)
             ),
         )
-    execute(demo_database, "DROP SCHEMA etl_audit CASCADE")
-    execute(demo_database, (Path(__file__).parent / "fixtures" / "etl_audit_1_2_0.sql").read_text())
-    execute(
-        demo_database,
-        sql.SQL(
-            "ALTER SCHEMA etl_audit OWNER TO {0}; GRANT USAGE ON SCHEMA etl_audit TO {1}; "
-            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA etl_audit TO {1}"
-        ).format(sql.Identifier(owner), sql.Identifier(refresher)),
-    )
-    for (table,) in query(demo_database, "SELECT tablename FROM pg_tables WHERE schemaname = 'etl_audit'"):
-        execute(
-            demo_database,
-            sql.SQL("ALTER TABLE {} OWNER TO {}").format(
-                sql.Identifier("etl_audit", table), sql.Identifier(owner)
-            ),
-        )
+    install_released_audit(demo_database, "etl_audit_1_2_0.sql", owner, refresher)
     monkeypatch.setenv("HOSPITALDB_DATABASE_URL", least_privilege.refresher_url)
 
     before = run_flow()  # 1.3.0 before `hospitaldb roles`: refreshes, but may not upgrade the audit

@@ -301,13 +301,21 @@ CREATE TABLE IF NOT EXISTS etl_audit.run_endings (
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS run_endings_flow_run_id_idx ON etl_audit.run_endings (flow_run_id);
+-- executions: how many times the flow run was executed (Prefect's retry of a flow run keeps its id):
+-- each execution opens the run anew and adds its own ending, numbered, to run_endings.
+-- writer_pid: the backend of the audit session that records the open run (etl_audit.claim_run).
+ALTER TABLE etl_audit.refresh_runs ADD COLUMN IF NOT EXISTS executions integer NOT NULL DEFAULT 1;
+ALTER TABLE etl_audit.refresh_runs ADD COLUMN IF NOT EXISTS writer_pid integer;
+ALTER TABLE etl_audit.run_endings ADD COLUMN IF NOT EXISTS execution integer;
 
 CREATE OR REPLACE FUNCTION etl_audit.keep_run_ending() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.status <> 'running' AND (TG_OP = 'INSERT' OR OLD.status = 'running') THEN
-        INSERT INTO etl_audit.run_endings (flow_run_id, outcome, failed_step, attempts, sqlstate, error, finished_at)
-        VALUES (NEW.flow_run_id, NEW.outcome, NEW.failed_step, NEW.attempts, NEW.sqlstate, NEW.error, NEW.finished_at);
+        INSERT INTO etl_audit.run_endings (flow_run_id, outcome, failed_step, attempts, sqlstate, error, finished_at,
+                                           execution)
+        VALUES (NEW.flow_run_id, NEW.outcome, NEW.failed_step, NEW.attempts, NEW.sqlstate, NEW.error, NEW.finished_at,
+                NEW.executions);
     END IF;
     RETURN NEW;
 END $$;
@@ -358,9 +366,29 @@ END $$;
 -- it refreshes a materialized view its owner owns, nothing else, and the refresher, which may only
 -- execute it, cannot grant, alter or drop those views. The engine calls it for a REFRESH statement
 -- of a step when the run's role does not own the view.
+-- It refuses to run while the calling session has a temporary table, view or type named like a
+-- relation or type of another schema: the view's query runs as the owner, and a name it resolves
+-- through a search_path without pg_temp last (a function's own SET search_path, say) finds the
+-- caller's temporary object first, which would run the caller's code with the owner's rights.
+-- A name nothing else holds shadows nothing (the shrink guard's refresh_row_counts).
 CREATE OR REPLACE FUNCTION etl_audit.refresh_materialized_view(target regclass, concurrent boolean)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF EXISTS (
+        WITH mine AS (
+            SELECT relname AS name FROM pg_class WHERE relnamespace = pg_my_temp_schema()
+            UNION SELECT typname FROM pg_type WHERE typnamespace = pg_my_temp_schema()
+        ), elsewhere AS (
+            SELECT c.relname AS name FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+            WHERE n.nspname !~ '^pg_(toast_)?temp_'
+            UNION SELECT t.typname FROM pg_type AS t JOIN pg_namespace AS n ON n.oid = t.typnamespace
+            WHERE n.nspname !~ '^pg_(toast_)?temp_'
+        )
+        SELECT FROM mine JOIN elsewhere USING (name)) THEN
+        RAISE EXCEPTION 'refresh_materialized_view refuses to refresh % while this session has a temporary object named like another schema''s', target
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Name the step''s temporary tables apart from every table, view and type, or refresh the views before creating them.';
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_class AS c
                    WHERE c.oid = target AND c.relkind = 'm' AND pg_has_role(c.relowner, 'USAGE')) THEN
         RAISE EXCEPTION 'refresh_materialized_view refreshes only the materialized views of its owner: % is not one', target
@@ -373,3 +401,266 @@ BEGIN
     END IF;
 END $$;
 REVOKE ALL ON FUNCTION etl_audit.refresh_materialized_view(regclass, boolean) FROM PUBLIC;
+
+-- The refresher writes etl_audit only through the functions below: `hospitaldb roles` grants it
+-- SELECT on the audit and EXECUTE on these, never INSERT or UPDATE. Each keeps a record's life:
+-- a run opens once per execution and closes once; attempts, statements, checks, objects and
+-- source counts belong to an open run; only the audit session of that run writes it (its
+-- application_name names the run, and while the backend that opened it is connected, no other
+-- may); every time is the database's clock; a closed run is never edited: a flow run Prefect
+-- executes again opens a new execution, and each execution's ending stays in run_endings, which
+-- monitoring reads. SECURITY DEFINER, owned by etl_audit's owner, with a pinned search_path.
+CREATE OR REPLACE FUNCTION etl_audit.claim_run(run uuid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    holder integer;
+    run_status text;
+BEGIN
+    SELECT r.writer_pid, r.status INTO holder, run_status
+    FROM etl_audit.refresh_runs AS r WHERE r.flow_run_id = run FOR UPDATE;
+    IF NOT FOUND OR run_status <> 'running' THEN
+        RAISE EXCEPTION 'etl_audit: run % is not open; what is on record for it stays as it is', run
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF current_setting('application_name') <> 'hospitaldb-refresh-audit-' || run THEN
+        RAISE EXCEPTION 'etl_audit: only the audit session of run % records it', run
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF holder IS DISTINCT FROM pg_backend_pid() THEN
+        IF EXISTS (SELECT FROM pg_stat_activity AS s
+                   WHERE s.pid = holder AND s.application_name = 'hospitaldb-refresh-audit-' || run) THEN
+            RAISE EXCEPTION 'etl_audit: run % is recorded by another session, still connected', run
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        -- Its session was lost (a failover, a crash): this one of the same run takes over.
+        UPDATE etl_audit.refresh_runs SET writer_pid = pg_backend_pid() WHERE flow_run_id = run;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.open_run(run uuid, run_name text, deployment_name text, run_steps text[])
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_setting('application_name') <> 'hospitaldb-refresh-audit-' || run THEN
+        RAISE EXCEPTION 'etl_audit: only the audit session of run % opens it', run
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO etl_audit.refresh_runs AS r (flow_run_id, flow_run_name, deployment, steps, writer_pid)
+    VALUES (run, run_name, deployment_name, run_steps, pg_backend_pid())
+    ON CONFLICT (flow_run_id) DO UPDATE
+        SET executions = r.executions + 1, status = 'running', outcome = 'running', started_at = now(),
+            finished_at = NULL, error = NULL, failed_step = NULL, attempts = NULL, sqlstate = NULL,
+            steps = excluded.steps, writer_pid = pg_backend_pid()
+        WHERE r.status <> 'running';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'etl_audit: run % is already open; a run opens once per execution', run
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+-- Closes an open run (and its attempts still open) with how it ended; false when it was closed
+-- already (whoever records an end first: the run, or a hook). A run refused before it opened is
+-- opened and closed at once.
+CREATE OR REPLACE FUNCTION etl_audit.close_run(
+    run uuid, run_name text, deployment_name text, run_steps text[],
+    run_outcome text, step text, attempt_count integer, state text, message text)
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    run_status text := CASE WHEN run_outcome IN ('check_failed', 'sources_refused', 'refused') THEN 'failed'
+                            ELSE run_outcome END;
+BEGIN
+    IF run_outcome = 'running' THEN
+        RAISE EXCEPTION 'etl_audit: a run closes with how it ended, not as running' USING ERRCODE = 'check_violation';
+    END IF;
+    IF NOT EXISTS (SELECT FROM etl_audit.refresh_runs WHERE flow_run_id = run) THEN
+        PERFORM etl_audit.open_run(run, run_name, deployment_name, run_steps);
+    ELSIF NOT EXISTS (SELECT FROM etl_audit.refresh_runs WHERE flow_run_id = run AND status = 'running') THEN
+        RETURN false;
+    END IF;
+    PERFORM etl_audit.claim_run(run);
+    UPDATE etl_audit.step_attempts
+    SET status = CASE WHEN run_status IN ('cancelled', 'crashed') THEN run_status ELSE 'failed' END,
+        finished_at = now(), duration_seconds = extract(epoch FROM now() - started_at),
+        error = coalesce(error, message)
+    WHERE flow_run_id = run AND status = 'running';
+    UPDATE etl_audit.refresh_runs
+    SET status = run_status, outcome = run_outcome, failed_step = step, attempts = attempt_count,
+        sqlstate = state, error = message, finished_at = now()
+    WHERE flow_run_id = run;
+    RETURN true;
+END $$;
+
+-- Other runs still open when this run took the refresh lock, whose audit session is gone:
+-- their process died unrecorded (SIGKILL, OOM, a lost node). Returns how many.
+CREATE OR REPLACE FUNCTION etl_audit.abandon_stale_runs(run uuid) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    abandoned integer;
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    WITH stale AS (
+        UPDATE etl_audit.refresh_runs AS r SET status = 'abandoned', outcome = 'abandoned', finished_at = now(),
+               failed_step = (SELECT a.step FROM etl_audit.step_attempts AS a
+                              WHERE a.flow_run_id = r.flow_run_id AND a.status = 'running'
+                              ORDER BY a.attempt_id DESC LIMIT 1),
+               error = 'abandoned: still running when run ' || run || ' took the refresh lock at ' || now()
+        WHERE r.status = 'running' AND r.flow_run_id <> run
+          AND NOT EXISTS (SELECT FROM pg_stat_activity AS s
+                          WHERE s.application_name = 'hospitaldb-refresh-audit-' || r.flow_run_id::text)
+        RETURNING r.flow_run_id
+    ), attempts AS (
+        UPDATE etl_audit.step_attempts AS a SET status = 'abandoned', finished_at = now(),
+               duration_seconds = extract(epoch FROM now() - a.started_at)
+        FROM stale WHERE a.flow_run_id = stale.flow_run_id AND a.status = 'running'
+    )
+    SELECT count(*) INTO abandoned FROM stale;
+    RETURN abandoned;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.open_attempt(run uuid, step_name text, attempt_number integer, task_run uuid)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    opened bigint;
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt, task_run_id)
+    VALUES (run, step_name, attempt_number, task_run) RETURNING attempt_id INTO opened;
+    RETURN opened;
+END $$;
+
+-- The run of an attempt still open, claimed by this session; an error for any other.
+CREATE OR REPLACE FUNCTION etl_audit.claim_attempt(attempt_key bigint) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    run uuid;
+BEGIN
+    SELECT a.flow_run_id INTO run FROM etl_audit.step_attempts AS a WHERE a.attempt_id = attempt_key AND a.status = 'running';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'etl_audit: attempt % is not open', attempt_key USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM etl_audit.claim_run(run);
+    RETURN run;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.finish_attempt(
+    attempt_key bigint, attempt_status text, statement_count integer, row_count bigint, state text, message text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF attempt_status = 'running' THEN
+        RAISE EXCEPTION 'etl_audit: an attempt finishes with how it ended' USING ERRCODE = 'check_violation';
+    END IF;
+    PERFORM etl_audit.claim_attempt(attempt_key);
+    UPDATE etl_audit.step_attempts
+    SET status = attempt_status, finished_at = now(), duration_seconds = extract(epoch FROM now() - started_at),
+        statements = statement_count, rows_affected = row_count, sqlstate = state, error = message
+    WHERE attempt_id = attempt_key;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.record_statement(
+    attempt_key bigint, number integer, statement_location text, statement_summary text, seconds numeric,
+    row_count bigint)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM etl_audit.claim_attempt(attempt_key);
+    INSERT INTO etl_audit.statement_runs (attempt_id, statement_number, location, summary, duration_seconds,
+                                          rows_affected)
+    VALUES (attempt_key, number, statement_location, statement_summary, seconds, row_count);
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.record_check(
+    run uuid, attempt_key bigint, step_name text, name text, source text, check_severity text, check_outcome text,
+    violating bigint, seconds numeric, check_detail text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    IF attempt_key IS NOT NULL AND etl_audit.claim_attempt(attempt_key) <> run THEN
+        RAISE EXCEPTION 'etl_audit: attempt % is not run %''s', attempt_key, run USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO etl_audit.check_results (flow_run_id, attempt_id, step, check_name, source_file, severity, outcome,
+                                         violating_rows, duration_seconds, detail)
+    VALUES (run, attempt_key, step_name, name, source, check_severity, check_outcome, violating, seconds, check_detail);
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.record_sources(run uuid, source_name text, counted bigint, newest_data timestamptz)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    INSERT INTO etl_audit.source_counts (flow_run_id, source, row_count, newest)
+    VALUES (run, source_name, counted, newest_data)
+    ON CONFLICT (flow_run_id, source) DO UPDATE
+        SET row_count = excluded.row_count, newest = excluded.newest, checked_at = now();
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.plan_object(run uuid, step_name text, object text, object_reads text[])
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name, reads)
+    VALUES (run, step_name, object, object_reads)
+    ON CONFLICT (flow_run_id, object_name) DO UPDATE SET reads = excluded.reads;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.object_published(
+    run uuid, attempt_key bigint, object text, object_rows bigint, rows_inserted bigint, rows_updated bigint,
+    rows_deleted bigint)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    UPDATE etl_audit.run_objects
+    SET row_count = object_rows, inserted = rows_inserted, updated = rows_updated, deleted = rows_deleted,
+        published_at = coalesce((SELECT a.finished_at FROM etl_audit.step_attempts AS a
+                                 WHERE a.attempt_id = attempt_key AND a.flow_run_id = run), now())
+    WHERE flow_run_id = run AND object_name = object;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.object_kept_up(run uuid, object text, what text, seconds numeric)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM etl_audit.claim_run(run);
+    UPDATE etl_audit.run_objects SET upkeep = what, upkeep_seconds = seconds
+    WHERE flow_run_id = run AND object_name = object;
+END $$;
+
+-- What an ending run did not publish; nothing once the run is closed (whoever ended it wrote it).
+CREATE OR REPLACE FUNCTION etl_audit.hold_back(run uuid, object text, step_name text, why text, upstream_object text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM etl_audit.refresh_runs WHERE flow_run_id = run AND status = 'running') THEN
+        RETURN;
+    END IF;
+    PERFORM etl_audit.claim_run(run);
+    INSERT INTO etl_audit.held_back (flow_run_id, object_name, step, reason, upstream)
+    VALUES (run, object, step_name, why, upstream_object) ON CONFLICT DO NOTHING;
+END $$;
+
+-- The alert or notice a run was told with: once per run and kind, for a run on record; while it
+-- is open only by its own session, once closed by its run's hook (application_name names the run).
+CREATE OR REPLACE FUNCTION etl_audit.record_notice(run uuid, notice_kind text, by_whom text, took text[])
+RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM etl_audit.refresh_runs WHERE flow_run_id = run) THEN
+        RETURN false;
+    ELSIF EXISTS (SELECT FROM etl_audit.refresh_runs WHERE flow_run_id = run AND status = 'running') THEN
+        PERFORM etl_audit.claim_run(run);
+    ELSIF current_setting('application_name') <> 'hospitaldb-refresh-audit-' || run THEN
+        RAISE EXCEPTION 'etl_audit: only the audit session of run % records its notice', run
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO etl_audit.run_notices (flow_run_id, kind, sent_by, channels)
+    VALUES (run, notice_kind, by_whom, took) ON CONFLICT (flow_run_id, kind) DO NOTHING;
+    RETURN FOUND;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_audit.record_freshness_alert(stale text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (stale) ON CONFLICT (sent_at) DO NOTHING;
+END $$;
+
+-- Endings recorded before run_endings existed, or before this trigger kept them: filled in once
+-- from the run's own row, so that monitoring, which reads endings, sees every finished run.
+INSERT INTO etl_audit.run_endings (flow_run_id, outcome, failed_step, attempts, sqlstate, error, finished_at,
+                                   execution)
+SELECT r.flow_run_id, r.outcome, r.failed_step, r.attempts, r.sqlstate, r.error, r.finished_at, r.executions
+FROM etl_audit.refresh_runs AS r
+WHERE r.status <> 'running'
+  AND NOT EXISTS (SELECT FROM etl_audit.run_endings AS e WHERE e.flow_run_id = r.flow_run_id);

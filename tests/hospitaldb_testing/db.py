@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from psycopg2 import sql
 
 from hospitaldb import settings
 from hospitaldb.engine.db.database import target_from_url
@@ -175,3 +176,25 @@ def create_roles(database_url: str, owner: str, refresher: str, reader: str) -> 
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def install_released_audit(url: str, fixture: str, owner: str, refresher: str) -> None:
+    """etl_audit as an earlier release left a least-privilege install: the schema of tests/fixtures/FIXTURE,
+    all of it the owner's, the refresher granted SELECT, INSERT and UPDATE on its tables (as releases
+    before 1.7.0 granted)."""
+    execute(url, "DROP SCHEMA IF EXISTS etl_audit CASCADE")
+    execute(url, (Path(__file__).parent.parent / "fixtures" / fixture).read_text())
+    execute(
+        url,
+        sql.SQL(
+            "ALTER SCHEMA etl_audit OWNER TO {0}; GRANT USAGE ON SCHEMA etl_audit TO {1}; "
+            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA etl_audit TO {1}"
+        ).format(sql.Identifier(owner), sql.Identifier(refresher)),
+    )
+    for (table,) in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'etl_audit'"):
+        execute(
+            url,
+            sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                sql.Identifier("etl_audit", table), sql.Identifier(owner)
+            ),
+        )

@@ -1,5 +1,9 @@
 """The audit trail in the HospitalDB itself (schema etl_audit): every write to it.
 
+Every write is a call of one of etl_audit's functions (sql/schema/05_etl_audit.sql), which keep
+each record's life and stamp its times with the database's clock: the refresher may not INSERT
+or UPDATE etl_audit itself (docs/security.md).
+
 A run's record (hospitaldb.record.outcome) is written here as it happens, through the
 run's AuditSession (hospitaldb.record.audit_session: one autocommit session, never
 failing the refresh); what earlier runs recorded is read back in
@@ -8,10 +12,9 @@ hospitaldb.record.audit_history; sql/monitoring/ queries it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hospitaldb.engine.db.database import APPLICATION_NAME
-from hospitaldb.record.audit_session import AUDIT_PURPOSE, AuditSession
+from hospitaldb.record.audit_session import AuditSession
 from hospitaldb.record.outcome import RunOutcome
 from hospitaldb.statuses import StepStatus
 from hospitaldb.text import safe
@@ -33,56 +36,33 @@ class AuditLog(AuditSession):
 
     def run_started(self, outcome: RunOutcome) -> None:
         self._execute(
-            "INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, deployment, steps) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id) DO UPDATE SET status = 'running', "
-            "outcome = 'running', started_at = now(), finished_at = NULL, error = NULL, failed_step = NULL, "
-            "attempts = NULL, sqlstate = NULL",
+            "SELECT etl_audit.open_run(%s, %s, %s, %s)",
             (outcome.flow_run_id, outcome.flow_run_name, outcome.deployment, [s.step for s in outcome.steps]),
         )
 
     def run_finished(self, outcome: RunOutcome) -> None:
-        """How the run ended; a run refused before it started gets its row here."""
+        """How the run ended, what it held back; a run refused before it started is opened and closed here."""
+        self._close(outcome)
+
+    def run_interrupted(self, outcome: RunOutcome) -> None:
+        """Cancelled or crashed, with its unfinished attempts; only if nobody recorded its end yet."""
+        self._close(outcome)
+
+    def _close(self, outcome: RunOutcome) -> None:
+        self.held_back(outcome)  # while the run is open: a closed run's record is never added to
         self._execute(
-            "INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, deployment, steps, status, "
-            "outcome, failed_step, attempts, sqlstate, error, finished_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (flow_run_id) DO UPDATE SET "
-            "status = excluded.status, outcome = excluded.outcome, failed_step = excluded.failed_step, "
-            "attempts = excluded.attempts, sqlstate = excluded.sqlstate, error = excluded.error, "
-            "finished_at = excluded.finished_at",
+            "SELECT etl_audit.close_run(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 outcome.flow_run_id,
                 outcome.flow_run_name,
                 outcome.deployment,
                 [step.step for step in outcome.steps],
-                *self._ending(outcome),
+                outcome.status.value,
+                outcome.step,
+                outcome.attempts,
+                outcome.sqlstate,
+                _stored(outcome.error),
             ),
-        )
-        self.held_back(outcome)
-
-    def run_interrupted(self, outcome: RunOutcome) -> None:
-        """Cancelled or crashed, with its unfinished attempts; only if nobody recorded it yet."""
-        self._execute(
-            "UPDATE etl_audit.refresh_runs SET status = %s, outcome = %s, failed_step = %s, attempts = %s, "
-            "sqlstate = %s, error = %s, finished_at = now() WHERE flow_run_id = %s AND status = 'running'",
-            (*self._ending(outcome), outcome.flow_run_id),
-        )
-        self._execute(
-            "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
-            "duration_seconds = extract(epoch FROM now() - started_at), error = %s "
-            "WHERE flow_run_id = %s AND status = 'running'",
-            (outcome.status.value, _stored(outcome.error), outcome.flow_run_id),
-        )
-        self.held_back(outcome)
-
-    @staticmethod
-    def _ending(outcome: RunOutcome) -> tuple[Any, ...]:
-        return (
-            outcome.status.audit_status,
-            outcome.status.value,
-            outcome.step,
-            outcome.attempts,
-            outcome.sqlstate,
-            _stored(outcome.error),
         )
 
     def abandon_stale_runs(self, flow_run_id: str | None) -> int:
@@ -92,25 +72,9 @@ class AuditLog(AuditSession):
         so any other 'running' row belongs to a process that died without recording it; unless
         its audit session is still open: a run releases the lock, then tells and records its end.
         """
-        rows = self._execute(
-            "WITH stale AS ("
-            "  UPDATE etl_audit.refresh_runs AS r SET status = 'abandoned', outcome = 'abandoned',"
-            "         finished_at = now(),"
-            "         failed_step = (SELECT a.step FROM etl_audit.step_attempts AS a"
-            "                        WHERE a.flow_run_id = r.flow_run_id AND a.status = 'running'"
-            "                        ORDER BY a.attempt_id DESC LIMIT 1),"
-            "         error = 'abandoned: still running when run ' || %s || ' took the refresh lock at ' || now()"
-            "  WHERE r.status = 'running' AND r.flow_run_id <> %s"
-            "    AND NOT EXISTS (SELECT FROM pg_stat_activity AS s"
-            "                    WHERE s.application_name = %s || r.flow_run_id::text)"
-            "  RETURNING r.flow_run_id"
-            "), attempts AS ("
-            "  UPDATE etl_audit.step_attempts AS a SET status = 'abandoned', finished_at = now(),"
-            "         duration_seconds = extract(epoch FROM now() - a.started_at)"
-            "  FROM stale WHERE a.flow_run_id = stale.flow_run_id AND a.status = 'running'"
-            ") SELECT count(*) FROM stale",
-            (flow_run_id, flow_run_id, f"{APPLICATION_NAME}-{AUDIT_PURPOSE}-"),
-        )
+        if flow_run_id is None:
+            return 0
+        rows = self._execute("SELECT etl_audit.abandon_stale_runs(%s)", (flow_run_id,))
         return rows[0][0] if rows else 0
 
     # --- Steps, statements, checks, objects, sources ----------------------------------------
@@ -121,9 +85,7 @@ class AuditLog(AuditSession):
         if flow_run_id is None:
             return None
         rows = self._execute(
-            "INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt, task_run_id) "
-            "VALUES (%s, %s, %s, %s) RETURNING attempt_id",
-            (flow_run_id, step, attempt, task_run_id),
+            "SELECT etl_audit.open_attempt(%s, %s, %s, %s)", (flow_run_id, step, attempt, task_run_id)
         )
         return rows[0][0] if rows else None
 
@@ -131,8 +93,7 @@ class AuditLog(AuditSession):
         if attempt_id is None:
             return
         self._execute(
-            "INSERT INTO etl_audit.statement_runs (attempt_id, statement_number, location, summary, "
-            "duration_seconds, rows_affected) VALUES (%s, %s, %s, %s, %s, %s)",
+            "SELECT etl_audit.record_statement(%s, %s, %s, %s, %s, %s)",
             (attempt_id, result.number, result.location, result.summary, result.seconds, result.rows),
         )
 
@@ -149,18 +110,15 @@ class AuditLog(AuditSession):
         if attempt_id is None:
             return
         self._execute(
-            "UPDATE etl_audit.step_attempts SET status = %s, finished_at = now(), "
-            "duration_seconds = extract(epoch FROM now() - started_at), statements = %s, "
-            "rows_affected = %s, sqlstate = %s, error = %s WHERE attempt_id = %s",
-            (status.value, statements, rows, sqlstate, _stored(error), attempt_id),
+            "SELECT etl_audit.finish_attempt(%s, %s, %s, %s, %s, %s)",
+            (attempt_id, status.value, statements, rows, sqlstate, _stored(error)),
         )
 
     def objects_planned(self, flow_run_id: str | None, lineage: Lineage) -> None:
         """What this run's steps refresh (object -> step), and what each reads."""
         self._rows_of_run(
             flow_run_id,
-            "INSERT INTO etl_audit.run_objects (flow_run_id, step, object_name, reads) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (flow_run_id, object_name) DO UPDATE SET reads = excluded.reads",
+            "SELECT etl_audit.plan_object(%s, %s, %s, %s)",
             [
                 (flow_run_id, step, name, sorted(lineage.reads.get(name, ())))
                 for name, step in lineage.steps.items()
@@ -171,14 +129,13 @@ class AuditLog(AuditSession):
         """What upkeep did to each object after its step committed."""
         self._rows_of_run(
             flow_run_id,
-            "UPDATE etl_audit.run_objects SET upkeep = %s, upkeep_seconds = %s "
-            "WHERE flow_run_id = %s AND object_name = %s",
+            "SELECT etl_audit.object_kept_up(%s, %s, %s, %s)",
             [
                 (
-                    item.action if item.why is None else f"{item.action}: {item.why}",
-                    item.seconds,
                     flow_run_id,
                     item.object_name,
+                    item.action if item.why is None else f"{item.action}: {item.why}",
+                    item.seconds,
                 )
                 for item in upkeep
             ],
@@ -188,8 +145,7 @@ class AuditLog(AuditSession):
         """The objects the run did not publish, and why (once: a hook may record it again)."""
         self._rows_of_run(
             outcome.flow_run_id,
-            "INSERT INTO etl_audit.held_back (flow_run_id, object_name, step, reason, upstream) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "SELECT etl_audit.hold_back(%s, %s, %s, %s, %s)",
             [
                 (outcome.flow_run_id, held.object_name, held.step, held.reason, held.upstream)
                 for held in outcome.held_back
@@ -210,18 +166,16 @@ class AuditLog(AuditSession):
         """
         self._rows_of_run(
             flow_run_id,
-            "UPDATE etl_audit.run_objects SET row_count = %s, inserted = %s, updated = %s, deleted = %s, "
-            "published_at = coalesce((SELECT finished_at FROM etl_audit.step_attempts WHERE attempt_id = %s), "
-            "now()) WHERE flow_run_id = %s AND object_name = %s",
+            "SELECT etl_audit.object_published(%s, %s, %s, %s, %s, %s, %s)",
             [
                 (
+                    flow_run_id,
+                    attempt_id,
+                    name,
                     row_counts.get(name),
                     counts["inserted"],
                     counts["updated"],
                     counts["deleted"],
-                    attempt_id,
-                    flow_run_id,
-                    name,
                 )
                 for name, counts in changes.items()
             ],
@@ -232,9 +186,7 @@ class AuditLog(AuditSession):
     ) -> None:
         self._rows_of_run(
             flow_run_id,
-            "INSERT INTO etl_audit.check_results (flow_run_id, attempt_id, step, check_name, source_file, "
-            "severity, outcome, violating_rows, duration_seconds, detail) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "SELECT etl_audit.record_check(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     flow_run_id,
@@ -255,9 +207,7 @@ class AuditLog(AuditSession):
     def sources_read(self, flow_run_id: str | None, states: list[SourceState]) -> None:
         self._rows_of_run(
             flow_run_id,
-            "INSERT INTO etl_audit.source_counts (flow_run_id, source, row_count, newest) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, source) DO UPDATE "
-            "SET row_count = excluded.row_count, newest = excluded.newest, checked_at = now()",
+            "SELECT etl_audit.record_sources(%s, %s, %s, %s)",
             [(flow_run_id, state.source, state.row_count, state.newest) for state in states],
         )
 
@@ -266,15 +216,14 @@ class AuditLog(AuditSession):
         notice = outcome.notice
         if notice is not None and outcome.flow_run_id is not None:
             self._execute(
-                "INSERT INTO etl_audit.run_notices (flow_run_id, kind, sent_by, channels) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (flow_run_id, kind) DO NOTHING",
+                "SELECT etl_audit.record_notice(%s, %s, %s, %s)",
                 (outcome.flow_run_id, notice.kind, notice.sent_by, list(notice.channels)),
             )
 
     # --- The freshness check ----------------------------------------------------------------
 
     def freshness_alert_sent(self, stale_steps: list[str]) -> None:
-        self._execute("INSERT INTO etl_audit.freshness_alerts (stale_steps) VALUES (%s)", (stale_steps,))
+        self._execute("SELECT etl_audit.record_freshness_alert(%s)", (stale_steps,))
 
 
 def _stored(error: str | None) -> str | None:

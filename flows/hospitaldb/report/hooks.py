@@ -63,7 +63,7 @@ def record_of(flow: Any, flow_run: Any, state: Any) -> RunRecorder:
         return RunRecorder(outcome, logger)
     # The run's own limits, as far as its parameters say (the audit caps them at 10 s anyway).
     limits = Limits(*(parameters.get(name, 0) for name in LIMIT_PARAMETERS))
-    audit = AuditLog(target, logger, SqlFiles(), limits)
+    audit = AuditLog(target, logger, SqlFiles(), limits, run_id=str(flow_run.id))
     if handed is None:
         outcome = load_outcome(audit, outcome.flow_run_id, flow.name) or outcome
     return RunRecorder(outcome, logger, audit)

@@ -10,8 +10,8 @@ Three roles (names settable):
 - the refresher (LOGIN): SELECT on what the steps, their checks and the source checks read,
   and on the views; EXECUTE on that function (so it refreshes the views, and cannot grant,
   alter or drop them); SELECT, INSERT, UPDATE, DELETE on the tables the steps write;
-  TEMPORARY (the steps' temporary tables); and in etl_audit the rows (SELECT, INSERT, UPDATE,
-  changing only what is still open), never the definitions;
+  TEMPORARY (the steps' temporary tables); and in etl_audit SELECT, and EXECUTE on its writing
+  functions (SECURITY DEFINER, the owner's, keeping each record's life): never INSERT or UPDATE;
 - the status reader (LOGIN): SELECT on etl_audit.data_status, nothing else.
 
 What is read and written comes from the SQL files (hospitaldb.engine.sql.analysis) and the catalog
@@ -66,9 +66,6 @@ SELECT DISTINCT c.oid, n.nspname, c.relname, c.relkind
 FROM input JOIN pg_class AS c USING (oid) JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname <> ALL (%s)
 """
-REFRESH_FUNCTION = sql.SQL("{}(regclass, boolean)").format(
-    sql.Identifier(AUDIT_SCHEMA, "refresh_materialized_view")
-)
 # Where the refresher or the reader holds a privilege, or PUBLIC one on what the owner owns: what
 # `hospitaldb roles` takes back before it grants again, so that the grants converge on the SQL's.
 HELD_ON_RELATIONS = """
@@ -90,6 +87,14 @@ AUDIT_OBJECTS = """
 SELECT c.relname, c.relkind FROM pg_class AS c
 WHERE c.relnamespace = to_regnamespace(%s) AND c.relkind IN ('r', 'v', 'p') ORDER BY 1
 """
+# etl_audit's functions but its triggers': how the refresher writes the audit (and refreshes the views).
+# Each as regprocedure's text: PostgreSQL's own quoting of its name and argument types.
+AUDIT_FUNCTIONS = """
+SELECT p.oid::regprocedure::text FROM pg_proc AS p
+WHERE p.pronamespace = to_regnamespace(%s) AND p.prorettype <> 'trigger'::regtype ORDER BY 1
+"""
+# The one table of etl_audit the refresher may lock (SHARE ROW EXCLUSIVE needs UPDATE): no rows, no columns.
+LOCK_TABLE = "refresh_lock"
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.C
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(sql.Identifier(s), refresher, owner)
             for s in schemas
         ),
-        # The views belong to the NOLOGIN owner, which refreshes them for the refresher (REFRESH_FUNCTION).
+        # The views belong to the NOLOGIN owner, which refreshes them for the refresher (etl_audit.refresh_materialized_view).
         *(
             sql.SQL("ALTER MATERIALIZED VIEW {} OWNER TO {}").format(view.identifier, owner)
             for view in sorted(views, key=_key)
@@ -148,9 +153,6 @@ def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.C
             sql.SQL("GRANT SELECT ON {} TO {}").format(relation.identifier, owner)
             for relation in sorted(view_inputs, key=_key)
         ),
-        sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(REFRESH_FUNCTION, owner),
-        sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(REFRESH_FUNCTION),
-        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(REFRESH_FUNCTION, refresher),
         *(
             sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(table.identifier, refresher)
             for table in sorted(refreshed - views, key=_key)
@@ -163,20 +165,26 @@ def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.C
 
 
 def audit_grants(cursor: Any, roles: RoleNames) -> list[sql.Composed]:
-    """etl_audit's rows for the refresher, data_status for the reader; definitions stay the owner's."""
+    """etl_audit read, and written through its functions, by the refresher; data_status for the reader.
+
+    No INSERT or UPDATE on any audit table: the functions (SECURITY DEFINER, the owner's) are
+    the only way in, and they keep each record's life (sql/schema/05_etl_audit.sql).
+    """
     refresher, reader = sql.Identifier(roles.refresher), sql.Identifier(roles.reader)
     schema = sql.Identifier(AUDIT_SCHEMA)
     cursor.execute(AUDIT_OBJECTS, (AUDIT_SCHEMA,))
     objects = cursor.fetchall()
+    cursor.execute(AUDIT_FUNCTIONS, (AUDIT_SCHEMA,))
+    functions = [row[0] for row in cursor.fetchall()]
     return [
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(_database(cursor), reader),
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(schema, refresher, reader),
         *(
-            sql.SQL(
-                "GRANT SELECT ON {} TO {}" if kind == "v" else "GRANT SELECT, INSERT, UPDATE ON {} TO {}"
-            ).format(sql.Identifier(AUDIT_SCHEMA, name), refresher)
-            for name, kind in objects
+            sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(AUDIT_SCHEMA, name), refresher)
+            for name, _ in objects
         ),
+        sql.SQL("GRANT UPDATE ON {} TO {}").format(sql.Identifier(AUDIT_SCHEMA, LOCK_TABLE), refresher),
+        *(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(f), refresher) for f in functions),
         sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(AUDIT_SCHEMA, STATUS_VIEW), reader),
     ]
 
@@ -258,6 +266,10 @@ def _hand_audit_to_owner(cursor: Any, run: Any, owner: str) -> None:
     for name, kind in cursor.fetchall():
         command = "ALTER VIEW {} OWNER TO {}" if kind == "v" else "ALTER TABLE {} OWNER TO {}"
         run(sql.SQL(command).format(sql.Identifier(AUDIT_SCHEMA, name), sql.Identifier(owner)))
+    # SECURITY DEFINER functions run as their owner: the NOLOGIN owner, never the administrator.
+    cursor.execute(AUDIT_FUNCTIONS, (AUDIT_SCHEMA,))
+    for (function,) in cursor.fetchall():
+        run(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(sql.SQL(function), sql.Identifier(owner)))
 
 
 def _database(cursor: Any) -> sql.Identifier:

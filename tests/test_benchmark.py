@@ -135,3 +135,19 @@ def test_step1_cost_measures_both_refreshes_and_what_spilled(postgres_admin_url,
         postgres_admin_url, "SELECT datname FROM pg_database WHERE datname LIKE 'hospitaldb_bench_%'"
     )
     assert leftovers == [], "the benchmark drops its database"
+
+
+def test_capture_overhead_times_a_night_without_and_with_capture(postgres_admin_url, tmp_path):
+    report = main(
+        ["--visits", "3000", "--share", "0.05", "--runs", "1", "--admin-url", postgres_admin_url,
+         "--json", str(tmp_path / "capture.json")],
+        script="capture_overhead.py",
+    )  # fmt: skip
+
+    assert report["new_visits"] == 150 and report["moved_or_removed"] == 15
+    for side in ("without_capture", "with_capture"):
+        assert report[side]["median_seconds"] > 0
+        assert set(report[side]["statements"]) == {
+            "insert visits", "insert bills", "insert payments", "move payments", "mark bills paid", "remove payments"
+        }  # fmt: skip
+    assert report["ratio"] > 0 and report["goal"] == 1.15

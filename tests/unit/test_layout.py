@@ -82,7 +82,7 @@ MODULES_PER_FOLDER = 12
 LAYERS = {"engine": 0, "record": 1, "report": 2, "refresh": 3, "freshness": 3, "run_context": 3}
 TOP = 4  # local, tools
 # Inside the engine: sessions and errors, then step names, the SQL, the checks, the plans and runner.
-ENGINE_LAYERS = {"db": 0, "steps": 1, "sql": 2, "checks": 3, "run": 4}
+ENGINE_LAYERS = {"db": 0, "steps": 1, "sql": 2, "checks": 3, "changes": 3, "run": 4}
 
 
 def test_no_folder_holds_more_than_12_modules():

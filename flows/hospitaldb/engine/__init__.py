@@ -1,2 +1,2 @@
 """The engine, by job and in layers: db/ (sessions, errors), steps.py, sql/ (parsed SQL), checks/,
-run/ (plans and running them). It knows nothing of Prefect's runs or of who is told."""
+changes/ (change capture), run/ (plans and running them). It knows nothing of Prefect's runs or of who is told."""

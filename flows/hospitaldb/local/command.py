@@ -44,6 +44,12 @@ def _roles(argv: list[str], prog: str) -> int:
     return main(argv, prog)
 
 
+def _changes(argv: list[str], prog: str) -> int:
+    from hospitaldb.local.changes_command import main
+
+    return main(argv, prog)
+
+
 def _schedule(argv: list[str], prog: str) -> int:
     from hospitaldb.tools.schedules import main
 
@@ -62,6 +68,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "lineage": (_lineage, "what each refreshed object reads, from the SQL (--mermaid: as a chart)"),
     "demo-db": (_demo_db, "build the demo HospitalDB in a database (--database-url URL)"),
     "roles": (_roles, "create the least-privilege roles, as an administrator"),
+    "changes": (_changes, "install change capture on the steps' sources (as an administrator), or show it"),
     "blocks": (_blocks, "create or update the Prefect blocks from environment variables"),
     "schedule": (_schedule, "pause or resume the schedules of deployments, by name (Airflow's dags pause)"),
 }

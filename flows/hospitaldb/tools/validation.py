@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hospitaldb import settings
 from hospitaldb.engine.checks.step import EVERY_STEP, parse_check
-from hospitaldb.engine.sql.allowed import refused_in, still_blocking
+from hospitaldb.engine.sql.allowed import checked_read, refused_in, still_blocking
 from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
 from hospitaldb.engine.sql.lineage import lineage_of
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, load_statements
@@ -50,6 +50,8 @@ def check_sql_files(root: Path) -> list[str]:
             load_statements(path, source=_shown(path, root))
             if path.parent.parent == step_dir / "checks" or path.parent == step_dir / "checks":
                 parse_check(path, files)
+            elif path == step_dir / "incremental" / "capture.sql":  # read like a check: one SELECT
+                checked_read(load_statements(path, source=_shown(path, root))[0])
         except SqlScriptError as error:
             problems.append(str(error))
     for folder in sorted(path for path in (step_dir / "checks").glob("*") if path.is_dir()):

@@ -1,0 +1,116 @@
+-- Change capture's logs (`hospitaldb changes install`, incremental/capture.sql): which keys of the
+-- steps' source tables changed since each step last took them, and which sources were truncated.
+-- Owned by the NOLOGIN owner; written only by the capture triggers' function (SECURITY DEFINER,
+-- pinned search_path), so a loader needs no grant here; taken by the refresher only through
+-- etl_changes.take_changed_keys, inside its step's transaction: a step that rolls back leaves the
+-- keys for the next run. Idempotent: applied again by every install.
+CREATE SCHEMA IF NOT EXISTS etl_changes;
+
+-- What is captured: a source, the key columns its triggers log, and the table they log into
+-- (etl_changes.<log_table>: change_id and those columns, typed as in the source, no index but a
+-- BRIN on change_id: each changed row costs its loader one narrow heap row, about 3 % of an insert).
+CREATE TABLE IF NOT EXISTS etl_changes.captured (
+    source       text        PRIMARY KEY,
+    keys         text[]      NOT NULL,
+    log_table    text        NOT NULL UNIQUE,
+    installed_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per statement that changed a source; its rows' keys (old and new) are in the source's
+-- log under the same change_id. Commit order is unknown: a step takes the changes it saw, by id
+-- (etl_changes.taken), never a range, so a loader that commits while the step runs is seen by the
+-- next run.
+CREATE TABLE IF NOT EXISTS etl_changes.changes (
+    change_id bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source    text        NOT NULL,
+    logged_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS changes_source_idx ON etl_changes.changes (source, change_id);
+
+-- Which step took which change: a change waits for every step until each has taken it.
+CREATE TABLE IF NOT EXISTS etl_changes.taken (
+    step      text   NOT NULL,
+    change_id bigint NOT NULL REFERENCES etl_changes.changes ON DELETE CASCADE,
+    PRIMARY KEY (step, change_id)
+);
+
+-- A TRUNCATE logs no keys (nor does an install that changes a source's keys): the next run of the
+-- steps that read the source must be full.
+CREATE TABLE IF NOT EXISTS etl_changes.truncated (
+    source       text        NOT NULL,
+    truncated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, truncated_at)
+);
+
+-- The capture triggers' function: TG_ARGV is the log table, then the key columns.
+CREATE OR REPLACE FUNCTION etl_changes.log_changed_keys() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    keys text := (SELECT string_agg(format('t.%I', key), ', ') FROM unnest(TG_ARGV[1:]) AS key);
+    changed text := CASE TG_OP WHEN 'INSERT' THEN 'new_rows'
+                               WHEN 'DELETE' THEN 'old_rows'
+                               ELSE '(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)' END;
+    change bigint;
+BEGIN
+    INSERT INTO etl_changes.changes (source) VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))
+    RETURNING change_id INTO change;
+    EXECUTE format('INSERT INTO etl_changes.%I SELECT $1, %s FROM %s AS t', TG_ARGV[0], keys, changed)
+        USING change;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION etl_changes.mark_truncated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO etl_changes.truncated (source) VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+
+-- Every key of source on record (taken by some step or not), each once, as a JSON object of its
+-- key columns: what `hospitaldb changes status` counts.
+CREATE OR REPLACE FUNCTION etl_changes.logged_keys(source_name text) RETURNS SETOF jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    log text := (SELECT c.log_table FROM etl_changes.captured AS c WHERE c.source = source_name);
+BEGIN
+    RETURN QUERY EXECUTE format('SELECT DISTINCT to_jsonb(l) - %L FROM etl_changes.%I AS l', 'change_id', log);
+END $$;
+
+-- The keys of source that step has not taken yet, taken now, each once: in the caller's
+-- transaction, so a step that rolls back leaves them. Changes still uncommitted are not seen,
+-- and wait.
+CREATE OR REPLACE FUNCTION etl_changes.take_changed_keys(step_name text, source_name text)
+RETURNS SETOF jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    log text := (SELECT c.log_table FROM etl_changes.captured AS c WHERE c.source = source_name);
+    fresh bigint[];
+BEGIN
+    SELECT coalesce(array_agg(c.change_id), '{}') INTO fresh FROM etl_changes.changes AS c
+    WHERE c.source = source_name
+      AND NOT EXISTS (SELECT FROM etl_changes.taken AS t WHERE t.step = step_name AND t.change_id = c.change_id);
+    INSERT INTO etl_changes.taken (step, change_id) SELECT step_name, unnest(fresh);
+    RETURN QUERY EXECUTE format(
+        'SELECT DISTINCT to_jsonb(l) - %L FROM etl_changes.%I AS l WHERE l.change_id = ANY ($1)', 'change_id', log)
+        USING fresh;
+END $$;
+
+-- Changes every one of steps has taken are gone for good: trimmed, with their keys. How many.
+CREATE OR REPLACE FUNCTION etl_changes.trim_taken(steps text[]) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done bigint[];
+    captured record;
+BEGIN
+    SELECT coalesce(array_agg(c.change_id), '{}') INTO done FROM etl_changes.changes AS c
+    WHERE (SELECT count(DISTINCT t.step) FROM etl_changes.taken AS t
+           WHERE t.change_id = c.change_id AND t.step = ANY (steps)) = cardinality(steps);
+    FOR captured IN SELECT log_table FROM etl_changes.captured LOOP
+        EXECUTE format('DELETE FROM etl_changes.%I WHERE change_id = ANY ($1)', captured.log_table) USING done;
+    END LOOP;
+    DELETE FROM etl_changes.changes WHERE change_id = ANY (done);
+    RETURN cardinality(done);
+END $$;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA etl_changes FROM PUBLIC;
+REVOKE ALL ON SCHEMA etl_changes FROM PUBLIC;

@@ -40,15 +40,9 @@ class AuditLog(AuditSession):
             (outcome.flow_run_id, outcome.flow_run_name, outcome.deployment, [s.step for s in outcome.steps]),
         )
 
-    def run_finished(self, outcome: RunOutcome) -> None:
-        """How the run ended, what it held back; a run refused before it started is opened and closed here."""
-        self._close(outcome)
-
-    def run_interrupted(self, outcome: RunOutcome) -> None:
-        """Cancelled or crashed, with its unfinished attempts; only if nobody recorded its end yet."""
-        self._close(outcome)
-
-    def _close(self, outcome: RunOutcome) -> None:
+    def run_ended(self, outcome: RunOutcome) -> None:
+        """How the run ended (finished, cancelled or crashed), what it held back, its unfinished attempts;
+        only if nobody recorded its end yet. A run refused before it started is opened and closed here."""
         self.held_back(outcome)  # while the run is open: a closed run's record is never added to
         self._execute(
             "SELECT etl_audit.close_run(%s, %s, %s, %s, %s, %s, %s, %s, %s)",

@@ -227,7 +227,7 @@ class RunRecorder:
         if not self.outcome.status.is_interruption:
             self.outcome = self.outcome.interrupted(status, datetime.now(UTC))
         if write and self.audit:
-            self.audit.run_interrupted(self.outcome)
+            self.audit.run_ended(self.outcome)
 
     @contextmanager
     def recording(
@@ -269,14 +269,12 @@ class RunRecorder:
         """
         if error is None or isinstance(error, Exception):
             self.finish(error)
-            write = AuditLog.run_finished
         else:  # TerminationSignal: cancelled, or the process is being stopped
             status = stopped_as()
             self.interrupted(status, write=status == RunStatus.CANCELLED)
-            write = AuditLog.run_interrupted
         self.tell(tell)
         if self.audit:
-            write(self.audit, self.outcome)
+            self.audit.run_ended(self.outcome)
 
     def close(self) -> None:
         if self.audit:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from hospitaldb import settings
+from hospitaldb.engine.changes.capture import CAPTURE_FILE
 from hospitaldb.engine.checks.step import EVERY_STEP, parse_check
 from hospitaldb.engine.sql.allowed import checked_read, refused_in, still_blocking
 from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
@@ -50,7 +51,7 @@ def check_sql_files(root: Path) -> list[str]:
             load_statements(path, source=_shown(path, root))
             if path.parent.parent == step_dir / "checks" or path.parent == step_dir / "checks":
                 parse_check(path, files)
-            elif path == step_dir / "incremental" / "capture.sql":  # read like a check: one SELECT
+            elif path == step_dir / CAPTURE_FILE:  # read like a check: one SELECT
                 checked_read(load_statements(path, source=_shown(path, root))[0])
         except SqlScriptError as error:
             problems.append(str(error))

@@ -26,6 +26,7 @@ from hospitaldb.engine.sql.script import SqlScriptError, load_statements
 from hospitaldb.paths import PROJECT_SQL_DIR, display_path, step_sql_dir
 
 CHANGES_SCHEMA_FILE = PROJECT_SQL_DIR / "changes" / "etl_changes.sql"
+CAPTURE_FILE = Path("incremental", "capture.sql")  # beside the step files
 TRIGGER_PREFIX = "hospitaldb_changes_"
 # One trigger per event: transition tables are allowed only on a trigger for one event.
 EVENTS = {
@@ -74,7 +75,7 @@ class SourceStatus:
 
 
 def capture_file() -> Path:
-    return step_sql_dir() / "incremental" / "capture.sql"
+    return step_sql_dir() / CAPTURE_FILE
 
 
 def read_captures(cursor: Any, path: Path | None = None) -> list[Capture]:

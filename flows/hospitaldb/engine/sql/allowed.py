@@ -23,7 +23,7 @@ from typing import Any
 from pglast import ast
 from pglast.enums.parsenodes import ObjectType
 
-from hospitaldb.engine.sql.analysis import DML, StepSql, relation_name, temp_tables_of, walk
+from hospitaldb.engine.sql.analysis import DML, StepSql, relation_name, walk
 from hospitaldb.engine.sql.script import SqlScriptError, Statement
 
 AUDIT_SCHEMA = "etl_audit"
@@ -186,7 +186,7 @@ class RefusedSql(SqlScriptError):
 
 def refused_in(step_sql: StepSql) -> list[str]:
     """Why each statement of a step that it may not run is refused; with the blocking lint's advice where it has some."""
-    temp_tables = frozenset(temp_tables_of(step_sql.statements))
+    temp_tables = frozenset(step_sql.temp_tables)
     advice = {finding.location: finding for finding in step_sql.findings}
     reasons = []
     for statement in step_sql.statements:

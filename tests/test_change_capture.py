@@ -232,3 +232,26 @@ def test_install_converges_on_capture_sql_and_refuses_a_wrong_one(demo_database,
         scalar(demo_database, "SELECT count(*) FROM etl_changes.captured WHERE source = 'staging.visits'")
         == 1
     ), "nothing of the failed install was kept"
+
+
+def test_a_source_whose_name_needs_quotes_keeps_its_triggers_when_installed_again(
+    demo_database, tmp_path, monkeypatch
+):
+    execute(demo_database, 'CREATE TABLE staging."WardNotes" (note_id int PRIMARY KEY, ward text)')
+    folder = tmp_path / "sql"
+    shutil.copytree(PROJECT_SQL_DIR, folder)
+    monkeypatch.setenv(SQL_DIR.name, str(folder))
+    capture = folder / "incremental" / "capture.sql"
+    capture.write_text(capture.read_text() + "UNION ALL SELECT 'staging.\"WardNotes\"', ARRAY['note_id']\n")
+    installed(demo_database)
+    connection = psycopg2.connect(demo_database)
+    connection.autocommit = True
+    try:
+        again = install(connection)
+    finally:
+        connection.close()
+    assert not [
+        s for s in again if s.startswith("DROP TRIGGER ") and not s.startswith("DROP TRIGGER IF EXISTS")
+    ], "nothing listed is taken down: only DROP TRIGGER IF EXISTS before each trigger is made again"
+    execute(demo_database, "INSERT INTO staging.\"WardNotes\" VALUES (7, 'east')")
+    assert logged(demo_database, 'staging."WardNotes"') == [{"note_id": 7}]

@@ -36,10 +36,11 @@ EVENTS = {
     ),
     "delete": sql.SQL("AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"),
 }
+# Executed without parameters: its % are PostgreSQL's own.
 OURS = """
-SELECT n.nspname, c.relname, t.tgname FROM pg_trigger AS t
+SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname, t.tgname FROM pg_trigger AS t
 JOIN pg_class AS c ON c.oid = t.tgrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE t.tgname LIKE 'hospitaldb\\_changes\\_%%' ORDER BY 1, 2, 3
+WHERE t.tgname LIKE 'hospitaldb\\_changes\\_%' ORDER BY 1, 2, 3
 """
 
 
@@ -151,8 +152,8 @@ def _drop_uncaptured(cursor: Any, captures: list[Capture], run: Any) -> None:
     """Triggers and logs of sources capture.sql no longer lists: gone."""
     listed = [capture.source for capture in captures]
     cursor.execute(OURS)
-    for schema, table, trigger in cursor.fetchall():
-        if f"{schema}.{table}" not in listed:
+    for source, schema, table, trigger in cursor.fetchall():
+        if source not in listed:  # both as the catalog quotes them
             run(
                 sql.SQL("DROP TRIGGER {} ON {}").format(
                     sql.Identifier(trigger), sql.Identifier(schema, table)
@@ -233,7 +234,7 @@ def status(connection: Any) -> list[SourceStatus] | None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT to_regclass('etl_changes.captured') IS NOT NULL "
-            "AND EXISTS (SELECT FROM pg_trigger WHERE tgname LIKE 'hospitaldb\\_changes\\_%%')"
+            "AND EXISTS (SELECT FROM pg_trigger WHERE tgname LIKE 'hospitaldb\\_changes\\_%')"
         )
         if not cursor.fetchone()[0]:
             return None

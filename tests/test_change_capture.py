@@ -24,6 +24,9 @@ from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
 from hospitaldb_testing.db import execute, query, scalar
 
 SOURCES = [
+    "reporting.branch_summary",
+    "reporting.patient_summary",
+    "reporting.revenue_summary",
     "staging.billing",
     "staging.branches",
     "staging.doctors",
@@ -186,9 +189,12 @@ def test_a_step_takes_keys_in_its_transaction_and_a_loader_committing_meanwhile_
             demo_database,
             "SELECT etl_changes.trim_taken(ARRAY['refresh_dashboards', 'refresh_phase2_materialized_views'])",
         )
-        == 2  # the two loads' logs, each taken by both steps
+        == 3  # the install's (a full run must come first) and the two loads', each taken by both steps
     )
-    assert scalar(demo_database, "SELECT count(*) FROM etl_changes.changes") == 0
+    assert (
+        scalar(demo_database, "SELECT count(*) FROM etl_changes.changes WHERE source = 'staging.branches'")
+        == 0
+    )
 
 
 def test_install_converges_on_capture_sql_and_refuses_a_wrong_one(demo_database, tmp_path, monkeypatch):

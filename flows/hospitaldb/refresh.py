@@ -1,8 +1,8 @@
 """The flow hospitaldb-refresh: phase 2 views, then phase 3 reporting tables, then dashboards.
 
-Each step is a Prefect task that runs its parsed statements and then its data checks
-in one transaction, and retries only on transient database errors. Before the first
-step, the source checks make sure the staging data is whole and new. What happens is
+Each step is a Prefect task (hospitaldb.tasks) that runs its parsed statements and then its
+data checks in one transaction. Before the first step, the source checks make sure the
+staging data is whole and new. What happens is
 recorded once, as it happens (hospitaldb.record.recorder), and every report reads that
 record, handed over as a value when the run ends. flows/refresh.py is the entry point Prefect deploys and `python
 flows/refresh.py` runs (hospitaldb.local.cli).
@@ -11,152 +11,37 @@ flows/refresh.py` runs (hospitaldb.local.cli).
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
-from prefect import flow, get_run_logger, runtime, task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import Task, exponential_backoff
+from prefect import flow, get_run_logger
+from prefect.tasks import exponential_backoff
 from pydantic import Field
 
-from hospitaldb.engine.checks.source import SOURCE_CHECKS, SourceCheckFailed, evaluate, read_sources
+from hospitaldb.engine.changes.modes import DriftFound, ModeRequest, RunMode
 from hospitaldb.engine.db.database import resolve_database
 from hospitaldb.engine.db.deadline import Limits, RunDeadline
-from hospitaldb.engine.db.errors import StepError
 from hospitaldb.engine.run.context import RunContext
-from hospitaldb.engine.run.dry_run import dry_run_steps
-from hospitaldb.engine.run.lock import HeldLock, refresh_lock
-from hospitaldb.engine.run.parallel import refresh_views_in_parallel
-from hospitaldb.engine.run.plans import StepPlan, plan_steps
-from hospitaldb.engine.run.runner import run_step_transaction
-from hospitaldb.engine.run.upkeep import run_upkeep
+from hospitaldb.engine.run.lock import refresh_lock
+from hospitaldb.engine.run.plans import plan_steps
 from hospitaldb.engine.run.view_groups import with_parallel_views
 from hospitaldb.engine.sql.lineage import views_in_database
 from hospitaldb.engine.sql.script import SqlFiles
-from hospitaldb.engine.steps import STEPS, StepName, in_pipeline_order
-from hospitaldb.record.audit_history import last_successful_source_counts
+from hospitaldb.engine.steps import StepName, in_pipeline_order
 from hospitaldb.record.handover import ReturnedSteps
 from hospitaldb.record.outcome import REFRESH_FLOW
-from hospitaldb.record.recorder import RunRecorder
-from hospitaldb.report.artifacts import checks_summary
 from hospitaldb.report.healing import heal_earlier_runs, report_when_back
 from hospitaldb.report.hooks import report_failure, report_interruption, report_recovery
 from hospitaldb.report.lost_logs import keeping_logs
 from hospitaldb.report.notifications import DEFAULT_EMAIL_BLOCK, DEFAULT_SLACK_BLOCK
 from hospitaldb.report.telling import Teller
 from hospitaldb.run_context import audit_required, recorder_for_this_run, stopped_as
-
-DEFAULT_RETRIES = 3
-DEFAULT_RETRY_DELAY_SECONDS = 10.0
-
-
-def retry_on_transient_error(task: Task, task_run: Any, state: Any) -> bool:
-    """Retry only what a retry can fix: lost connections, deadlocks, lock timeouts."""
-    try:
-        state.result()
-    except StepError as error:
-        return error.transient
-    except Exception:
-        return False
-    return False
-
-
-def this_attempt() -> tuple[int, str | None]:
-    """Which attempt of its task this is, and the task run's id (for healing its state in Prefect)."""
-    run_id = runtime.task_run.id
-    return runtime.task_run.run_count or 1, str(run_id) if run_id else None
-
-
-def run_step(
-    step: StepName, context: RunContext, recorder: RunRecorder, plan: StepPlan, lock: HeldLock
-) -> dict[str, Any]:
-    """Run one step's statements and its checks in one transaction, and return what it did.
-
-    The step checks that the run still holds the overlap lock before it starts and again
-    right before COMMIT. Each attempt, failed ones included, is on record (etl_audit),
-    with its statements and check results, so a rolled-back attempt is not lost.
-    """
-    logger = get_run_logger()
-    with recorder.step_attempt(step, *this_attempt()) as attempt:
-        if lock.verify(step, retake=True):  # lost with a failed-over primary: taken again on the new one
-            logger.warning("the overlap lock's session had ended (a restart, a failover); lock taken again")
-        recorder.verify_audit(step)
-        refresh = run_step_transaction
-        if plan.groups:  # each group of views commits on its own, once its checks pass
-            refresh = partial(refresh_views_in_parallel, on_group_committed=attempt.views_committed)
-        result = refresh(
-            context.target,
-            plan,
-            context.limits,
-            logger=logger,
-            on_statement=attempt.statement_finished,
-            before_commit=lambda: (lock.verify(step), recorder.verify_audit(step)),
-        )
-        attempt.completed(result)
-    if plan.upkeep:
-        recorder.kept_up(
-            step, run_upkeep(context.target, context.limits, result.changes, result.row_counts, logger)
-        )
-    logger.info(
-        "%s committed: %d statements, %.2f s, %d rows; checks: %s",
-        step,
-        len(result.statements),
-        result.seconds,
-        result.rows,
-        checks_summary(result.checks),
-    )
-    return recorder.outcome.step_outcome(step).to_dict()
-
-
-def _step_task(step: StepName) -> Task:
-    return task(
-        name=step,
-        retries=DEFAULT_RETRIES,
-        retry_delay_seconds=exponential_backoff(backoff_factor=DEFAULT_RETRY_DELAY_SECONDS),
-        retry_jitter_factor=0.5,
-        retry_condition_fn=retry_on_transient_error,
-        # A refresh must run every time: never answer it from a cache.
-        cache_policy=NO_CACHE,
-        log_prints=False,
-    )(run_step)
-
-
-STEP_TASKS: dict[StepName, Task] = {step: _step_task(step) for step in STEPS}
-
-
-@task(
-    name=SOURCE_CHECKS,
-    retries=DEFAULT_RETRIES,
-    retry_jitter_factor=0.5,  # as the steps': runs retried together do not retry in step
-    retry_condition_fn=retry_on_transient_error,
-    cache_policy=NO_CACHE,
+from hospitaldb.tasks import (
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_DELAY_SECONDS,
+    STEP_TASKS,
+    check_sources,
+    dry_run_task,
 )
-def check_sources(context: RunContext, recorder: RunRecorder, enforce: bool = True) -> None:
-    """Read every source's row count and newest data; fail the run if one is stale or incomplete.
-
-    The counts are recorded either way (not in a dry run): a completed run's counts are
-    the next run's baseline. With enforce=False (skip_source_checks) problems are logged,
-    not raised. A lock timeout on a staging table is transient: retried like a step's, and
-    each attempt is on record like a step's (etl_audit.step_attempts, step 'check_sources').
-    """
-    logger = get_run_logger()
-    with recorder.step_attempt(SOURCE_CHECKS, *this_attempt()) as attempt:
-        previous = last_successful_source_counts(recorder.audit) if recorder.audit else {}
-        states, volumes, seconds = read_sources(context.target, context.limits, context.files, previous)
-        results, problems = evaluate(states, previous, seconds, logger, volumes)
-        recorder.sources_read(enforce, states, problems, seconds)
-        if problems and enforce:
-            raise SourceCheckFailed(problems, results)
-        attempt.checked(results if enforce else [], seconds)
-    if problems:
-        logger.warning("source checks skipped (skip_source_checks): %s", "; ".join(p.text for p in problems))
-
-
-@task(name="dry_run", cache_policy=NO_CACHE)
-def dry_run_task(context: RunContext, recorder: RunRecorder, plans: dict[StepName, StepPlan]) -> None:
-    """Run the steps and their checks as a real run would, in one transaction, and roll back."""
-    dry_run_steps(
-        context.target, plans, context.limits, logger=get_run_logger(), on_step=recorder.step_dry_run
-    )
 
 
 @flow(
@@ -171,6 +56,9 @@ def dry_run_task(context: RunContext, recorder: RunRecorder, plans: dict[StepNam
 )
 def hospitaldb_refresh(
     steps: list[StepName] | None = None,
+    mode: RunMode = "auto",
+    full_every_days: Annotated[float, Field(gt=0)] = 7,
+    max_changed_share: Annotated[float, Field(gt=0, le=1)] = 0.2,
     database_block: str | None = None,
     statement_timeout_seconds: Annotated[float, Field(ge=0)] = 3600,
     lock_timeout_seconds: Annotated[float, Field(ge=0)] = 30,
@@ -197,6 +85,18 @@ def hospitaldb_refresh(
 
     Args:
         steps: which steps to run (default all); always run in pipeline order.
+        mode: auto (default), full or incremental. A step with an incremental form
+            (incremental/<step>.sql) recomputes only what changed since it last ran, from the
+            keys change capture logged (hospitaldb changes install). auto runs it incrementally
+            where it can, and full when capture is not installed, a source was truncated or
+            newly captured, the last full run is older than full_every_days, or a source's
+            changed keys exceed max_changed_share of its rows. incremental refuses a step that
+            cannot; full always recomputes all. A full run that could have been incremental
+            runs the incremental form first and reports any row it still changes as drift.
+        full_every_days: with mode auto, run each step full again once its last full run is
+            this many days old: the periodic run that looks for drift.
+        max_changed_share: with mode auto, run a step full when a source's changed keys
+            exceed this share of its rows.
         database_block: SqlAlchemyConnector block to use. Default: the environment
             variable HOSPITALDB_DATABASE_URL, else the block 'hospitaldb-postgres'.
         statement_timeout_seconds: PostgreSQL statement_timeout of every statement the run
@@ -270,6 +170,7 @@ def hospitaldb_refresh(
             context.files,
             views_in_database(target, context.limits),
             upkeep=upkeep,
+            mode=ModeRequest(mode, full_every_days, max_changed_share),
         )
         run_plans = with_parallel_views(plans, lineage, parallel_views, logger)
         recorder.planned(lineage)
@@ -296,4 +197,7 @@ def hospitaldb_refresh(
             for step in [] if dry_run else selected:
                 step_task = STEP_TASKS[step].with_options(retries=retries, retry_delay_seconds=retry_delays)
                 step_task(step, context, recorder, run_plans[step], lock)
+            drift = {step: recorder.outcome.step_outcome(step).drift for step in selected}
+            if any(drift.values()):  # every step committed, repaired: the incremental path failed
+                raise DriftFound({step: objects for step, objects in drift.items() if objects})
     return ReturnedSteps(recorder.outcome)

@@ -26,6 +26,16 @@ CREATE TABLE IF NOT EXISTS etl_changes.changes (
     logged_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS changes_source_idx ON etl_changes.changes (source, change_id);
+-- A change whose keys are not known (a TRUNCATE; an install that starts or changes a source's
+-- capture): each step that reads the source must run full before it may run incremental again.
+-- A change like any other, taken by id: a step decides its mode in the snapshot it refreshes from.
+ALTER TABLE etl_changes.changes ADD COLUMN IF NOT EXISTS whole boolean NOT NULL DEFAULT false;
+
+-- When each step last ran full (mode auto runs full again after full_every_days).
+CREATE TABLE IF NOT EXISTS etl_changes.full_refreshes (
+    step         text        PRIMARY KEY,
+    refreshed_at timestamptz NOT NULL
+);
 
 -- Which step took which change: a change waits for every step until each has taken it.
 CREATE TABLE IF NOT EXISTS etl_changes.taken (
@@ -64,6 +74,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO etl_changes.truncated (source) VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))
     ON CONFLICT DO NOTHING;
+    INSERT INTO etl_changes.changes (source, whole) VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), true);
     RETURN NULL;
 END $$;
 
@@ -93,6 +104,63 @@ BEGIN
     RETURN QUERY EXECUTE format(
         'SELECT DISTINCT to_jsonb(l) - %L FROM etl_changes.%I AS l WHERE l.change_id = ANY ($1)', 'change_id', log)
         USING fresh;
+END $$;
+
+-- What waits for step in each of sources (as the catalog quotes them): whether the source is
+-- captured and by which key columns, whether a change of unknown keys waits (the step must run full), and how many keys
+-- (each once, as take_changed_keys would take them).
+-- Read in the step's own snapshot: what it decides is what it then takes.
+CREATE OR REPLACE FUNCTION etl_changes.pending_changes(step_name text, sources text[])
+RETURNS TABLE (source text, captured boolean, keys text[], whole boolean, changed_keys bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wanted text;
+    log text;
+    fresh bigint[];
+BEGIN
+    FOREACH wanted IN ARRAY sources LOOP
+        source := wanted;
+        SELECT c.log_table, c.keys INTO log, keys FROM etl_changes.captured AS c WHERE c.source = wanted;
+        captured := log IS NOT NULL;
+        SELECT coalesce(array_agg(c.change_id), '{}'), coalesce(bool_or(c.whole), false) INTO fresh, whole
+        FROM etl_changes.changes AS c
+        WHERE c.source = wanted
+          AND NOT EXISTS (SELECT FROM etl_changes.taken AS t WHERE t.step = step_name AND t.change_id = c.change_id);
+        changed_keys := 0;
+        IF captured AND cardinality(fresh) > 0 THEN
+            EXECUTE format('SELECT count(*) FROM (SELECT DISTINCT to_jsonb(l) - %L FROM etl_changes.%I AS l '
+                           'WHERE l.change_id = ANY ($1)) AS k', 'change_id', log)
+                INTO changed_keys USING fresh;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- When step last ran full; NULL: never since capture was installed.
+CREATE OR REPLACE FUNCTION etl_changes.last_full_refresh(step_name text) RETURNS timestamptz
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT f.refreshed_at FROM etl_changes.full_refreshes AS f WHERE f.step = step_name
+$$;
+
+-- Every change step has not taken, of any source, taken now: what a full run read, or (after an
+-- incremental step took its own sources' keys) what it does not read. Every step that refreshes
+-- incrementally takes every change, so etl_changes.trim_taken can forget a change once all those
+-- steps have it. is_full: a full run, on record for full_every_days. In the caller's transaction: a
+-- step that rolls back takes nothing. How many changes.
+CREATE OR REPLACE FUNCTION etl_changes.take_all_changes(step_name text, is_full boolean) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    taken_count bigint;
+BEGIN
+    INSERT INTO etl_changes.taken (step, change_id)
+    SELECT step_name, c.change_id FROM etl_changes.changes AS c
+    WHERE NOT EXISTS (SELECT FROM etl_changes.taken AS t WHERE t.step = step_name AND t.change_id = c.change_id);
+    GET DIAGNOSTICS taken_count = ROW_COUNT;
+    IF is_full THEN
+        INSERT INTO etl_changes.full_refreshes (step, refreshed_at) VALUES (step_name, now())
+        ON CONFLICT (step) DO UPDATE SET refreshed_at = excluded.refreshed_at;
+    END IF;
+    RETURN taken_count;
 END $$;
 
 -- Changes every one of steps has taken are gone for good: trimmed, with their keys. How many.

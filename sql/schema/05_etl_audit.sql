@@ -555,6 +555,27 @@ BEGIN
     WHERE attempt_id = attempt_key;
 END $$;
 
+-- Which form of the step ran (full or incremental, hospitaldb.engine.changes.modes), why, how many
+-- changed keys it took, and how many rows a full run still changed after the incremental form
+-- (drift: a fault of the incremental SQL, repaired by that full run). NULL before 1.8.0.
+ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS mode text;
+ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS mode_reason text;
+ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS changed_keys bigint;
+ALTER TABLE etl_audit.step_attempts ADD COLUMN IF NOT EXISTS drift_rows bigint;
+
+CREATE OR REPLACE FUNCTION etl_audit.record_mode(
+    attempt_key bigint, step_mode text, reason text, key_count bigint, drift bigint)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF step_mode NOT IN ('full', 'incremental') THEN
+        RAISE EXCEPTION 'etl_audit: a step runs full or incremental' USING ERRCODE = 'check_violation';
+    END IF;
+    PERFORM etl_audit.claim_attempt(attempt_key);
+    UPDATE etl_audit.step_attempts
+    SET mode = step_mode, mode_reason = reason, changed_keys = key_count, drift_rows = drift
+    WHERE attempt_id = attempt_key;
+END $$;
+
 CREATE OR REPLACE FUNCTION etl_audit.record_statement(
     attempt_key bigint, number integer, statement_location text, statement_summary text, seconds numeric,
     row_count bigint)

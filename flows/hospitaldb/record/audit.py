@@ -20,6 +20,7 @@ from hospitaldb.statuses import StepStatus
 from hospitaldb.text import safe
 
 if TYPE_CHECKING:
+    from hospitaldb.engine.changes.modes import ChosenMode
     from hospitaldb.engine.checks.source import SourceState
     from hospitaldb.engine.checks.step import CheckResult
     from hospitaldb.engine.run.runner import StatementResult
@@ -89,6 +90,15 @@ class AuditLog(AuditSession):
         self._execute(
             "SELECT etl_audit.record_statement(%s, %s, %s, %s, %s, %s)",
             (attempt_id, result.number, result.location, result.summary, result.seconds, result.rows),
+        )
+
+    def mode_chosen(self, attempt_id: int | None, mode: ChosenMode, drift_rows: int) -> None:
+        """Which form of the step ran, why, the keys it took and the drift a full run repaired."""
+        if attempt_id is None:
+            return
+        self._execute(
+            "SELECT etl_audit.record_mode(%s, %s, %s, %s, %s)",
+            (attempt_id, mode.mode, mode.reason, mode.changed_keys, drift_rows if mode.verify else None),
         )
 
     def attempt_finished(

@@ -70,6 +70,11 @@ class StepOutcome:
     published: list[str] = field(default_factory=list)  # objects committed: all, or (parallel_views) some
     failure: Failure | None = None  # why its last attempt failed, decided once, as that attempt ended
     task_run_id: str | None = None  # its last attempt's Prefect task run (hospitaldb.report.healing)
+    mode: str | None = None  # full or incremental (hospitaldb.engine.changes.modes)
+    mode_reason: str | None = None
+    changed_keys: int | None = None  # keys an incremental form recomputed
+    drift_checked: bool = False  # a full run that ran the incremental form first, to look for drift
+    drift: dict[str, dict[str, int]] = field(default_factory=dict)  # what full changed after incremental
 
     def to_dict(self) -> dict[str, Any]:
         """The step as the flow returns it."""
@@ -85,6 +90,11 @@ class StepOutcome:
             "row_count_seconds": self.row_count_seconds,
             "upkeep": [asdict(item) for item in self.upkeep],
             "published": self.published,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "changed_keys": self.changed_keys,
+            "drift_checked": self.drift_checked,
+            "drift": self.drift,
         }
 
 

@@ -65,9 +65,16 @@ class StepAttempt:
             checks=result.checks,
             changes=result.changes,
             row_count_seconds=result.row_count_seconds,
+            mode=result.mode.mode if result.mode else None,
+            mode_reason=result.mode.reason if result.mode else None,
+            changed_keys=result.mode.changed_keys if result.mode else None,
+            drift_checked=bool(result.mode and result.mode.verify),
+            drift=result.drift,
         )
         audit, run_id = recorder.audit, recorder.outcome.flow_run_id
         if audit:
+            if result.mode:
+                audit.mode_chosen(self._attempt_id, result.mode, result.drift_rows)
             audit.checks_finished(run_id, self._attempt_id, self._step, result.checks)
             audit.attempt_finished(
                 self._attempt_id, StepStatus.COMPLETED, statements=len(result.statements), rows=result.rows

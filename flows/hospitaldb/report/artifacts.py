@@ -14,7 +14,7 @@ from uuid import UUID
 
 from hospitaldb.engine.checks.step import CheckResult
 from hospitaldb.engine.run.upkeep import upkeep_summary
-from hospitaldb.record.outcome import RunOutcome, SourcesOutcome
+from hospitaldb.record.outcome import RunOutcome, SourcesOutcome, StepOutcome
 from hospitaldb.statuses import StepStatus
 from hospitaldb.text import count_of as rows
 
@@ -45,12 +45,24 @@ def changes_summary(changes: dict[str, dict[str, int]]) -> str:
     return "; ".join(changed) or "no change"
 
 
+def mode_summary(step: StepOutcome) -> str | None:
+    """'incremental (412 changed keys)', 'full (mode full)', and drift a full run repaired."""
+    if step.mode is None:
+        return None
+    what = f"{step.changed_keys:,} changed keys" if step.mode == "incremental" else step.mode_reason
+    drift = ""
+    if step.drift_checked:
+        drift = f"; drift repaired: {changes_summary(step.drift)}" if step.drift else "; no drift"
+    return f"{step.mode} ({what}){drift}"
+
+
 def step_rows(outcome: RunOutcome) -> list[dict[str, Any]]:
     """One row per selected step: what it did and what its checks found, or that it did not run."""
     return [
         {
             "step": step.step,
             "status": step.status.value,
+            "mode": mode_summary(step),
             "statements": step.statements,
             "seconds": step.seconds,
             "rows": step.rows,
@@ -83,13 +95,14 @@ def summary_markdown(outcome: RunOutcome) -> str:
         "",
         sources_line(outcome.sources),
         "",
-        "| step | status | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) | upkeep |",
-        "|---|---|---:|---:|---:|---:|---|---|---|",
+        "| step | status | mode | statements | seconds | rows | attempts | checks | changes (+ins ~upd -del) "
+        "| upkeep |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for row in step_rows(outcome):
         cells = [row["step"], row["status"]] + [
             "" if row[key] is None else f"{row[key]:,}" if key == "rows" else str(row[key])
-            for key in ("statements", "seconds", "rows", "attempts", "checks", "changes", "upkeep")
+            for key in ("mode", "statements", "seconds", "rows", "attempts", "checks", "changes", "upkeep")
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if outcome.error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hospitaldb.record.outcome import RunOutcome
-from hospitaldb.report.artifacts import checks_summary
+from hospitaldb.report.artifacts import checks_summary, mode_summary
 from hospitaldb.statuses import RunStatus
 
 
@@ -21,6 +21,8 @@ def summary_text(outcome: RunOutcome, where: str) -> str:
             f"{step.step:<36}{step.status.value:<11}{step.statements or '':>11}{seconds:>10}{rows:>12}  "
             f"{checks_summary(step.checks) if step.checks else ''}"
         )
+        if step.mode:
+            lines.append(f"{'':<4}{mode_summary(step)}")
     if outcome.dry_run:
         lines += ["", f"{'would change':<44}{'inserted':>10}{'updated':>10}{'deleted':>10}"]
         lines += [

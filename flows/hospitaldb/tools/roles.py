@@ -12,6 +12,8 @@ Three roles (names settable):
   alter or drop them); SELECT, INSERT, UPDATE, DELETE on the tables the steps write;
   TEMPORARY (the steps' temporary tables); and in etl_audit SELECT, and EXECUTE on its writing
   functions (SECURITY DEFINER, the owner's, keeping each record's life): never INSERT or UPDATE;
+  where change capture is installed, EXECUTE on the functions that take a step's changed keys
+  (never the logs themselves);
 - the status reader (LOGIN): SELECT on etl_audit.data_status, nothing else.
 
 What is read and written comes from the SQL files (hospitaldb.engine.sql.analysis) and the catalog
@@ -29,6 +31,8 @@ from typing import Any
 
 from psycopg2 import sql
 
+from hospitaldb.engine.changes.capture import refresher_grants
+from hospitaldb.engine.changes.modes import incremental_file
 from hospitaldb.engine.checks.source import sources_file
 from hospitaldb.engine.checks.step import load_checks
 from hospitaldb.engine.sql.analysis import analyse_steps, relations_named
@@ -128,6 +132,8 @@ def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.C
         written.update(parsed.objects)
         named.update(relations_named(parsed.statements))
         named.update(relations_named([check.statement for check in load_checks(step, files)]))
+        if incremental_file(step).exists():
+            named.update(relations_named(list(files.load(incremental_file(step)).statements)))
     if sources_file().exists():
         named.update(relations_named(files.load(sources_file()).statements))
     refreshed = _relations(cursor, RESOLVE, sorted(written))
@@ -253,6 +259,7 @@ def create_roles(connection: Any, roles: RoleNames) -> list[str]:
             *revocations(cursor, roles),
             *refresh_grants(cursor, roles, files),
             *audit_grants(cursor, roles),
+            *refresher_grants(cursor, roles.refresher),
         ]:
             run(statement)
         cursor.execute("COMMIT")

@@ -73,6 +73,35 @@ def check_sql_files(root: Path) -> list[str]:
             problems += [*refused, *still_blocking(step_sql, refused)]
         except SqlScriptError:
             pass  # already reported above
+    return problems + _incremental_problems(step_dir, root, files)
+
+
+def _incremental_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[str]:
+    """Each incremental form is a step's, passes the steps' lint, and refreshes what its full form does."""
+    problems = []
+    for path in sorted((step_dir / "incremental").glob("*.sql")):
+        if path == step_dir / CAPTURE_FILE:
+            continue
+        if path.stem not in STEPS:
+            hint = difflib.get_close_matches(path.stem, STEPS, n=1)
+            problems.append(
+                f"{_shown(path, root)}:1: not a step, so this incremental form would never run"
+                + (f" (did you mean '{hint[0]}.sql'?)" if hint else f"; name it after one of {list(STEPS)}")
+            )
+            continue
+        try:
+            form = analyse_step(path.stem, files, path)
+            refused = refused_in(form)
+            problems += [*refused, *still_blocking(form, refused)]
+            full = analyse_step(path.stem, files, step_dir / f"{path.stem}.sql")
+            problems += [
+                f"{_shown(path, root)}:1: writes {name}, which {path.stem}.sql does not refresh: "
+                "an incremental form refreshes the same objects as its full form"
+                for name in form.objects
+                if name not in full.objects
+            ]
+        except SqlScriptError:
+            pass  # reported with the parse of every file
     return problems
 
 

@@ -36,6 +36,11 @@ EVENTS = {
     ),
     "delete": sql.SQL("AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"),
 }
+# What the refresher calls (`hospitaldb roles` grants it): what waits, and taking keys; never the logs.
+REFRESHER_FUNCTIONS = """
+SELECT p.oid::regprocedure::text FROM pg_proc AS p WHERE p.pronamespace = to_regnamespace('etl_changes')
+AND p.proname IN ('pending_changes', 'last_full_refresh', 'take_changed_keys', 'take_all_changes', 'trim_taken')
+"""
 # Executed without parameters: its % are PostgreSQL's own.
 OURS = """
 SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname, t.tgname FROM pg_trigger AS t
@@ -174,6 +179,8 @@ def _install_log(cursor: Any, capture: Capture, run: Any) -> None:
     if found is not None:  # the keys logged so far are not the keys asked for: a full run must follow
         run(sql.SQL("DROP TABLE IF EXISTS {}").format(log))
         cursor.execute("INSERT INTO etl_changes.truncated (source) VALUES (%s)", (capture.source,))
+    # What changed before now was not logged: each step reading the source runs full once first.
+    cursor.execute("INSERT INTO etl_changes.changes (source, whole) VALUES (%s, true)", (capture.source,))
     columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(key)) for key in capture.keys)
     run(
         sql.SQL("CREATE TABLE {} AS SELECT 0::bigint AS change_id, {} FROM {} AS t WITH NO DATA").format(
@@ -248,3 +255,13 @@ def status(connection: Any) -> list[SourceStatus] | None:
             SourceStatus(source, tuple(keys), waiting, truncated)
             for source, keys, waiting, truncated in cursor
         ]
+
+
+def refresher_grants(cursor: Any, refresher: str) -> list[sql.Composed]:
+    """Where capture is installed: what the refresher needs to take a step's keys in its transaction."""
+    cursor.execute(REFRESHER_FUNCTIONS)
+    functions, role = sorted(row[0] for row in cursor.fetchall()), sql.Identifier(refresher)
+    return [
+        *([sql.SQL("GRANT USAGE ON SCHEMA etl_changes TO {}").format(role)] if functions else []),
+        *(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(f), role) for f in functions),
+    ]

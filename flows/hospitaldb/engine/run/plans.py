@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from hospitaldb.engine.changes.modes import IncrementalForm, ModeRequest, incremental_file
 from hospitaldb.engine.checks.source import load_source_statement
 from hospitaldb.engine.checks.step import Check, load_checks
 from hospitaldb.engine.checks.volume import load_volume_statement
 from hospitaldb.engine.sql.allowed import RefusedSql, refused_in
-from hospitaldb.engine.sql.analysis import BlockingSql, analyse_steps
+from hospitaldb.engine.sql.analysis import BlockingSql, StepSql, analyse_step, analyse_steps
 from hospitaldb.engine.sql.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
-from hospitaldb.engine.steps import StepName
+from hospitaldb.engine.steps import STEPS, StepName
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class StepPlan:
     # own session and transaction, up to `sessions` at once. No groups: the step runs serially.
     groups: tuple[ViewGroup, ...] = ()
     sessions: int = 1
+    # Its incremental form (incremental/<step>.sql), if it has one, and which form the run asked for.
+    incremental: IncrementalForm | None = None
+    mode: ModeRequest = field(default_factory=ModeRequest)
+    # Every step with an incremental form: each must take a change before it is forgotten.
+    consumers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ def plan_steps(
     files: SqlFiles,
     view_definitions: ViewDefinitions | None = None,
     upkeep: bool = True,
+    mode: ModeRequest | None = None,
 ) -> tuple[dict[StepName, StepPlan], Lineage]:
     """Parse and lint every selected step and its checks; SqlScriptError (file and line) if one is unfit.
 
@@ -71,17 +78,25 @@ def plan_steps(
     """
     try:
         parsed = analyse_steps(files, selected)
-        refused = [reason for step_sql in parsed.values() for reason in refused_in(step_sql)]
+        incremental = {
+            step: analyse_step(step, files, incremental_file(step))
+            for step in selected
+            if incremental_file(step).exists()
+        }
+        forms = [*parsed.values(), *incremental.values()]
+        refused = [reason for step_sql in forms for reason in refused_in(step_sql)]
         if refused:
             raise RefusedSql(refused)
-        blocking = [finding for step_sql in parsed.values() for finding in step_sql.blocking]
+        blocking = [finding for step_sql in forms for finding in step_sql.blocking]
         if blocking:
             raise BlockingSql(blocking)
-        for step_sql in parsed.values():
+        for step_sql in forms:
             for finding in step_sql.allowed:
                 logger.warning("blocking statement allowed: %s", finding.describe())
         volume_rules = load_volume_statement(files)
         load_source_statement(files)  # linted with the rest, before anything runs
+        lineage = lineage_of(parsed, files, view_definitions)
+        consumers = tuple(step for step in STEPS if incremental_file(step).exists())
         plans = {
             step: StepPlan(
                 step=step,
@@ -93,9 +108,30 @@ def plan_steps(
                 max_shrink_share=max_shrink_share,
                 volume_rules=volume_rules,
                 upkeep=upkeep,
+                incremental=_form(step_sql, incremental.get(step), lineage),
+                mode=mode or ModeRequest(),
+                consumers=consumers,
             )
             for step, step_sql in parsed.items()
         }
-        return plans, lineage_of(parsed, files, view_definitions)
+        return plans, lineage
     except SqlScriptError as error:
         raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None
+
+
+def _form(full: StepSql, incremental: StepSql | None, lineage: Lineage) -> IncrementalForm | None:
+    """The incremental form, if it refreshes only what the full form does; its sources: what the full form reads."""
+    if incremental is None:
+        return None
+    strays = [name for name in incremental.objects if name not in full.objects]
+    if strays:
+        raise SqlScriptError(
+            f"incremental/{incremental.path.name} writes {', '.join(strays)}, which its full form "
+            f"does not refresh: an incremental form refreshes the same objects"
+        )
+    reads = {name for obj in full.objects for name in lineage.reads.get(obj, ())}
+    return IncrementalForm(
+        statements=incremental.statements,
+        temp_tables=incremental.temp_tables,
+        sources=tuple(sorted(reads - set(full.objects))),
+    )

@@ -13,13 +13,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 from pglast import ast
 
+from hospitaldb.engine.changes.modes import (
+    ChosenMode,
+    choose_mode,
+    drop_temp_tables,
+    forget_taken,
+    take_all_changes,
+    take_changed_keys,
+)
 from hospitaldb.engine.checks.shrink import finish_row_counts, start_row_counts
 from hospitaldb.engine.checks.step import CheckResult, run_checks
 from hospitaldb.engine.checks.volume import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
@@ -49,6 +57,12 @@ class StepResult:
     row_counts: dict[str, int] = field(default_factory=dict)
     row_count_seconds: float = 0.0  # the shrink guard's counting, before and after the statements
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
+    mode: ChosenMode | None = None  # full or incremental, why, and how many changed keys it took
+    drift: dict[str, dict[str, int]] = field(default_factory=dict)  # what full changed after incremental
+
+    @property
+    def drift_rows(self) -> int:
+        return sum(sum(counts.values()) for counts in self.drift.values())
 
     @property
     def rows(self) -> int:
@@ -62,9 +76,14 @@ def execute_statements(
     step: str,
     on_statement: Callable[[StatementResult], None] | None = None,
     total: int | None = None,
+    after: int = 0,
 ) -> list[StatementResult]:
-    """Execute statements on an open transaction, without committing it."""
-    total = total or len(statements)
+    """Execute statements on an open transaction, without committing it.
+
+    after: statements the step ran before these (a full form after its incremental form), so
+    that each statement of an attempt has its own number.
+    """
+    total = (total or len(statements)) + after
     results = []
     for statement in statements:
         started = time.perf_counter()
@@ -72,7 +91,7 @@ def execute_statements(
             cursor.execute(*_as_run(cursor, statement))
             rows = cursor.rowcount if cursor.rowcount >= 0 else None
         result = StatementResult(
-            number=statement.number,
+            number=after + statement.number,
             location=statement.location,
             summary=statement.summary,
             seconds=round(time.perf_counter() - started, 3),
@@ -81,7 +100,7 @@ def execute_statements(
         logger.info(
             "%s [%d/%d] %s: %.3f s, %s rows",
             step,
-            statement.number,
+            result.number,
             total,
             statement.summary,
             result.seconds,
@@ -142,18 +161,19 @@ def run_step_sql(
             connection, plan.objects, allow_shrink=plan.allow_shrink, max_shrink_share=plan.max_shrink_share
         )
     row_count_seconds = time.perf_counter() - counting
-    results = execute_statements(
-        connection, plan.statements, logger, step, on_statement, plan.statement_total
-    )
+    chosen, results, after_incremental = run_forms(connection, plan, logger, on_statement, changes_before)
     counting = time.perf_counter()
     with as_step_error(step):
         row_counts = finish_row_counts(connection)
     row_count_seconds += time.perf_counter() - counting
     with as_step_error(step):
-        changes = {
-            name: {kind: count - changes_before.get(name, {}).get(kind, 0) for kind, count in counts.items()}
-            for name, counts in table_changes(connection, plan.objects).items()
-        }
+        changes_after = table_changes(connection, plan.objects)
+    changes = _difference(changes_after, changes_before)
+    drift = {
+        name: counts
+        for name, counts in _difference(changes_after, after_incremental).items()
+        if chosen.verify and any(counts.values())
+    }
     with as_step_error(step, plan.volume_rules), connection.cursor() as cursor:
         rules = [rule for rule in read_volume_rules(cursor, plan.volume_rules) if rule.object_name in changes]
         volumes = judge_volumes(cursor, rules, lambda rule: measured(rule, changes), OBJECT_HISTORY)
@@ -166,7 +186,58 @@ def run_step_sql(
         row_counts=row_counts,
         row_count_seconds=round(row_count_seconds, 3),
         changes=changes,
+        mode=chosen,
+        drift=drift,
     )
+
+
+def _difference(
+    after: dict[str, dict[str, int]], before: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    return {
+        name: {kind: count - before.get(name, {}).get(kind, 0) for kind, count in counts.items()}
+        for name, counts in after.items()
+    }
+
+
+def run_forms(
+    connection: psycopg2.extensions.connection,
+    plan: StepPlan,
+    logger: logging.Logger | logging.LoggerAdapter,
+    on_statement: Callable[[StatementResult], None] | None,
+    changes_before: dict[str, dict[str, int]],
+) -> tuple[ChosenMode, list[StatementResult], dict[str, dict[str, int]]]:
+    """The step's incremental form, or its full form, or (looking for drift) one then the other.
+
+    Which, and its changed keys, decided and taken in this transaction (engine.changes.modes).
+    Returns the mode, the statements' results, and the objects' change counters once the
+    incremental form was done (what full changes after them is drift).
+    """
+    step = plan.step
+    with as_step_error(step), connection.cursor() as cursor:
+        chosen, pending = choose_mode(cursor, step, plan.incremental, plan.mode)
+    results: list[StatementResult] = []
+    after_incremental = changes_before
+    if chosen.mode == "incremental" or chosen.verify:
+        with as_step_error(step), connection.cursor() as cursor:
+            chosen = replace(chosen, changed_keys=take_changed_keys(cursor, step, pending))
+        logger.info("%s: %s", step, chosen.describe())
+        results += execute_statements(connection, plan.incremental.statements, logger, step, on_statement)
+        if chosen.verify:  # the full form next, in the same transaction: what it still changes is drift
+            with as_step_error(step), connection.cursor() as cursor:
+                drop_temp_tables(cursor, plan.incremental.temp_tables)
+            after_incremental = table_changes(connection, plan.objects)
+    else:
+        logger.info("%s: %s", step, chosen.describe())
+    if chosen.mode == "full":
+        results += execute_statements(
+            connection, plan.statements, logger, step, on_statement, plan.statement_total, len(results)
+        )
+        with as_step_error(step), connection.cursor() as cursor:
+            take_all_changes(cursor, step)
+    with as_step_error(step), connection.cursor() as cursor:
+        forget_taken(cursor, list(plan.consumers))
+    return chosen, results, after_incremental
 
 
 def run_step_transaction(

@@ -1,0 +1,228 @@
+"""Incremental refresh through the flow, on real PostgreSQL: `mode`, what a run says it did, drift.
+
+The reference HospitalDB's dashboards step has an incremental form (sql/incremental/
+refresh_dashboards.sql) that reads what the reporting step changed, as change capture logged it;
+the two steps before it refresh full. That incremental equals full over random nights is
+tests/test_incremental_property.py's; here, the flow's own path: auto choosing and saying why,
+a dry run taking nothing, a TRUNCATE forcing full, the least-privilege refresher, and a periodic
+full run that finds drift, repairs it and alerts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from hospitaldb.engine.changes.capture import install
+from hospitaldb.engine.db.database import DATABASE_URL_ENV
+from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
+from hospitaldb_testing.db import add_source_rows, create_roles, execute, query, scalar, url_of_database
+from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.runs import error_text, run_flow
+
+DASHBOARDS = "refresh_dashboards"
+
+
+def installed(url: str, owner: str | None = None) -> None:
+    connection = psycopg2.connect(url)
+    connection.autocommit = True
+    try:
+        install(connection, owner)
+    finally:
+        connection.close()
+
+
+def modes(state) -> dict[str, tuple[str, int | None]]:
+    return {step["step"]: (step["mode"], step["changed_keys"]) for step in state.result()}
+
+
+def waiting(url: str, step: str = DASHBOARDS) -> int:
+    return scalar(
+        url,
+        "SELECT sum(changed_keys) FROM etl_changes.pending_changes(%s, "
+        "ARRAY['reporting.branch_summary', 'reporting.patient_summary', 'reporting.revenue_summary'])",
+        (step,),
+    )
+
+
+def test_auto_refreshes_the_dashboards_incrementally_once_a_full_run_is_on_record(demo_database, prefect):
+    installed(demo_database)
+    first = run_flow()
+    assert first.is_completed(), first.message
+    assert modes(first) == {
+        "refresh_phase2_materialized_views": ("full", None),
+        "refresh_phase3_reporting_tables": ("full", None),
+        DASHBOARDS: ("full", None),  # capture is new: what changed before it was not logged
+    }
+    reason = first.result()[2]["mode_reason"]
+    assert "newly captured" in reason, reason
+    before = dict(query(demo_database, "SELECT patient_id, updated_at FROM dashboards.patient_activity"))
+
+    add_source_rows(demo_database)
+    second = run_flow(max_changed_share=1)
+    assert second.is_completed(), second.message
+    mode, keys = modes(second)[DASHBOARDS]
+    assert mode == "incremental" and keys > 0
+    assert_matches_source(demo_database)
+    # Only what changed is rewritten: the two visits' patients (the newest visit did not move).
+    after = dict(query(demo_database, "SELECT patient_id, updated_at FROM dashboards.patient_activity"))
+    assert {patient for patient, stamp in after.items() if before.get(patient) != stamp} >= {1, 900001}
+    assert query(
+        demo_database,
+        "SELECT mode, mode_reason, changed_keys, drift_rows FROM etl_audit.step_attempts "
+        "WHERE step = %s ORDER BY attempt_id",
+        (DASHBOARDS,),
+    ) == [("full", reason, None, None), ("incremental", "mode auto", keys, None)]
+    assert waiting(demo_database) == 0
+    assert scalar(demo_database, "SELECT count(*) FROM etl_changes.changes") == 0, (
+        "taken by every step: trimmed"
+    )
+
+
+def test_a_dry_run_reports_the_incremental_night_and_takes_nothing(demo_database, prefect):
+    installed(demo_database)
+    assert run_flow().is_completed()
+    add_source_rows(demo_database)
+    assert run_flow(
+        steps=["refresh_phase2_materialized_views", "refresh_phase3_reporting_tables"]
+    ).is_completed()
+    keys = waiting(demo_database)
+    assert keys > 0
+    snapshot = query(demo_database, "SELECT * FROM dashboards.daily_revenue ORDER BY 1")
+
+    dry = run_flow(mode="incremental", dry_run=True)
+    assert dry.is_completed(), dry.message
+    assert modes(dry)[DASHBOARDS] == ("incremental", keys)
+    assert waiting(demo_database) == keys, "a dry run takes no key"
+    assert query(demo_database, "SELECT * FROM dashboards.daily_revenue ORDER BY 1") == snapshot
+
+    real = run_flow(mode="incremental", steps=[DASHBOARDS])
+    assert modes(real)[DASHBOARDS] == ("incremental", keys)
+    assert waiting(demo_database) == 0
+    assert_matches_source(demo_database)
+
+
+def test_a_truncate_makes_the_next_run_full_and_mode_incremental_refuses_until_then(demo_database, prefect):
+    installed(demo_database)
+    assert run_flow().is_completed()
+    execute(demo_database, "TRUNCATE reporting.revenue_summary")  # a hand, or a restore
+    snapshot = query(demo_database, "SELECT * FROM dashboards.daily_revenue ORDER BY 1")
+
+    refused = run_flow(mode="incremental", steps=[DASHBOARDS])
+    assert refused.is_failed()
+    assert (
+        "refresh_dashboards cannot run incrementally: reporting.revenue_summary truncated or newly captured "
+        "since its last full run. Run it with mode full (or auto) first."
+    ) in error_text(refused)
+    assert query(demo_database, "SELECT * FROM dashboards.daily_revenue ORDER BY 1") == snapshot
+
+    repaired = run_flow()
+    assert repaired.is_completed(), repaired.message
+    assert modes(repaired)[DASHBOARDS] == ("full", None)
+    assert_matches_source(demo_database)
+    assert modes(run_flow(mode="incremental"))[DASHBOARDS][0] == "incremental"
+
+
+def test_the_least_privilege_refresher_takes_keys_and_nothing_else(demo_database, prefect, monkeypatch):
+    suffix = uuid.uuid4().hex[:8]
+    owner, refresher, reader = (f"hdb_{kind}_{suffix}" for kind in ("owner", "refresher", "reader"))
+    create_roles(demo_database, owner, refresher, reader)
+    installed(demo_database, owner)
+    create_roles(demo_database, owner, refresher, reader)  # after an install: the refresher may take keys
+    execute(
+        demo_database, sql.SQL("ALTER ROLE {} PASSWORD 'incremental-pw'").format(sql.Identifier(refresher))
+    )
+    refresher_url = url_of_database(demo_database, None, user=refresher, password="incremental-pw")
+    try:
+        monkeypatch.setenv(DATABASE_URL_ENV, refresher_url)
+        assert run_flow().is_completed()
+        add_source_rows(demo_database)
+        state = run_flow(max_changed_share=1)
+        assert state.is_completed(), state.message
+        assert modes(state)[DASHBOARDS][0] == "incremental"
+        assert_matches_source(demo_database)
+        for forbidden in (
+            "SELECT count(*) FROM etl_changes.reporting__patient_summary",
+            "DELETE FROM etl_changes.taken",
+            "SELECT etl_changes.logged_keys('staging.visits')",
+        ):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                execute(refresher_url, forbidden)
+    finally:
+        roles = sql.SQL(", ").join(sql.Identifier(role) for role in (owner, refresher, reader))
+        execute(demo_database, sql.SQL("DROP OWNED BY {} CASCADE").format(roles))
+        execute(demo_database, sql.SQL("DROP ROLE {}").format(roles))
+
+
+def test_the_periodic_full_run_finds_drift_repairs_it_and_alerts(
+    demo_database, prefect, alert_blocks, smtp_server, tmp_path, monkeypatch
+):
+    # A wrong incremental form: recency is not measured again when the newest visit moves.
+    folder = tmp_path / "sql"
+    shutil.copytree(PROJECT_SQL_DIR, folder)
+    form = folder / "incremental" / "refresh_dashboards.sql"
+    text = form.read_text()
+    start = text.index("UNION\nSELECT s.patient_id FROM reporting.patient_summary AS s")
+    form.write_text(text[:start] + text[text.index(";", start) :])
+    monkeypatch.setenv(SQL_DIR.name, str(folder))
+    installed(demo_database)
+    assert run_flow(**alert_blocks).is_completed()
+    execute(
+        demo_database,
+        "INSERT INTO staging.visits SELECT 9000009, patient_id, doctor_id, branch_id, "
+        "(SELECT max(visit_date) + 30 FROM staging.visits), 'outpatient' FROM staging.visits WHERE visit_id = 1",
+    )
+    wrong = run_flow(**alert_blocks, max_changed_share=1)
+    assert modes(wrong)[DASHBOARDS][0] == "incremental"
+    stale = scalar(
+        demo_database,
+        "SELECT count(*) FROM dashboards.patient_activity AS a JOIN reporting.patient_summary AS s USING (patient_id) "
+        "WHERE a.days_since_last_visit <> (SELECT max(last_visit_date) FROM reporting.patient_summary) "
+        "- s.last_visit_date",
+    )
+    assert stale > 1, "the broken form published stale recency (checks cannot see it)"
+
+    periodic = run_flow(**alert_blocks, full_every_days=0.000001)
+    assert periodic.is_failed()
+    message = error_text(periodic)
+    assert message.startswith("Drift: after the incremental form, the full form still changed rows")
+    assert f"dashboards.patient_activity 0 inserted, {stale} updated, 0 deleted" in message
+    assert_matches_source(demo_database)  # repaired, committed
+    assert query(
+        demo_database,
+        "SELECT mode, drift_rows FROM etl_audit.step_attempts WHERE step = %s ORDER BY attempt_id DESC LIMIT 1",
+        (DASHBOARDS,),
+    ) == [("full", stale)]
+    assert any("Drift" in mail.text for mail in smtp_server.received)
+
+
+def test_capture_installed_by_1_7_0_upgrades_in_place_keeping_the_keys_that_wait(demo_database, prefect):
+    execute(demo_database, (Path(__file__).parent / "fixtures" / "etl_changes_1_7_0.sql").read_text())
+    execute(demo_database, "UPDATE staging.branches SET city = city WHERE branch_id = 3")
+    before_upgrade = run_flow()  # 1.7.0's capture has no pending_changes: every step full, said why
+    assert before_upgrade.is_completed(), before_upgrade.message
+    assert "change capture is not installed" in before_upgrade.result()[2]["mode_reason"]
+
+    command = [str(Path(sys.executable).with_name("hospitaldb")), "changes"]
+    env = {**os.environ, ADMIN_DATABASE_URL.name: demo_database}
+    done = subprocess.run([*command, "install"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = subprocess.run([*command, "status"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert "staging.branches: keys branch_id; 1 changed keys wait" in shown.stdout, "kept through the upgrade"
+    assert "reporting.revenue_summary: keys visit_date, branch_id" in shown.stdout
+
+    first = run_flow()
+    assert modes(first)[DASHBOARDS] == ("full", None)
+    add_source_rows(demo_database)
+    second = run_flow(max_changed_share=1)
+    assert modes(second)[DASHBOARDS][0] == "incremental"
+    assert_matches_source(demo_database)

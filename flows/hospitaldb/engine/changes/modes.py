@@ -216,12 +216,12 @@ def take_all_changes(cursor: Any, step: str) -> None:
 
 def forget_taken(cursor: Any, consumers: list[str]) -> None:
     """Changes every step with an incremental form has taken are no longer needed: trimmed."""
-    if consumers:
-        cursor.execute(
-            "SELECT etl_changes.trim_taken(%s) WHERE has_function_privilege("
-            "to_regprocedure('etl_changes.trim_taken(text[])'), 'EXECUTE')",
-            (consumers,),
-        )
+    cursor.execute(
+        "SELECT coalesce(has_function_privilege(to_regprocedure('etl_changes.trim_taken(text[])'), 'EXECUTE'), "
+        "false)"
+    )
+    if consumers and cursor.fetchone()[0]:
+        cursor.execute("SELECT etl_changes.trim_taken(%s)", (consumers,))
 
 
 def _split(cursor: Any, source: str) -> tuple[str, str]:

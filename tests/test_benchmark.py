@@ -151,3 +151,24 @@ def test_capture_overhead_times_a_night_without_and_with_capture(postgres_admin_
             "insert visits", "insert bills", "insert payments", "move payments", "mark bills paid", "remove payments"
         }  # fmt: skip
     assert report["ratio"] > 0 and report["goal"] == 1.15
+
+
+def test_incremental_bench_times_the_dashboards_step_full_and_incremental_after_each_night(
+    postgres_admin_url, tmp_path
+):
+    report = main(
+        ["--visits", "3000", "--shares", "0.01", "--runs", "1", "--admin-url", postgres_admin_url,
+         "--json", str(tmp_path / "incremental.json")],
+        script="incremental_bench.py",
+    )  # fmt: skip
+
+    assert [(night["share"], night["spread"]) for night in report["nights"]] == [
+        (0.01, "recent"),
+        (0.01, "uniform"),
+    ]
+    for night in report["nights"]:
+        assert night["changed_visits"] == 30 and night["changed_keys"] > 0
+        assert set(night["seconds"]) == {
+            "phase3_not_captured", "phase3_captured", "dashboards_full", "dashboards_incremental"
+        }  # fmt: skip
+        assert all(seconds > 0 for seconds in night["seconds"].values())

@@ -233,10 +233,11 @@ def run_forms(
         results += execute_statements(
             connection, plan.statements, logger, step, on_statement, plan.statement_total, len(results)
         )
+    if plan.incremental:  # only a step that reads changes takes them (a view group never does)
         with as_step_error(step), connection.cursor() as cursor:
-            take_all_changes(cursor, step)
-    with as_step_error(step), connection.cursor() as cursor:
-        forget_taken(cursor, list(plan.consumers))
+            if chosen.mode == "full":
+                take_all_changes(cursor, step)
+            forget_taken(cursor, list(plan.consumers))
     return chosen, results, after_incremental
 
 

@@ -67,6 +67,7 @@ def group_views(plan: StepPlan, lineage: Lineage) -> list[ViewGroup]:
             objects=names,
             checks=checks,
             statement_total=len(plan.statements),
+            incremental=None,  # views refresh whole: a group never takes changed keys
         )
         waits = {upstream for view in names for upstream in reads[view]} - set(names)
         groups.append(ViewGroup(tuple(names), sub_plan, frozenset(waits)))

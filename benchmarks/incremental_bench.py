@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import tempfile
 import time
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "incremental.json")
+    parser.add_argument("--svg", type=Path, help="also draw the result (time against share changed) here")
     args = parser.parse_args(argv)
     nights = []
     with tempfile.TemporaryDirectory(prefix="hospitaldb-incremental-") as folder:
@@ -161,7 +163,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{s['dashboards_full']:>13.3f}{s['dashboards_incremental']:>13.3f}"
         )
     report = {"visits": args.visits, "runs": args.runs, "nights": nights, "machine": machine()}
+    if args.svg:
+        args.svg.write_text(chart(report))
     return write_report(report, args.json)
+
+
+LINES = {  # contender: (colour, which nights, which time)
+    "full": ("#c0392b", None, "dashboards_full"),
+    "incremental, recent visits changed": ("#2471a3", "recent", "dashboards_incremental"),
+    "incremental, visits spread over the history": ("#27ae60", "uniform", "dashboards_incremental"),
+}
+
+
+def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
+    """The dashboards step's time against the share of visits changed, one line per contender (SVG)."""
+    nights, left, top, right, bottom = report["nights"], 60, 30, 20, 60
+    shares = sorted({night["share"] for night in nights})
+    longest = max(seconds for night in nights for seconds in night["seconds"].values() if seconds)
+
+    def x(share: float) -> float:
+        span = math.log10(shares[-1]) - math.log10(shares[0]) or 1
+        return left + (math.log10(share) - math.log10(shares[0])) / span * (width - left - right)
+
+    def y(seconds: float) -> float:
+        return height - bottom - seconds / longest * (height - top - bottom)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="12">',
+        f'<text x="{left}" y="18">dashboards step, {report["visits"]:,} visits: seconds (median of {report["runs"]}) '
+        "by share of visits changed</text>",
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#444"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#444"/>',
+    ]
+    for share in shares:
+        parts.append(
+            f'<text x="{x(share):.0f}" y="{height - bottom + 16}" text-anchor="middle">{share:.1%}</text>'
+        )
+    for tick in range(int(longest) + 1):
+        parts.append(f'<text x="{left - 8}" y="{y(tick) + 4:.0f}" text-anchor="end">{tick} s</text>')
+    for number, (name, (colour, spread, side)) in enumerate(LINES.items()):
+        points = []
+        for share in shares:
+            values = [
+                n["seconds"][side] for n in nights if n["share"] == share and spread in (None, n["spread"])
+            ]
+            points.append(f"{x(share):.1f},{y(statistics.median(values)):.1f}")
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(points)}"/>'
+        )
+        parts.append(f'<text x="{left + 12}" y="{top + 14 + number * 16}" fill="{colour}">— {name}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
 
 
 def _copy(admin_url: str, base: str, copy: str, base_url: str) -> str:

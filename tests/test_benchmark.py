@@ -157,18 +157,19 @@ def test_incremental_bench_times_the_dashboards_step_full_and_incremental_after_
     postgres_admin_url, tmp_path
 ):
     report = main(
-        ["--visits", "3000", "--shares", "0.01", "--runs", "1", "--admin-url", postgres_admin_url,
-         "--json", str(tmp_path / "incremental.json")],
+        ["--visits", "3000", "--shares", "0.01", "0.05", "--runs", "1", "--admin-url", postgres_admin_url,
+         "--json", str(tmp_path / "incremental.json"), "--svg", str(tmp_path / "incremental.svg")],
         script="incremental_bench.py",
     )  # fmt: skip
 
-    assert [(night["share"], night["spread"]) for night in report["nights"]] == [
-        (0.01, "recent"),
-        (0.01, "uniform"),
-    ]
+    shares = [(night["share"], night["spread"]) for night in report["nights"]]
+    assert shares == [(0.01, "recent"), (0.01, "uniform"), (0.05, "recent"), (0.05, "uniform")]
     for night in report["nights"]:
-        assert night["changed_visits"] == 30 and night["changed_keys"] > 0
+        assert night["changed_visits"] == round(3000 * night["share"]) and night["changed_keys"] > 0
         assert set(night["seconds"]) == {
             "phase3_not_captured", "phase3_captured", "dashboards_full", "dashboards_incremental"
         }  # fmt: skip
         assert all(seconds > 0 for seconds in night["seconds"].values())
+    drawn = (tmp_path / "incremental.svg").read_text()
+    assert drawn.count("<polyline") == 3, "full, and incremental for each spread"
+    assert "1.0%" in drawn and "5.0%" in drawn

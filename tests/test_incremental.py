@@ -27,7 +27,7 @@ from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
 from hospitaldb_testing.db import add_source_rows, create_roles, execute, query, scalar, url_of_database
 from hospitaldb_testing.expected import assert_matches_source
-from hospitaldb_testing.runs import error_text, run_flow
+from hospitaldb_testing.runs import error_text, run_flow, run_logs
 
 DASHBOARDS = "refresh_dashboards"
 
@@ -190,6 +190,13 @@ def test_the_periodic_full_run_finds_drift_repairs_it_and_alerts(
         "- s.last_visit_date",
     )
     assert stale > 1, "the broken form published stale recency (checks cannot see it)"
+
+    dry = run_flow(**alert_blocks, mode="full", dry_run=True)  # says so, repairs nothing
+    assert dry.is_completed(), dry.message
+    assert dry.result()[2]["drift"] == {
+        "dashboards.patient_activity": {"inserted": 0, "updated": stale, "deleted": 0}
+    }
+    assert "dry run: Drift: after the incremental form" in run_logs(dry)
 
     periodic = run_flow(**alert_blocks, full_every_days=0.000001)
     assert periodic.is_failed()

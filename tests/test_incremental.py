@@ -22,8 +22,9 @@ import pytest
 from psycopg2 import sql
 
 from hospitaldb.engine.changes.capture import install
-from hospitaldb.engine.db.database import DATABASE_URL_ENV
+from hospitaldb.engine.db.database import DATABASE_URL_ENV, target_from_url
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
 from hospitaldb_testing.db import add_source_rows, create_roles, execute, query, scalar, url_of_database
 from hospitaldb_testing.expected import assert_matches_source
@@ -86,6 +87,15 @@ def test_auto_refreshes_the_dashboards_incrementally_once_a_full_run_is_on_recor
     assert scalar(demo_database, "SELECT count(*) FROM etl_changes.changes") == 0, (
         "taken by every step: trimmed"
     )
+    watched = {
+        (row["step"], row["mode"]): row
+        for row in run_monitoring_query(target_from_url(demo_database, "test"), "incremental_modes")
+    }
+    assert watched[(DASHBOARDS, "incremental")]["attempts"] == 1
+    assert watched[(DASHBOARDS, "incremental")]["median_changed_keys"] == keys
+    assert watched[(DASHBOARDS, "full")]["latest_reason"] == reason
+    assert watched[("refresh_phase2_materialized_views", "full")]["attempts"] == 2
+    assert sum(row["drift_rows"] for row in watched.values()) == 0
 
 
 def test_a_dry_run_reports_the_incremental_night_and_takes_nothing(demo_database, prefect):
@@ -97,6 +107,22 @@ def test_a_dry_run_reports_the_incremental_night_and_takes_nothing(demo_database
     ).is_completed()
     keys = waiting(demo_database)
     assert keys > 0
+    shown = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("hospitaldb")),
+            "changes",
+            "status",
+            "--database-url",
+            demo_database,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert (
+        f"refresh_dashboards, next run with mode auto: incremental (mode auto); {keys} changed keys wait"
+        in (shown.stdout)
+    ), shown.stdout + shown.stderr
     snapshot = query(demo_database, "SELECT * FROM dashboards.daily_revenue ORDER BY 1")
 
     dry = run_flow(mode="incremental", dry_run=True)

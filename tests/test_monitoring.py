@@ -109,6 +109,7 @@ def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_ru
         "duration_trend",
         "failed_runs",
         "freshness",
+        "incremental_modes",
         "last_successful_refresh",
         "object_sizes",
         "retries_and_failures",

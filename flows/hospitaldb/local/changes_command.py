@@ -5,11 +5,14 @@
 
 install reads `incremental/capture.sql` beside the step files (HOSPITALDB_SQL_DIR), and prints
 every statement it runs; run it again after changing that file. See hospitaldb.engine.changes.capture.
+status says what waits in each source, and which form each step with an incremental form would
+run next with mode auto, and why (hospitaldb.engine.changes.modes).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import psycopg2
@@ -17,9 +20,12 @@ import psycopg2.errors
 
 from hospitaldb import settings
 from hospitaldb.engine.changes.capture import install, status
+from hospitaldb.engine.changes.modes import ChosenMode, ModeRequest, choose_mode
 from hospitaldb.engine.db.allowlist import report
 from hospitaldb.engine.db.database import DatabaseNotConfigured, target_from_url
-from hospitaldb.engine.sql.script import SqlScriptError
+from hospitaldb.engine.run.plans import plan_steps
+from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError
+from hospitaldb.engine.steps import STEPS
 from hospitaldb.tools.roles import RoleNames
 
 CHANGES_COMMAND = (
@@ -102,4 +108,23 @@ def _status(connection) -> int:
         print(
             f"{source.source}: keys {', '.join(source.keys)}; {source.waiting} changed keys wait{truncated}"
         )
+    try:
+        for step, chosen, waiting in next_modes(connection):
+            print(
+                f"{step}, next run with mode auto: {chosen.mode} ({chosen.reason}); {waiting} changed keys wait"
+            )
+    except (psycopg2.Error, SqlScriptError) as error:
+        print(f"-- which form each step runs next is not known: {report(error).text}")
     return 0
+
+
+def next_modes(connection) -> list[tuple[str, ChosenMode, int]]:
+    """What mode auto would run each step with an incremental form, were it to run now, and its keys waiting."""
+    plans, _ = plan_steps(list(STEPS), False, 0.5, logging.getLogger(__name__), SqlFiles())
+    chosen = []
+    with connection.cursor() as cursor:
+        for step, plan in plans.items():
+            if plan.incremental:
+                mode, pending = choose_mode(cursor, step, plan.incremental, ModeRequest())
+                chosen.append((step, mode, sum(source.changed_keys for source in pending)))
+    return chosen

@@ -4,8 +4,9 @@
 
 Builds the demo database, installs change capture and refreshes it full once. Then for each share
 and spread (the most recent visits, or visits spread uniformly over the history), on a copy of
-that database: a night moves that share of visits a day earlier and halves as many payments,
-committed as a loader would; phase 2 runs full, committed; the reporting step (phase 3) is timed
+that database: a night moves that share of visits a day earlier and halves as many payments
+(--spreads recent, uniform), or adds that many visits a day after the newest (new), committed
+as a loader would; phase 2 runs full, committed; the reporting step (phase 3) is timed
 with and without capture's triggers on the reporting tables (what capturing the refresher's own
 writes costs it) and then committed; the dashboards step is timed full and incremental. Every
 timed run is one transaction rolled back after, so each starts from the same state; medians of
@@ -42,17 +43,28 @@ PHASE2, PHASE3, DASHBOARDS = STEPS
 LOGGER = logging.getLogger("hospitaldb.bench.incremental")
 LIMITS = Limits(statement_timeout_seconds=0, lock_timeout_seconds=60)
 REPORTING = ("patient_summary", "branch_summary", "revenue_summary")
-# A night: %(n)s visits moved a day earlier and as many payments halved, recent or spread.
-WHICH = {
-    "recent": "SELECT visit_id FROM staging.visits ORDER BY visit_id DESC LIMIT %(n)s",
-    "uniform": "SELECT visit_id FROM staging.visits WHERE visit_id %% %(every)s = 0 LIMIT %(n)s",
-}
-NIGHT = (
+# A night, by spread: %(n)s visits moved a day earlier and as many payments halved, the most
+# recent ones or spread over the history; or %(n)s new visits, a day after the newest, each billed.
+MOVED = (
     "UPDATE staging.visits SET visit_date = visit_date - 1 WHERE visit_id IN ({which});"
     "UPDATE staging.payments SET amount = round(amount / 2, 2) WHERE payment_id IN ("
     "  SELECT p.payment_id FROM staging.payments AS p JOIN staging.billing AS b USING (billing_id)"
     "  WHERE b.visit_id IN ({which}) LIMIT %(n)s)"
 )
+NIGHTS = {
+    "recent": MOVED.format(which="SELECT visit_id FROM staging.visits ORDER BY visit_id DESC LIMIT %(n)s"),
+    "uniform": MOVED.format(
+        which="SELECT visit_id FROM staging.visits WHERE visit_id %% %(every)s = 0 LIMIT %(n)s"
+    ),
+    "new": (
+        "INSERT INTO staging.visits SELECT m.top + row_number() OVER (), v.patient_id, v.doctor_id, v.branch_id, "
+        "m.newest + 1, v.visit_type FROM (SELECT * FROM staging.visits ORDER BY visit_id LIMIT %(n)s) AS v, "
+        "(SELECT max(visit_id) AS top, max(visit_date) AS newest FROM staging.visits) AS m;"
+        "INSERT INTO staging.billing SELECT m.top + row_number() OVER (), v.visit_id, 'CONSULT', 120, 'pending', "
+        "v.visit_date FROM (SELECT * FROM staging.visits ORDER BY visit_id DESC LIMIT %(n)s) AS v, "
+        "(SELECT max(billing_id) AS top FROM staging.billing) AS m"
+    ),
+}
 
 
 def plans(mode: str, steps: tuple[str, ...] = STEPS) -> dict[str, StepPlan]:
@@ -94,7 +106,7 @@ def reporting_triggers(url: str, enabled: bool) -> None:
 def one_night(url: str, share: float, spread: str, visits: int, runs: int) -> dict[str, Any]:
     n = max(1, int(visits * share))
     target = target_from_url(url, "benchmark")
-    execute(url, NIGHT.format(which=WHICH[spread]), {"n": n, "every": max(1, int(1 / share))})
+    execute(url, NIGHTS[spread], {"n": n, "every": max(1, int(1 / share))})
     run_step_transaction(target, plans("full", (PHASE2,))[PHASE2], LIMITS, logger=LOGGER)
     phase3 = plans("full", (PHASE3,))[PHASE3]
     seconds: dict[str, list[float]] = {}
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--visits", type=int, default=1_000_000)
     parser.add_argument("--shares", type=float, nargs="+", default=[0.001, 0.01, 0.1])
-    parser.add_argument("--spreads", nargs="+", choices=sorted(WHICH), default=sorted(WHICH))
+    parser.add_argument("--spreads", nargs="+", choices=sorted(NIGHTS), default=["recent", "uniform"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "incremental.json")
@@ -172,6 +184,7 @@ LINES = {  # contender: (colour, which nights, which time)
     "full": ("#c0392b", None, "dashboards_full"),
     "incremental, recent visits changed": ("#2471a3", "recent", "dashboards_incremental"),
     "incremental, visits spread over the history": ("#27ae60", "uniform", "dashboards_incremental"),
+    "incremental, new visits after the newest": ("#8e44ad", "new", "dashboards_incremental"),
 }
 
 
@@ -208,7 +221,10 @@ def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
             values = [
                 n["seconds"][side] for n in nights if n["share"] == share and spread in (None, n["spread"])
             ]
-            points.append(f"{x(share):.1f},{y(statistics.median(values)):.1f}")
+            if values:  # a spread the run did not measure draws no line
+                points.append(f"{x(share):.1f},{y(statistics.median(values)):.1f}")
+        if not points:
+            continue
         parts.append(
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(points)}"/>'
         )

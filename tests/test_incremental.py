@@ -11,7 +11,6 @@ full run that finds drift, repairs it and alerts.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -23,11 +22,12 @@ from psycopg2 import sql
 
 from hospitaldb.engine.changes.capture import install
 from hospitaldb.engine.db.database import DATABASE_URL_ENV, target_from_url
-from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
 from hospitaldb_testing.db import add_source_rows, create_roles, execute, query, scalar, url_of_database
 from hospitaldb_testing.expected import assert_matches_source
+from hospitaldb_testing.nights import without_recency_rule
 from hospitaldb_testing.runs import error_text, run_flow, run_logs
 
 DASHBOARDS = "refresh_dashboards"
@@ -193,13 +193,7 @@ def test_the_periodic_full_run_finds_drift_repairs_it_and_alerts(
     demo_database, prefect, alert_blocks, smtp_server, tmp_path, monkeypatch
 ):
     # A wrong incremental form: recency is not measured again when the newest visit moves.
-    folder = tmp_path / "sql"
-    shutil.copytree(PROJECT_SQL_DIR, folder)
-    form = folder / "incremental" / "refresh_dashboards.sql"
-    text = form.read_text()
-    start = text.index("UNION\nSELECT s.patient_id FROM reporting.patient_summary AS s")
-    form.write_text(text[:start] + text[text.index(";", start) :])
-    monkeypatch.setenv(SQL_DIR.name, str(folder))
+    monkeypatch.setenv(SQL_DIR.name, str(without_recency_rule(tmp_path / "sql")))
     installed(demo_database)
     assert run_flow(**alert_blocks).is_completed()
     execute(

@@ -18,10 +18,8 @@ the flow's own path through modes is tests/test_incremental.py's.
 from __future__ import annotations
 
 import logging
-import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,11 +35,10 @@ from hospitaldb.engine.run.runner import run_step_sql, run_step_transaction
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.local.demo import build_demo_database
-from hospitaldb.paths import PROJECT_SQL_DIR
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import execute_outside_transaction, url_of_database
 from hospitaldb_testing.expected import EXPECTATIONS, differences
-from hospitaldb_testing.nights import NIGHTS, Night, apply_changes
+from hospitaldb_testing.nights import NIGHTS, Night, apply_changes, without_recency_rule
 
 LOGGER = logging.getLogger("hospitaldb.test.incremental")
 LIMITS = Limits(statement_timeout_seconds=120, lock_timeout_seconds=30)
@@ -156,25 +153,12 @@ def test_incremental_equals_full_and_the_source_after_every_night(postgres_admin
             assert not wrong, f"after the last night: {wrong}"
 
 
-def broken(folder: Path) -> Path:
-    """The reference SQL with one delta wrong: recency not measured again when the newest visit moves.
-
-    (A broken daily revenue delta, a deleted day kept, is refused by the dashboards' own check
-    daily_revenue_reconciles_with_reporting before it is published; this one passes every check.)
-    """
-    shutil.copytree(PROJECT_SQL_DIR, folder)
-    form = folder / "incremental" / "refresh_dashboards.sql"
-    text = form.read_text()
-    start = text.index("UNION\nSELECT s.patient_id FROM reporting.patient_summary AS s")
-    end = text.index(";", start)
-    form.write_text(text[:start] + text[end:])
-    return folder
-
-
 def test_a_broken_delta_is_caught_by_the_property_and_by_the_drift_check(
     postgres_admin_url, tiny_template, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv(SQL_DIR.name, str(broken(tmp_path / "sql")))
+    # (A broken daily revenue delta, a deleted day kept, is refused by the dashboards' own check
+    # daily_revenue_reconciles_with_reporting before it is published, and the property names it.)
+    monkeypatch.setenv(SQL_DIR.name, str(without_recency_rule(tmp_path / "sql")))
     # A visit three days after the newest: every other patient is three days further from it.
     night = Night([("new_visit", 0, 0, 3, [25.0], True)], STEPS)
     with Copies(postgres_admin_url, tiny_template) as url:

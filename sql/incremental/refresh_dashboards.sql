@@ -85,15 +85,13 @@ DELETE FROM dashboards.branch_performance AS t
 WHERE NOT EXISTS (SELECT FROM new_branch_performance AS n WHERE n.branch_id = t.branch_id);
 
 -- Segments as in the full form. The newest visit the stored rows were measured against is
--- last_visit_date + days_since_last_visit of any visited patient.
-CREATE TEMP TABLE touched_patients ON COMMIT DROP AS
-SELECT patient_id FROM pg_temp.changed_patient_summary
-UNION
-SELECT s.patient_id FROM reporting.patient_summary AS s
-WHERE (SELECT max(last_visit_date) FROM reporting.patient_summary)
-      IS DISTINCT FROM
-      (SELECT max(last_visit_date + days_since_last_visit) FROM dashboards.patient_activity);
-ANALYZE touched_patients;
+-- last_visit_date + days_since_last_visit of any visited patient; when it moved (new visits after
+-- the newest, most nights) every visited patient's recency changed, and the whole table is
+-- recomputed as the full form does (moved is evaluated once, so that costs what full costs).
+CREATE TEMP TABLE recency ON COMMIT DROP AS
+SELECT (SELECT max(last_visit_date) FROM reporting.patient_summary)
+       IS DISTINCT FROM
+       (SELECT max(last_visit_date + days_since_last_visit) FROM dashboards.patient_activity) AS moved;
 
 CREATE TEMP TABLE new_patient_activity ON COMMIT DROP AS
 WITH as_of AS (SELECT max(last_visit_date) AS newest_visit FROM reporting.patient_summary)
@@ -111,7 +109,8 @@ SELECT s.patient_id,
        s.total_unpaid
 FROM reporting.patient_summary AS s
 CROSS JOIN as_of
-WHERE s.patient_id IN (SELECT patient_id FROM touched_patients);
+WHERE (SELECT moved FROM recency)
+   OR s.patient_id IN (SELECT patient_id FROM pg_temp.changed_patient_summary);
 ANALYZE new_patient_activity;
 
 INSERT INTO dashboards.patient_activity AS t
@@ -137,5 +136,5 @@ WHERE (t.full_name, t.visit_count, t.last_visit_date, t.days_since_last_visit,
        excluded.total_unpaid);
 
 DELETE FROM dashboards.patient_activity AS t
-WHERE t.patient_id IN (SELECT patient_id FROM touched_patients)
+WHERE ((SELECT moved FROM recency) OR t.patient_id IN (SELECT patient_id FROM pg_temp.changed_patient_summary))
   AND NOT EXISTS (SELECT FROM new_patient_activity AS n WHERE n.patient_id = t.patient_id);

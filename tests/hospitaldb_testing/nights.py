@@ -7,11 +7,15 @@ it, and Hypothesis can shrink a failing night to its smallest form.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 from hypothesis import strategies as st
+
+from hospitaldb.paths import PROJECT_SQL_DIR
 
 STEP_CHOICES = (
     ("refresh_phase2_materialized_views", "refresh_phase3_reporting_tables", "refresh_dashboards"),
@@ -236,3 +240,21 @@ APPLY = {
     "flash_visit": _flash_visit,
     "truncate_payments": _truncate_payments,
 }
+
+
+# How the dashboards' incremental form knows the newest visit moved (every patient recomputed then).
+RECENCY_RULE = "CREATE TEMP TABLE recency ON COMMIT DROP AS\nSELECT"
+
+
+def without_recency_rule(folder: Path) -> Path:
+    """The reference SQL, copied to folder, with one delta wrong: recency not measured again when the
+    newest visit moves. It passes every check; only the property test and the drift check see it."""
+    shutil.copytree(PROJECT_SQL_DIR, folder)
+    form = folder / "incremental" / "refresh_dashboards.sql"
+    text = form.read_text()
+    start = text.index(RECENCY_RULE)
+    end = text.index(";", start)
+    form.write_text(
+        text[:start] + "CREATE TEMP TABLE recency ON COMMIT DROP AS SELECT false AS moved" + text[end:]
+    )
+    return folder

@@ -129,6 +129,7 @@ SQL_PROJECT_READ_AT = {
     "tools/validation.py",  # hospitaldb validate / lineage
     "tools/docs/pages.py",  # the generated pages
     "tools/roles.py",  # hospitaldb roles
+    "local/changes_command.py",  # hospitaldb changes status (which form each step runs next)
 }
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from unittest import mock
 
 import psycopg2
 import pytest
@@ -253,3 +254,29 @@ def test_capture_installed_by_1_7_0_upgrades_in_place_keeping_the_keys_that_wait
     second = run_flow(max_changed_share=1)
     assert modes(second)[DASHBOARDS][0] == "incremental"
     assert_matches_source(demo_database)
+
+
+def test_an_etl_audit_of_1_7_0_upgrades_in_place_and_keeps_what_it_recorded(demo_database, prefect):
+    execute(demo_database, "DROP SCHEMA etl_audit CASCADE")
+    execute(demo_database, (Path(__file__).parent / "fixtures" / "etl_audit_1_7_0.sql").read_text())
+    earlier = str(uuid.uuid4())
+    execute(
+        demo_database,
+        "INSERT INTO etl_audit.refresh_runs (flow_run_id, flow_run_name, steps, status, outcome, finished_at) "
+        "VALUES (%s, 'before-1.8', ARRAY['refresh_dashboards'], 'completed', 'completed', now() - interval '1 day');"
+        "INSERT INTO etl_audit.step_attempts (flow_run_id, step, attempt, status, finished_at, duration_seconds) "
+        "VALUES (%s, 'refresh_dashboards', 1, 'completed', now() - interval '1 day', 1.5)",
+        (earlier, earlier),
+    )
+    installed(demo_database)
+    state = run_flow()  # as an administrator: the run upgrades etl_audit in place
+    assert state.is_completed(), state.message
+    assert query(
+        demo_database,
+        "SELECT flow_run_id::text, mode, duration_seconds FROM etl_audit.step_attempts "
+        "WHERE step = %s ORDER BY attempt_id",
+        (DASHBOARDS,),
+    ) == [(earlier, None, 1.5), (str(state.state_details.flow_run_id), "full", mock.ANY)]
+    assert "before-1.8" in [
+        row[0] for row in query(demo_database, "SELECT flow_run_name FROM etl_audit.refresh_runs")
+    ]

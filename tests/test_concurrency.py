@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.engine.run.lock import refresh_lock
-from hospitaldb.engine.run.runner import execute_statements
+from hospitaldb.engine.run.statements import execute_statements
 from hospitaldb.engine.sql.script import load_statements
 from hospitaldb.engine.steps import STEPS, sql_file
 from hospitaldb_testing.db import REFRESHED_OBJECTS, add_source_rows, execute, query, snapshot

@@ -32,6 +32,7 @@ from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError
 from hospitaldb.engine.run.plans import plan_steps
 from hospitaldb.engine.run.runner import run_step_sql, run_step_transaction
+from hospitaldb.engine.run.statements import drop_temp_tables
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.local.demo import build_demo_database
@@ -70,9 +71,7 @@ def drift_of_a_full_run(url: str, steps: tuple[str, ...] = STEPS) -> dict[str, d
         for step in steps:
             result = run_step_sql(connection, plans[step], logger=LOGGER)
             drift[step] = result.drift
-            with connection.cursor() as cursor:  # the next step makes its own temporary tables
-                for name in plans[step].temp_tables:
-                    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("pg_temp", name)))
+            drop_temp_tables(connection, step, plans[step].temp_tables)  # the next step makes its own
         return {step: objects for step, objects in drift.items() if objects}
     finally:
         connection.rollback()

@@ -33,7 +33,7 @@ from hospitaldb.engine.db.database import (
     resolve_database,
     target_from_url,
 )
-from hospitaldb.engine.run.runner import execute_statements
+from hospitaldb.engine.run.statements import execute_statements
 from hospitaldb.engine.sql.script import load_statements
 from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR, display_path
 

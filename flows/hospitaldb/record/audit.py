@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from hospitaldb.engine.changes.modes import ChosenMode
     from hospitaldb.engine.checks.source import SourceState
     from hospitaldb.engine.checks.step import CheckResult
-    from hospitaldb.engine.run.runner import StatementResult
+    from hospitaldb.engine.run.statements import StatementResult
     from hospitaldb.engine.run.upkeep import Upkeep
     from hospitaldb.engine.sql.lineage import Lineage
 

@@ -14,7 +14,8 @@ from hospitaldb.statuses import StepStatus
 
 if TYPE_CHECKING:
     from hospitaldb.engine.checks.step import CheckResult
-    from hospitaldb.engine.run.runner import StatementResult, StepResult
+    from hospitaldb.engine.run.runner import StepResult
+    from hospitaldb.engine.run.statements import StatementResult
 
 
 class Recording(Protocol):

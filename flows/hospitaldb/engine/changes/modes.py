@@ -235,14 +235,6 @@ def _split(cursor: Any, source: str) -> tuple[str, str]:
     return found
 
 
-def drop_temp_tables(cursor: Any, names: list[str]) -> None:
-    """The temporary tables a form made, gone: the next form (or step, in a dry run) makes its own."""
-    for name in names:
-        cursor.execute(
-            sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("pg_temp", name.split(".")[-1]))
-        )
-
-
 class DriftFound(RefreshError):
     """A full run changed rows after the incremental form ran: the incremental SQL is wrong. Repaired, reported."""
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-from psycopg2 import sql
-
 from hospitaldb.engine.db.database import DatabaseTarget
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import as_step_error
 from hospitaldb.engine.run.plans import StepPlan
 from hospitaldb.engine.run.runner import StepResult, run_step_sql
+from hospitaldb.engine.run.statements import drop_temp_tables
 
 DRY_RUN = "dry_run"
 
@@ -36,14 +35,8 @@ def dry_run_steps(
         connection.set_session(isolation_level="REPEATABLE READ")
         for step, plan in plans.items():
             result = run_step_sql(connection, plan, logger=logger)
-            with as_step_error(step), connection.cursor() as cursor:
-                # Later steps create their own temporary tables, perhaps with the same names.
-                for name in plan.temp_tables:
-                    cursor.execute(
-                        sql.SQL("DROP TABLE IF EXISTS {}").format(
-                            sql.Identifier("pg_temp", name.split(".")[-1])
-                        )
-                    )
+            # Later steps create their own temporary tables, perhaps with the same names.
+            drop_temp_tables(connection, step, plan.temp_tables)
             for name, counts in result.changes.items():
                 logger.info(
                     "dry run: %s would change %s: %d inserted, %d updated, %d deleted",

@@ -24,7 +24,8 @@ from hospitaldb.engine.db.database import DatabaseTarget
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError
 from hospitaldb.engine.run.plans import StepPlan, ViewGroup
-from hospitaldb.engine.run.runner import StatementResult, StepResult, run_step_transaction
+from hospitaldb.engine.run.runner import StepResult, run_step_transaction
+from hospitaldb.engine.run.statements import StatementResult
 
 GroupCommitted = Callable[[StepResult], None]
 

@@ -1,8 +1,6 @@
-"""Run a step's statements as one transaction, one by one, logging each, then its checks.
+"""Run a step as one transaction: its full or incremental form (engine.run.statements), then its checks.
 
-Statements go to the DBAPI cursor as they are, never through SQLAlchemy's
-text(), so a ` :name` inside a string literal stays a literal. The transaction
-is REPEATABLE READ: every statement of a step reads the same snapshot of the
+The transaction is REPEATABLE READ: every statement of a step reads the same snapshot of the
 source, so the tables a step writes agree with each other even while the
 source is being loaded. The step's data checks (hospitaldb.engine.checks.step) run last, in
 the same transaction, before COMMIT.
@@ -14,16 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from pglast import ast
 
 from hospitaldb.engine.changes.modes import (
     ChosenMode,
     choose_mode,
-    drop_temp_tables,
     forget_taken,
     take_all_changes,
     take_changed_keys,
@@ -35,17 +30,12 @@ from hospitaldb.engine.db.database import DatabaseTarget
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import as_step_error
 from hospitaldb.engine.run.plans import StepPlan
-from hospitaldb.engine.sql.analysis import relation_name
-from hospitaldb.engine.sql.script import Statement
-
-
-@dataclass(frozen=True)
-class StatementResult:
-    number: int
-    location: str
-    summary: str
-    seconds: float
-    rows: int | None
+from hospitaldb.engine.run.statements import (
+    StatementResult,
+    drop_temp_tables,
+    execute_statements,
+    table_changes,
+)
 
 
 @dataclass
@@ -67,77 +57,6 @@ class StepResult:
     @property
     def rows(self) -> int:
         return sum(result.rows or 0 for result in self.statements)
-
-
-def execute_statements(
-    connection: psycopg2.extensions.connection,
-    statements: list[Statement],
-    logger: logging.Logger | logging.LoggerAdapter,
-    step: str,
-    on_statement: Callable[[StatementResult], None] | None = None,
-    total: int | None = None,
-    after: int = 0,
-) -> list[StatementResult]:
-    """Execute statements on an open transaction, without committing it.
-
-    after: statements the step ran before these (a full form after its incremental form), so
-    that each statement of an attempt has its own number.
-    """
-    total = (total or len(statements)) + after
-    results = []
-    for statement in statements:
-        started = time.perf_counter()
-        with as_step_error(step, statement), connection.cursor() as cursor:
-            cursor.execute(*_as_run(cursor, statement))
-            rows = cursor.rowcount if cursor.rowcount >= 0 else None
-        result = StatementResult(
-            number=after + statement.number,
-            location=statement.location,
-            summary=statement.summary,
-            seconds=round(time.perf_counter() - started, 3),
-            rows=rows,
-        )
-        logger.info(
-            "%s [%d/%d] %s: %.3f s, %s rows",
-            step,
-            result.number,
-            total,
-            statement.summary,
-            result.seconds,
-            "-" if rows is None else rows,
-        )
-        if on_statement:
-            on_statement(result)
-        results.append(result)
-    return results
-
-
-# A REFRESH of a view the run's role does not own, through its owner's function (sql/schema/05_etl_audit.sql).
-REFRESH_BY_OWNER = """
-SELECT NOT pg_has_role(c.relowner, 'USAGE') AND coalesce(has_function_privilege(
-    to_regprocedure('etl_audit.refresh_materialized_view(regclass, boolean)'), 'EXECUTE'), false)
-FROM pg_class AS c WHERE c.oid = to_regclass(%s) AND c.relkind = 'm'
-"""
-
-
-def _as_run(cursor: Any, statement: Statement) -> tuple[Any, ...]:
-    """The statement as this session runs it: a REFRESH of a view it does not own, by its owner's function.
-
-    The least-privilege refresher owns no materialized view (it could grant, alter or drop
-    it): their NOLOGIN owner refreshes them for it (docs/security.md).
-    """
-    tree = statement.tree
-    if not isinstance(tree, ast.RefreshMatViewStmt) or tree.skipData:
-        return (statement.text,)
-    view = relation_name(tree.relation)
-    cursor.execute(REFRESH_BY_OWNER, (view,))
-    found = cursor.fetchone()
-    if not found or not found[0]:
-        return (statement.text,)
-    return (
-        "SELECT etl_audit.refresh_materialized_view(to_regclass(%s), %s)",
-        (view, bool(tree.concurrent)),
-    )
 
 
 def run_step_sql(
@@ -218,17 +137,16 @@ def run_forms(
         chosen, pending = choose_mode(cursor, step, plan.incremental, plan.mode)
     results: list[StatementResult] = []
     after_incremental = changes_before
-    if chosen.mode == "incremental" or chosen.verify:
+    incremental = chosen.mode == "incremental" or chosen.verify
+    if incremental:
         with as_step_error(step), connection.cursor() as cursor:
             chosen = replace(chosen, changed_keys=take_changed_keys(cursor, step, pending))
-        logger.info("%s: %s", step, chosen.describe())
+    logger.info("%s: %s", step, chosen.describe())
+    if incremental:
         results += execute_statements(connection, plan.incremental.statements, logger, step, on_statement)
         if chosen.verify:  # the full form next, in the same transaction: what it still changes is drift
-            with as_step_error(step), connection.cursor() as cursor:
-                drop_temp_tables(cursor, plan.incremental.temp_tables)
+            drop_temp_tables(connection, step, plan.incremental.temp_tables)
             after_incremental = table_changes(connection, plan.objects)
-    else:
-        logger.info("%s: %s", step, chosen.describe())
     if chosen.mode == "full":
         results += execute_statements(
             connection, plan.statements, logger, step, on_statement, plan.statement_total, len(results)
@@ -272,27 +190,3 @@ def run_step_transaction(
         # Closing without commit rolls back: a failed step leaves the previous data.
         connection.close()
     return result
-
-
-def table_changes(
-    connection: psycopg2.extensions.connection, objects: list[str]
-) -> dict[str, dict[str, int]]:
-    """Rows inserted, updated and deleted in each object, by this backend, not yet flushed.
-
-    PostgreSQL flushes these counters only between transactions, so the difference of two
-    readings inside one transaction is exactly what that transaction did (REFRESH ...
-    CONCURRENTLY shows as the inserts and deletes of its diff).
-    """
-    if not objects:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT name, coalesce(s.n_tup_ins, 0), coalesce(s.n_tup_upd, 0), coalesce(s.n_tup_del, 0) "
-            "FROM unnest(%s::text[]) WITH ORDINALITY AS o (name, position) "
-            "LEFT JOIN pg_stat_xact_user_tables AS s ON s.relid = to_regclass(name) ORDER BY position",
-            (objects,),
-        )
-        return {
-            name: {"inserted": inserted, "updated": updated, "deleted": deleted}
-            for name, inserted, updated, deleted in cursor.fetchall()
-        }

@@ -1,5 +1,10 @@
 """What step 1's materialized views cost to refresh, with and without CONCURRENTLY.
 
+Step 1 refreshed four materialized views until 1.8.0; since 1.9.0 it maintains tables (the
+decision and its numbers: docs/decisions.md). This measures the views, as a team's warehouse
+that keeps them refreshes them: a database it builds gets them from
+tests/fixtures/analytics_views_1_8_0.sql; one given with --url must have them.
+
     python benchmarks/step1_cost.py --visits 1000000 --admin-url postgresql://postgres@127.0.0.1:5432/postgres
 
 Builds the demo database at the given size (or uses --url, an existing database with
@@ -38,11 +43,15 @@ from refresh_bench import (
 )
 
 from hospitaldb.engine.db.allowlist import report as allowlisted
-from hospitaldb.engine.sql.analysis import refreshed_objects
-from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.paths import PROJECT_ROOT as ROOT
 
-STEP = "refresh_phase2_materialized_views"
+VIEWS_SCHEMA = ROOT / "tests" / "fixtures" / "analytics_views_1_8_0.sql"
+VIEWS = [
+    "analytics.mv_billing_summary",
+    "analytics.mv_visit_summary",
+    "analytics.mv_patient_summary",
+    "analytics.mv_branch_billing_summary",
+]  # in pipeline order
 MODES = {
     "concurrently": sql.SQL("REFRESH MATERIALIZED VIEW CONCURRENTLY {}"),
     "plain": sql.SQL("REFRESH MATERIALIZED VIEW {}"),
@@ -51,6 +60,17 @@ SERVER = """
 SELECT current_setting('server_version'), current_setting('shared_buffers'), (SELECT count(*) FROM staging.visits)
 """
 TEMP_BYTES = "SELECT temp_bytes FROM pg_stat_database WHERE datname = current_database()"
+
+
+def with_views(url: str) -> None:
+    """Step 1's tables replaced by the views they were until 1.8.0 (a database this benchmark built)."""
+    connection = psycopg2.connect(url)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("DROP SCHEMA analytics CASCADE")
+            cursor.execute(VIEWS_SCHEMA.read_text())
+    finally:
+        connection.close()
 
 
 def temp_bytes(url: str) -> int:
@@ -109,7 +129,7 @@ def summary(samples: dict[str, list[tuple[float, int]]]) -> dict[str, Any]:
 
 
 def measure(url: str, work_mems: list[str], runs: int) -> dict[str, Any]:
-    views = list(refreshed_objects(SqlFiles(), (STEP,)))
+    views = VIEWS
     for view in views:  # the demo's views start empty: fill them, so every measured refresh is a nightly one
         refresh(url, view, "plain", work_mems[0])
     results: dict[str, Any] = {}
@@ -171,9 +191,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with postgres_admin(args.admin_url, Path(scratch)) as admin_url:
                 name = "hospitaldb_bench_step1"
                 try:
-                    report |= report_on(
-                        build_database(admin_url, name, args.visits), args.work_mem, args.runs
-                    )
+                    url = build_database(admin_url, name, args.visits)
+                    with_views(url)
+                    report |= report_on(url, args.work_mem, args.runs)
                 finally:
                     drop_databases(admin_url, [name])
     print_table(report)

@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prefect_slack import SlackWebhook
@@ -19,6 +20,7 @@ from hospitaldb import settings
 from hospitaldb.engine.db.database import DATABASE_URL_ENV
 from hospitaldb.local.demo import build_demo_database, start_embedded_postgres
 from hospitaldb_testing.db import (
+    as_views_warehouse,
     create_roles,
     execute,
     execute_outside_transaction,
@@ -147,6 +149,13 @@ def demo_database(
     with _demo_copy(postgres_admin_url, demo_templates.on(postgres_admin_url)) as url:
         monkeypatch.setenv(DATABASE_URL_ENV, url)
         yield url
+
+
+@pytest.fixture
+def views_warehouse(demo_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The demo database with step 1 as materialized views, as before 1.9.0 (and as a team may keep them)."""
+    monkeypatch.setenv(settings.SQL_DIR.name, str(as_views_warehouse(demo_database, tmp_path / "views_sql")))
+    return demo_database
 
 
 @pytest.fixture

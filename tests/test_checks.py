@@ -386,8 +386,9 @@ def test_a_visit_of_an_unknown_patient_or_branch_is_refused(
 
 
 def test_a_least_privilege_install_of_1_2_0_upgrades_with_hospitaldb_roles(
-    demo_database, least_privilege, prefect, monkeypatch
+    views_warehouse, least_privilege, prefect, monkeypatch
 ):
+    demo_database = views_warehouse  # 1.2.0's step 1: materialized views
     refresher = make_url(least_privilege.refresher_url).username
     owner = refresher.replace("_refresher_", "_owner_")
     views = [

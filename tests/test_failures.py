@@ -79,13 +79,13 @@ def test_undefined_table_fails_at_once_and_rolls_back_the_whole_step(demo_databa
     add_source_rows(demo_database)
     views = REFRESHED_OBJECTS[:3]
     before = snapshot(demo_database, views)
-    execute(demo_database, "DROP MATERIALIZED VIEW analytics.mv_branch_billing_summary")
+    execute(demo_database, "DROP TABLE analytics.mv_branch_billing_summary")
 
     state = run_flow(retries=3)
 
     message = error_text(state)
     assert 'relation "analytics.mv_branch_billing_summary" does not exist' in message
-    assert "sql/refresh_phase2_materialized_views.sql:15" in message
+    assert "sql/refresh_phase2_materialized_views.sql:176" in message
     assert task_runs(state)["refresh_phase2_materialized_views"].run_count == 1
     assert snapshot(demo_database, views) == before, "statements 1-3 of the step were rolled back"
 

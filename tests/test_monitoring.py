@@ -152,7 +152,7 @@ def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_ru
     assert set(freshness) == set(REFRESHED_OBJECTS)
     assert freshness["dashboards.daily_revenue"]["refreshed_at"] == by_step(last)[STEP3]["last_success"]
     assert freshness["reporting.patient_summary"]["last_row_change"] is not None
-    # Materialized views too: the run after new source rows changed them (REFRESH ... CONCURRENTLY's diff).
+    # The analytics tables too: the run after new source rows changed them.
     view = freshness["analytics.mv_visit_summary"]
     assert view["last_row_change"] is not None and view["last_row_change"] <= view["refreshed_at"]
 
@@ -165,7 +165,7 @@ def test_monitoring_queries_answer_right_after_real_runs(demo_database, three_ru
     sizes = {row["object_name"]: row for row in monitor(demo_database, "object_sizes")}
     assert set(sizes) == set(REFRESHED_OBJECTS)
     assert all(row["total_bytes"] > 0 for row in sizes.values())
-    assert sizes["analytics.mv_visit_summary"]["kind"] == "materialized view"
+    assert sizes["analytics.mv_visit_summary"]["kind"] == "table"
 
 
 def test_running_now_shows_a_blocked_refresh_and_its_blocker(demo_database, prefect):
@@ -246,10 +246,10 @@ def test_the_refresher_refreshes_and_can_neither_grant_nor_alter_nor_rewrite_its
     for statement in rewrites:
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             execute(refresher, statement)
-    # The views it refreshes are not its own: it may not hand them out, rename or drop them.
+    # The tables it refreshes are not its own: it may not hand them out, rename or drop them.
     for statement in (
-        "ALTER MATERIALIZED VIEW analytics.mv_patient_summary RENAME TO renamed",
-        "DROP MATERIALIZED VIEW analytics.mv_patient_summary",
+        "ALTER TABLE analytics.mv_patient_summary RENAME TO renamed",
+        "DROP TABLE analytics.mv_patient_summary",
         "ALTER TABLE reporting.patient_summary OWNER TO CURRENT_USER",
         "SELECT etl_audit.refresh_materialized_view('etl_audit.data_status'::regclass, false)",
     ):

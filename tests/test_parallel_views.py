@@ -1,5 +1,8 @@
 """parallel_views on real PostgreSQL: step 1's views refreshed in several sessions.
 
+Step 1 here is the reference's as it was before 1.9.0, four materialized views (the views_warehouse
+fixture): since 1.9.0 the reference maintains tables, and parallel_views serves a warehouse of views.
+
 A group of views (those that share a check) starts once every view it reads has committed
 and commits on its own after its checks; independent groups run side by side; the first
 failure stops the rest and says what had committed. To catch the runs mid-step, a test's
@@ -16,16 +19,17 @@ import uuid
 from pathlib import Path
 
 import psycopg2
+import pytest
 from psycopg2 import sql
 
 from hospitaldb.engine.steps import STEPS
-from hospitaldb.paths import PROJECT_SQL_DIR
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import (
     STEP1_VIEWS,
     STEP2_TABLES,
     STEP3_TABLES,
     add_source_rows,
+    as_views_warehouse,
     checksums,
     execute,
     query,
@@ -41,6 +45,13 @@ from hospitaldb_testing.runs import (
 )
 
 BILLING, VISITS, PATIENTS, BRANCHES = STEP1_VIEWS
+
+
+@pytest.fixture
+def demo_database(demo_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Step 1 as materialized views, as the reference had them before 1.9.0 and a team's warehouse may."""
+    monkeypatch.setenv(SQL_DIR.name, str(as_views_warehouse(demo_database, tmp_path / "views_sql")))
+    return demo_database
 
 
 class ViewHeld:
@@ -316,7 +327,7 @@ def test_parallel_workers_per_query_is_the_setting_of_every_step_session(
 ):
     """A check in every step reads its own session's max_parallel_workers_per_gather."""
     sql_dir = tmp_path / "sql"
-    shutil.copytree(PROJECT_SQL_DIR, sql_dir)
+    shutil.copytree(tmp_path / "views_sql", sql_dir)
     for step in STEPS:
         (sql_dir / "checks" / step / "zz_parallel_workers.sql").write_text(
             "-- The session's parallel workers per query: what the run asked for.\n"

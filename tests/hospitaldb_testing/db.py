@@ -198,3 +198,29 @@ def install_released_audit(url: str, fixture: str, owner: str, refresher: str) -
                 sql.Identifier("etl_audit", table), sql.Identifier(owner)
             ),
         )
+
+
+VIEWS_FIXTURES = PROJECT_ROOT / "tests" / "fixtures"
+
+
+def views_warehouse_sql(sql_dir: Path) -> Path:
+    """The reference's SQL as it was before 1.9.0, step 1 of materialized views: a warehouse that keeps its views.
+
+    A copy of the project's SQL with step 1's file and its schema as they were
+    (tests/fixtures/views_warehouse/, tests/fixtures/analytics_views_1_8_0.sql), and no
+    incremental form for step 1.
+    """
+    shutil.copytree(PROJECT_ROOT / "sql", sql_dir)
+    for fixture in (VIEWS_FIXTURES / "views_warehouse").glob("*.sql"):
+        shutil.copy(fixture, sql_dir / fixture.name)
+    shutil.copy(VIEWS_FIXTURES / "analytics_views_1_8_0.sql", sql_dir / "schema" / "02_analytics.sql")
+    (sql_dir / "incremental" / "refresh_phase2_materialized_views.sql").unlink()
+    return sql_dir
+
+
+def as_views_warehouse(url: str, sql_dir: Path) -> Path:
+    """views_warehouse_sql in sql_dir, and the database's analytics tables become its views, filled from staging."""
+    views_warehouse_sql(sql_dir)
+    execute(url, "DROP SCHEMA analytics CASCADE")
+    execute(url, (sql_dir / "schema" / "02_analytics.sql").read_text())
+    return sql_dir

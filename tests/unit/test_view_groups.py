@@ -13,6 +13,8 @@ from hospitaldb.engine.run.plans import StepPlan, plan_steps
 from hospitaldb.engine.run.view_groups import ParallelViewsRefused, group_views, with_parallel_views
 from hospitaldb.engine.sql.lineage import Lineage
 from hospitaldb.engine.sql.script import SqlFiles, Statement
+from hospitaldb.settings import SQL_DIR
+from hospitaldb_testing.db import views_warehouse_sql
 
 STEP = "refresh_phase2_materialized_views"
 LOG = logging.getLogger("test")
@@ -98,7 +100,9 @@ def test_a_step_with_other_statements_is_refused_when_grouped_and_left_serial_by
     assert "no selected step refreshes only materialized views" in caplog.text
 
 
-def test_the_reference_step_1_runs_its_per_patient_and_per_branch_views_side_by_side():
+def test_a_step_1_of_views_runs_its_per_patient_and_per_branch_views_side_by_side(tmp_path, monkeypatch):
+    # The reference's step 1 until 1.9.0, four materialized views.
+    monkeypatch.setenv(SQL_DIR.name, str(views_warehouse_sql(tmp_path / "sql")))
     plans, reference = plan_steps([STEP], False, 0.5, LOG, SqlFiles())
     (plan,) = with_parallel_views(plans, reference, 2, LOG).values()
     assert [(group.views, sorted(group.waits_for)) for group in plan.groups] == [

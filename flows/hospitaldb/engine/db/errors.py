@@ -37,6 +37,17 @@ class FailedStatement(Protocol):
     def summary(self) -> str: ...
 
 
+# What to do, where a SQLSTATE says it: our words, never the server's.
+HINTS = {
+    # wrong_object_type: e.g. "cannot change materialized view" after an upgrade whose SQL maintains a table
+    "42809": (
+        " The step's SQL and the database disagree on what an object is (a table written where the "
+        "database still holds a materialized view): apply the migration of the version installed "
+        "(CHANGELOG.md, its upgrade steps), then run again."
+    ),
+}
+
+
 class RefreshError(Exception):
     """An error that ends a run; its message is safe to show anywhere (no secret, no row value).
 
@@ -86,7 +97,8 @@ class StepError(RefreshError):
                 "what had not committed keeps its previous data; committed before the failure, "
                 f"each after its own checks: {', '.join(self.published)}"
             )
-        return f"{self.step} failed{where}: {self.message}{code}. Rolled back: {kept} ({kind})."
+        hint = HINTS.get(self.sqlstate or "", "")
+        return f"{self.step} failed{where}: {self.message}{code}. Rolled back: {kept} ({kind}).{hint}"
 
     def after(self, published: list[str]) -> StepError:
         """The same failure (same class, same status), saying which views had committed before it."""

@@ -24,6 +24,9 @@ from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
 from hospitaldb_testing.db import execute, query, scalar
 
 SOURCES = [
+    "analytics.mv_branch_billing_summary",
+    "analytics.mv_patient_summary",
+    "analytics.mv_visit_summary",
     "reporting.branch_summary",
     "reporting.patient_summary",
     "reporting.revenue_summary",
@@ -176,7 +179,7 @@ def test_a_step_takes_keys_in_its_transaction_and_a_loader_committing_meanwhile_
         assert cursor.fetchone() == (1,), "only the loader's key: the two were taken"
     step.commit()
     step.close()
-    # Another step has taken nothing yet: every key waits for it; trimmed once both took them.
+    # Every source read by both steps: a key waits for the other; trimmed once both took them.
     assert (
         scalar(
             demo_database,
@@ -187,7 +190,9 @@ def test_a_step_takes_keys_in_its_transaction_and_a_loader_committing_meanwhile_
     assert (
         scalar(
             demo_database,
-            "SELECT etl_changes.trim_taken(ARRAY['refresh_dashboards', 'refresh_phase2_materialized_views'])",
+            "SELECT etl_changes.trim_taken(array_agg(c.source), array_agg(s.step)) "
+            "FROM etl_changes.captured AS c, "
+            "unnest(ARRAY['refresh_dashboards', 'refresh_phase2_materialized_views']) AS s (step)",
         )
         == 3  # the install's (a full run must come first) and the two loads', each taken by both steps
     )

@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from hospitaldb.engine.changes.capture import install
 from hospitaldb.engine.db.database import DATABASE_URL_ENV, target_from_url
+from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
@@ -72,8 +73,9 @@ def test_auto_refreshes_the_dashboards_incrementally_once_a_full_run_is_on_recor
     add_source_rows(demo_database)
     second = run_flow(max_changed_share=1)
     assert second.is_completed(), second.message
-    mode, keys = modes(second)[DASHBOARDS]
-    assert mode == "incremental" and keys > 0
+    assert {step: mode for step, (mode, _) in modes(second).items()} == dict.fromkeys(STEPS, "incremental")
+    keys = modes(second)[DASHBOARDS][1]
+    assert keys > 0
     assert_matches_source(demo_database)
     # Only what changed is rewritten: the two visits' patients (the newest visit did not move).
     after = dict(query(demo_database, "SELECT patient_id, updated_at FROM dashboards.patient_activity"))
@@ -95,7 +97,8 @@ def test_auto_refreshes_the_dashboards_incrementally_once_a_full_run_is_on_recor
     assert watched[(DASHBOARDS, "incremental")]["attempts"] == 1
     assert watched[(DASHBOARDS, "incremental")]["median_changed_keys"] == keys
     assert watched[(DASHBOARDS, "full")]["latest_reason"] == reason
-    assert watched[("refresh_phase2_materialized_views", "full")]["attempts"] == 2
+    assert watched[("refresh_phase2_materialized_views", "full")]["attempts"] == 1
+    assert watched[("refresh_phase2_materialized_views", "incremental")]["attempts"] == 1
     assert sum(row["drift_rows"] for row in watched.values()) == 0
 
 

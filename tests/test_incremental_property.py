@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from psycopg2 import sql
 
 from hospitaldb.engine.changes.capture import install
-from hospitaldb.engine.changes.modes import ModeRequest
+from hospitaldb.engine.changes.modes import IncrementalRefused, ModeRequest
 from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError
@@ -46,12 +46,21 @@ LIMITS = Limits(statement_timeout_seconds=120, lock_timeout_seconds=30)
 
 
 def refresh(url: str, steps: tuple[str, ...], mode: str) -> bool:
-    """The steps, in order, each in its own transaction as the flow runs them; False at the first that fails."""
+    """The steps, in order, each in its own transaction as the flow runs them; False at the first that fails.
+
+    A step that cannot run incrementally (its source was truncated) runs full, as its refusal says.
+    """
     target = target_from_url(url, "test")
     plans, _ = plan_steps(list(steps), False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest(mode))
     for step in steps:
         try:
-            run_step_transaction(target, plans[step], LIMITS, logger=LOGGER)
+            try:
+                run_step_transaction(target, plans[step], LIMITS, logger=LOGGER)
+            except IncrementalRefused as refused:
+                if "truncated" not in str(refused):
+                    raise  # any other reason is a step that never runs incrementally: a finding
+                full, _ = plan_steps([step], False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest("full"))
+                run_step_transaction(target, full[step], LIMITS, logger=LOGGER)
         except StepError:  # a check refused the night: nothing published, the keys wait
             return False
     return True
@@ -71,7 +80,7 @@ def drift_of_a_full_run(url: str, steps: tuple[str, ...] = STEPS) -> dict[str, d
         for step in steps:
             result = run_step_sql(connection, plans[step], logger=LOGGER)
             drift[step] = result.drift
-            drop_temp_tables(connection, step, plans[step].temp_tables)  # the next step makes its own
+            drop_temp_tables(connection, step, plans[step].every_temp_table)  # the next step makes its own
         return {step: objects for step, objects in drift.items() if objects}
     finally:
         connection.rollback()

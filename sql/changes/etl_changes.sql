@@ -163,16 +163,22 @@ BEGIN
     RETURN taken_count;
 END $$;
 
--- Changes every one of steps has taken are gone for good: trimmed, with their keys. How many.
-CREATE OR REPLACE FUNCTION etl_changes.trim_taken(steps text[]) RETURNS bigint
+-- Changes every step that reads their source has taken are gone for good: trimmed, with their keys.
+-- readers pairs each source (sources[i]) with a step that reads it (steps[i]); a source no step
+-- reads needs no one. How many. (1.8.0's trim_taken(steps text[]) waited for every step.)
+DROP FUNCTION IF EXISTS etl_changes.trim_taken(text[]);
+CREATE OR REPLACE FUNCTION etl_changes.trim_taken(sources text[], steps text[]) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     done bigint[];
     captured record;
 BEGIN
     SELECT coalesce(array_agg(c.change_id), '{}') INTO done FROM etl_changes.changes AS c
-    WHERE (SELECT count(DISTINCT t.step) FROM etl_changes.taken AS t
-           WHERE t.change_id = c.change_id AND t.step = ANY (steps)) = cardinality(steps);
+    WHERE NOT EXISTS (
+        SELECT FROM unnest(sources, steps) AS r (source, step)
+        WHERE r.source = c.source
+          AND NOT EXISTS (SELECT FROM etl_changes.taken AS t WHERE t.change_id = c.change_id AND t.step = r.step)
+    );
     FOR captured IN SELECT log_table FROM etl_changes.captured LOOP
         EXECUTE format('DELETE FROM etl_changes.%I WHERE change_id = ANY ($1)', captured.log_table) USING done;
     END LOOP;

@@ -5,14 +5,18 @@
 -- moved to another bill logs both bills), a TRUNCATE records that the next run must be full. An
 -- incremental step recomputes what those keys touch, so list every column a refreshed object is
 -- keyed, joined or grouped by. A step runs incrementally only when every table it reads is listed
--- here, the refresh's own tables included: the dashboards step reads the reporting tables, and
--- takes what the reporting step changed in them. One SELECT: source (schema.table) and keys (text[]).
+-- here, the refresh's own tables included: the reporting step reads the analytics tables and the
+-- dashboards step the reporting tables, and each takes what the step before changed in them.
+-- One SELECT: source (schema.table) and keys (text[]).
 SELECT 'staging.branches' AS source, ARRAY['branch_id'] AS keys
 UNION ALL SELECT 'staging.doctors', ARRAY['doctor_id', 'branch_id']
 UNION ALL SELECT 'staging.patients', ARRAY['patient_id', 'home_branch_id']
 UNION ALL SELECT 'staging.visits', ARRAY['visit_id', 'patient_id', 'doctor_id', 'branch_id', 'visit_date']
 UNION ALL SELECT 'staging.billing', ARRAY['billing_id', 'visit_id']
 UNION ALL SELECT 'staging.payments', ARRAY['payment_id', 'billing_id']
+UNION ALL SELECT 'analytics.mv_patient_summary', ARRAY['patient_id']
+UNION ALL SELECT 'analytics.mv_branch_billing_summary', ARRAY['branch_id']
+UNION ALL SELECT 'analytics.mv_visit_summary', ARRAY['visit_date', 'branch_id']
 UNION ALL SELECT 'reporting.patient_summary', ARRAY['patient_id']
 UNION ALL SELECT 'reporting.branch_summary', ARRAY['branch_id']
 UNION ALL SELECT 'reporting.revenue_summary', ARRAY['visit_date', 'branch_id']

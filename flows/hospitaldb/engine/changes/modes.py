@@ -58,6 +58,9 @@ class IncrementalForm:
     statements: list[Any]  # engine.sql.script.Statement
     temp_tables: list[str]
     sources: tuple[str, ...]  # every relation the step's objects read, each must be captured
+    # What the step refreshes: where one is captured (a later step reads it), a TRUNCATE of it by
+    # anyone else means the next run must be full too.
+    objects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,10 @@ def _why_not_incremental(cursor: Any, step: str, form: IncrementalForm) -> tuple
     if uncaptured:
         return f"{', '.join(uncaptured)} not captured (list it in incremental/capture.sql)", pending
     whole = [p.source for p in pending if p.whole]
+    cursor.execute(
+        "SELECT source FROM etl_changes.pending_changes(%s, %s) WHERE whole", (step, list(form.objects))
+    )
+    whole += [source for (source,) in cursor.fetchall()]
     if whole:
         return f"{', '.join(whole)} truncated or newly captured since its last full run", pending
     cursor.execute("SELECT etl_changes.last_full_refresh(%s) IS NULL", (step,))
@@ -206,21 +213,26 @@ def take_changed_keys(cursor: Any, step: str, pending: list[_Pending]) -> int:
     return taken
 
 
-def take_all_changes(cursor: Any, step: str) -> None:
-    """A full run read everything: every change it can see is taken, and the run is on record."""
+def take_all_changes(cursor: Any, step: str, *, is_full: bool) -> None:
+    """Every change the step can see is taken; a full run read everything, and is on record."""
     cursor.execute(CAPTURE_USABLE)
     if cursor.fetchone()[0]:
-        cursor.execute("SELECT etl_changes.take_all_changes(%s, true)", (step,))
+        cursor.execute("SELECT etl_changes.take_all_changes(%s, %s)", (step, is_full))
 
 
-def forget_taken(cursor: Any, consumers: list[str]) -> None:
-    """Changes every step with an incremental form has taken are no longer needed: trimmed."""
+def forget_taken(cursor: Any, readers: tuple[tuple[str, str], ...]) -> None:
+    """Changes every step that reads their source has taken are no longer needed: trimmed.
+
+    readers: (source, step) pairs. Until `hospitaldb changes install` is run again after an
+    upgrade from 1.8.0 (whose trim_taken took a list of steps), nothing is trimmed.
+    """
     cursor.execute(
-        "SELECT coalesce(has_function_privilege(to_regprocedure('etl_changes.trim_taken(text[])'), 'EXECUTE'), "
-        "false)"
+        "SELECT coalesce(has_function_privilege("
+        "to_regprocedure('etl_changes.trim_taken(text[], text[])'), 'EXECUTE'), false)"
     )
-    if consumers and cursor.fetchone()[0]:
-        cursor.execute("SELECT etl_changes.trim_taken(%s)", (consumers,))
+    if readers and cursor.fetchone()[0]:
+        sources, steps = zip(*readers, strict=True)
+        cursor.execute("SELECT etl_changes.trim_taken(%s, %s)", (list(sources), list(steps)))
 
 
 def _split(cursor: Any, source: str) -> tuple[str, str]:

@@ -36,7 +36,7 @@ def dry_run_steps(
         for step, plan in plans.items():
             result = run_step_sql(connection, plan, logger=logger)
             # Later steps create their own temporary tables, perhaps with the same names.
-            drop_temp_tables(connection, step, plan.temp_tables)
+            drop_temp_tables(connection, step, plan.every_temp_table)
             for name, counts in result.changes.items():
                 logger.info(
                     "dry run: %s would change %s: %d inserted, %d updated, %d deleted",

@@ -43,8 +43,14 @@ class StepPlan:
     # Its incremental form (incremental/<step>.sql), if it has one, and which form the run asked for.
     incremental: IncrementalForm | None = None
     mode: ModeRequest = field(default_factory=ModeRequest)
-    # Every step with an incremental form: each must take a change before it is forgotten.
-    consumers: tuple[str, ...] = ()
+    # (source, step) for every step with an incremental form and each table it reads: a change of
+    # a source is forgotten once every step that reads it has taken it.
+    readers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def every_temp_table(self) -> list[str]:
+        """The temporary tables either form makes (one transaction may run both, or a dry run every step)."""
+        return self.temp_tables + (self.incremental.temp_tables if self.incremental else [])
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ def plan_steps(
         volume_rules = load_volume_statement(files)
         load_source_statement(files)  # linted with the rest, before anything runs
         lineage = lineage_of(parsed, files, view_definitions)
-        consumers = tuple(step for step in STEPS if incremental_file(step).exists())
+        readers = _readers(parsed, files, view_definitions)
         plans = {
             step: StepPlan(
                 step=step,
@@ -110,13 +116,31 @@ def plan_steps(
                 upkeep=upkeep,
                 incremental=_form(step_sql, incremental.get(step), lineage),
                 mode=mode or ModeRequest(),
-                consumers=consumers,
+                readers=readers,
             )
             for step, step_sql in parsed.items()
         }
         return plans, lineage
     except SqlScriptError as error:
         raise SqlScriptError(f"{str(error).rstrip('.')}. Nothing was refreshed.") from None
+
+
+def _readers(
+    parsed: dict[StepName, StepSql], files: SqlFiles, view_definitions: ViewDefinitions | None
+) -> tuple[tuple[str, str], ...]:
+    """(source, step) for every step with an incremental form, selected tonight or not."""
+    with_forms = [step for step in STEPS if incremental_file(step).exists()]
+    full_forms = {step: parsed.get(step) or analyse_step(step, files) for step in with_forms}
+    lineage = lineage_of(full_forms, files, view_definitions)
+    return tuple(
+        sorted((source, step) for step, full in full_forms.items() for source in _sources(full, lineage))
+    )
+
+
+def _sources(full: StepSql, lineage: Lineage) -> tuple[str, ...]:
+    """What a step reads that it does not refresh: the tables whose changes it takes."""
+    reads = {name for obj in full.objects for name in lineage.reads.get(obj, ())}
+    return tuple(sorted(reads - set(full.objects)))
 
 
 def _form(full: StepSql, incremental: StepSql | None, lineage: Lineage) -> IncrementalForm | None:
@@ -129,9 +153,9 @@ def _form(full: StepSql, incremental: StepSql | None, lineage: Lineage) -> Incre
             f"incremental/{incremental.path.name} writes {', '.join(strays)}, which its full form "
             f"does not refresh: an incremental form refreshes the same objects"
         )
-    reads = {name for obj in full.objects for name in lineage.reads.get(obj, ())}
     return IncrementalForm(
         statements=incremental.statements,
         temp_tables=incremental.temp_tables,
-        sources=tuple(sorted(reads - set(full.objects))),
+        sources=_sources(full, lineage),
+        objects=tuple(full.objects),
     )

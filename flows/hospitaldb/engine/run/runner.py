@@ -153,9 +153,10 @@ def run_forms(
         )
     if plan.incremental:  # only a step that reads changes takes them (a view group never does)
         with as_step_error(step), connection.cursor() as cursor:
-            if chosen.mode == "full":
-                take_all_changes(cursor, step)
-            forget_taken(cursor, list(plan.consumers))
+            # Taken after its statements: its own writes, logged since it took its keys, are changes
+            # of what it does not read (the steps after it take them), so none waits a night for it.
+            take_all_changes(cursor, step, is_full=chosen.mode == "full")
+            forget_taken(cursor, plan.readers)
     return chosen, results, after_incremental
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import uuid
 
 import psycopg2
+import pytest
 from psycopg2 import sql
 
+from hospitaldb.engine.changes.capture import CaptureNotInstallable, install
 from hospitaldb.paths import PROJECT_SQL_DIR
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import (
@@ -70,8 +72,22 @@ def test_the_views_of_1_8_0_become_tables_in_place_and_the_refresh_maintains_the
     assert 'cannot change materialized view "mv_billing_summary"' in error_text(refused)
     assert "apply the migration of the version installed (CHANGELOG.md" in error_text(refused)
     assert snapshot(demo_database) == before
+    # Nor can change capture be installed on the views: it says why, and installs nothing.
+    connection = psycopg2.connect(demo_database)
+    try:
+        with pytest.raises(CaptureNotInstallable, match="mv_patient_summary is a materialized view here"):
+            install(connection)
+    finally:
+        connection.close()
+    assert query(demo_database, "SELECT to_regnamespace('etl_changes')") == [(None,)]
 
     migrate(demo_database)
+    connection = psycopg2.connect(demo_database)
+    try:
+        connection.autocommit = True
+        install(connection)  # and after the migration, it is
+    finally:
+        connection.close()
 
     # What 1.9.0 creates in a new database, with the views' rows.
     assert query(demo_database, SHAPE) == query(other_demo_database, SHAPE)

@@ -39,7 +39,7 @@ from hospitaldb.local.demo import build_demo_database
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import execute_outside_transaction, url_of_database
 from hospitaldb_testing.expected import EXPECTATIONS, differences
-from hospitaldb_testing.nights import NIGHTS, Night, apply_changes, without_recency_rule
+from hospitaldb_testing.nights import NIGHTS, Night, apply_changes, ignoring_refunds, without_recency_rule
 
 LOGGER = logging.getLogger("hospitaldb.test.incremental")
 LIMITS = Limits(statement_timeout_seconds=120, lock_timeout_seconds=30)
@@ -176,3 +176,21 @@ def test_a_broken_delta_is_caught_by_the_property_and_by_the_drift_check(
         assert list(drift) == ["refresh_dashboards"]
         assert list(drift["refresh_dashboards"]) == ["dashboards.patient_activity"]
         assert drift["refresh_dashboards"]["dashboards.patient_activity"]["updated"] > 1
+
+
+def test_an_ignored_refund_is_refused_by_step_1s_control_total_and_named_by_the_property(
+    postgres_admin_url, tiny_template, tmp_path, monkeypatch
+):
+    # Step 1's incremental form without the billing lines whose payments changed: the refund never
+    # reaches analytics. Its check analytics_reconciles_with_staging (paid in analytics = paid in
+    # staging) refuses the night before anything is published, and the property names the form
+    # ("refused only incrementally"). The keys wait; the periodic full run's drift check (the
+    # incremental form, then the full form) finds the billing line and what it feeds.
+    monkeypatch.setenv(SQL_DIR.name, str(ignoring_refunds(tmp_path / "sql")))
+    night = Night([("refund", 0, 5.0)], STEPS)
+    with Copies(postgres_admin_url, tiny_template) as url:
+        with pytest.raises(AssertionError, match="night 1: refused only incrementally"):
+            live_through(url, [night])
+        drift = drift_of_a_full_run(url)
+        assert list(drift) == ["refresh_phase2_materialized_views"]
+        assert drift["refresh_phase2_materialized_views"]["analytics.mv_billing_summary"]["updated"] == 1

@@ -222,6 +222,11 @@ CREATE TEMP TABLE touched_branches ON COMMIT DROP AS
 SELECT branch_id FROM pg_temp.changed_branches
 UNION SELECT branch_id FROM branch_deltas;
 
+-- Touched branches with no row yet (a new branch): computed whole, from their own visits only.
+CREATE TEMP TABLE unrecorded_branches ON COMMIT DROP AS
+SELECT branch_id FROM touched_branches AS b
+WHERE NOT EXISTS (SELECT FROM analytics.mv_branch_billing_summary AS o WHERE o.branch_id = b.branch_id);
+
 CREATE TEMP TABLE new_branch_billing_summary ON COMMIT DROP AS
 SELECT br.branch_id,
        o.visit_count + coalesce(d.visit_count, 0)               AS visit_count,
@@ -258,11 +263,10 @@ LEFT JOIN (
            min(visit_date)            AS first_visit_date,
            max(visit_date)            AS last_visit_date
     FROM analytics.mv_visit_summary
-    WHERE branch_id IN (SELECT branch_id FROM touched_branches)
+    WHERE branch_id IN (SELECT branch_id FROM unrecorded_branches)
     GROUP BY branch_id
 ) AS s USING (branch_id)
-WHERE br.branch_id IN (SELECT branch_id FROM touched_branches)
-  AND NOT EXISTS (SELECT FROM analytics.mv_branch_billing_summary AS o WHERE o.branch_id = br.branch_id);
+WHERE br.branch_id IN (SELECT branch_id FROM unrecorded_branches);
 
 INSERT INTO analytics.mv_branch_billing_summary AS t
        (branch_id, visit_count, patient_count, billed_amount, paid_amount, outstanding_amount,

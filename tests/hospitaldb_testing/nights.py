@@ -246,15 +246,35 @@ APPLY = {
 RECENCY_RULE = "CREATE TEMP TABLE recency ON COMMIT DROP AS\nSELECT"
 
 
-def without_recency_rule(folder: Path) -> Path:
-    """The reference SQL, copied to folder, with one delta wrong: recency not measured again when the
-    newest visit moves. It passes every check; only the property test and the drift check see it."""
+def with_a_wrong_delta(folder: Path, form: str, right: str, wrong: str) -> Path:
+    """The reference SQL, copied to folder, with `right` replaced by `wrong` in incremental/<form>."""
     shutil.copytree(PROJECT_SQL_DIR, folder)
-    form = folder / "incremental" / "refresh_dashboards.sql"
-    text = form.read_text()
-    start = text.index(RECENCY_RULE)
-    end = text.index(";", start)
-    form.write_text(
-        text[:start] + "CREATE TEMP TABLE recency ON COMMIT DROP AS SELECT false AS moved" + text[end:]
-    )
+    path = folder / "incremental" / form
+    text = path.read_text()
+    assert right in text, f"{right!r} is no longer in incremental/{form}"
+    path.write_text(text.replace(right, wrong, 1))
     return folder
+
+
+def without_recency_rule(folder: Path) -> Path:
+    """One delta wrong: recency not measured again when the newest visit moves. It passes every
+    check; only the property test and the drift check see it."""
+    text = (PROJECT_SQL_DIR / "incremental" / "refresh_dashboards.sql").read_text()
+    start = text.index(RECENCY_RULE)
+    rule = text[start : text.index(";", start)]
+    return with_a_wrong_delta(
+        folder,
+        "refresh_dashboards.sql",
+        rule,
+        "CREATE TEMP TABLE recency ON COMMIT DROP AS SELECT false AS moved",
+    )
+
+
+def ignoring_refunds(folder: Path) -> Path:
+    """One delta wrong: step 1 does not recompute the billing lines whose payments changed."""
+    return with_a_wrong_delta(
+        folder,
+        "refresh_phase2_materialized_views.sql",
+        "UNION SELECT billing_id FROM pg_temp.changed_payments\n",
+        "",
+    )

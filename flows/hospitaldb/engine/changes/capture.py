@@ -108,6 +108,14 @@ def read_captures(cursor: Any, path: Path | None = None) -> list[Capture]:
             (source, source),
         )
         found = cursor.fetchone()
+        cursor.execute("SELECT relkind = 'm' FROM pg_class WHERE oid = to_regclass(%s)", (source,))
+        if found is None and (cursor.fetchone() or (False,))[0]:
+            raise CaptureNotInstallable(
+                f"{statement.location}: {source} is a materialized view here, and a view cannot be "
+                "captured (no trigger sees what a refresh changes): make it a table the refresh "
+                "maintains (the reference's upgrade: the CHANGELOG, 1.9.0), or leave it out and let "
+                "the steps that read it run full"
+            )
         if found is None:
             raise CaptureNotInstallable(
                 f"{statement.location}: {source} is not a table here (write schema.table, as the steps do)"

@@ -1,16 +1,18 @@
-"""The incremental dashboards step against its full form, after nights that changed a share of the visits.
+"""A whole night, incremental against full, after nights that changed a share of the visits.
 
     python benchmarks/incremental_bench.py --visits 1000000 --shares 0.001 0.01 0.1 --admin-url postgresql://...
 
 Builds the demo database, installs change capture and refreshes it full once. Then for each share
-and spread (the most recent visits, or visits spread uniformly over the history), on a copy of
-that database: a night moves that share of visits a day earlier and halves as many payments
-(--spreads recent, uniform), or adds that many visits a day after the newest (new), committed
-as a loader would; phase 2 runs full, committed; the reporting step (phase 3) is timed
-with and without capture's triggers on the reporting tables (what capturing the refresher's own
-writes costs it) and then committed; the dashboards step is timed full and incremental. Every
-timed run is one transaction rolled back after, so each starts from the same state; medians of
---runs. Full is the full form alone (no drift check). Prints a table and writes JSON (--json).
+and spread, on a copy of that database: a night moves that share of visits a day earlier and
+halves as many payments (--spreads recent: the most recent visits, uniform: spread over the
+history), or adds that many visits a day after the newest, each billed (new), committed as a
+loader would. Then the three steps run in order, each in the same transaction, rolled back after
+(so every timed night starts from the same state): today's night, every step's full form alone,
+and the incremental night, every step's incremental form, each taking the keys the step before
+logged. Medians of --runs, per step and for the night. Last, mode full's own pass (the incremental
+form, then the full form, in one transaction) counts the rows the full forms still change after
+the incremental ones: drift, which must be 0. Prints a table and writes JSON (--json); --svg
+draws the night's time against the share changed.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import psycopg2
 from psycopg2 import sql
 from refresh_bench import build_database, drop_databases, libpq_url, machine, postgres_admin, write_report
 
-from hospitaldb.engine.changes.capture import EVENTS, TRIGGER_PREFIX, install
+from hospitaldb.engine.changes.capture import install
 from hospitaldb.engine.changes.modes import ModeRequest
 from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.run.plans import StepPlan, plan_steps
 from hospitaldb.engine.run.runner import run_step_sql, run_step_transaction
+from hospitaldb.engine.run.statements import drop_temp_tables
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT as ROOT
@@ -67,17 +70,30 @@ NIGHTS = {
 }
 
 
-def plans(mode: str, steps: tuple[str, ...] = STEPS) -> dict[str, StepPlan]:
-    return plan_steps(list(steps), False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest(mode))[0]
+def plans(mode: str) -> dict[str, StepPlan]:
+    return plan_steps(list(STEPS), False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest(mode))[0]
 
 
-def timed_rolled_back(url: str, plan: StepPlan) -> tuple[float, Any]:
+def timed_night(url: str, night_plans: dict[str, StepPlan]) -> dict[str, Any]:
+    """Every step, in order, in one transaction rolled back after: seconds, changed keys and drift of each.
+
+    Each step reads what the one before wrote in the same transaction, its logged keys included,
+    so every timed night starts from the same committed state.
+    """
     connection = target_from_url(url, "benchmark").connect(LIMITS)
+    steps: dict[str, Any] = {}
     try:
         connection.set_session(isolation_level="REPEATABLE READ")
-        started = time.perf_counter()
-        result = run_step_sql(connection, plan, logger=LOGGER)
-        return time.perf_counter() - started, result
+        for step, plan in night_plans.items():
+            started = time.perf_counter()
+            result = run_step_sql(connection, plan, logger=LOGGER)
+            steps[step] = {
+                "seconds": time.perf_counter() - started,
+                "changed_keys": result.mode.changed_keys,
+                "drift_rows": sum(sum(counts.values()) for counts in result.drift.values()),
+            }
+            drop_temp_tables(connection, step, plan.every_temp_table)
+        return steps
     finally:
         connection.rollback()
         connection.close()
@@ -95,37 +111,40 @@ def execute(url: str, statement: Any, params: Any = None, autocommit: bool = Fal
         connection.close()
 
 
-def reporting_triggers(url: str, enabled: bool) -> None:
-    command = "ALTER TABLE {} ENABLE ALWAYS TRIGGER {}" if enabled else "ALTER TABLE {} DISABLE TRIGGER {}"
-    for table in REPORTING:
-        for event in (*EVENTS, "truncate"):
-            trigger = sql.Identifier(f"{TRIGGER_PREFIX}{event}")
-            execute(url, sql.SQL(command).format(sql.Identifier("reporting", table), trigger))
-
-
 def one_night(url: str, share: float, spread: str, visits: int, runs: int) -> dict[str, Any]:
     n = max(1, int(visits * share))
-    target = target_from_url(url, "benchmark")
     execute(url, NIGHTS[spread], {"n": n, "every": max(1, int(1 / share))})
-    run_step_transaction(target, plans("full", (PHASE2,))[PHASE2], LIMITS, logger=LOGGER)
-    phase3 = plans("full", (PHASE3,))[PHASE3]
-    seconds: dict[str, list[float]] = {}
-    for enabled in (False, True):
-        reporting_triggers(url, enabled)
-        side = "phase3_captured" if enabled else "phase3_not_captured"
-        seconds[side] = [timed_rolled_back(url, phase3)[0] for _ in range(runs)]
-    run_step_transaction(target, phase3, LIMITS, logger=LOGGER)
-    incremental = plans("incremental", (DASHBOARDS,))[DASHBOARDS]
-    full = replace(plans("full", (DASHBOARDS,))[DASHBOARDS], incremental=None)
-    keys = None
-    for side, plan in (("dashboards_full", full), ("dashboards_incremental", incremental)):
-        seconds[side] = []
-        for _ in range(runs):
-            elapsed, result = timed_rolled_back(url, plan)
-            seconds[side].append(elapsed)
-            keys = result.mode.changed_keys if side == "dashboards_incremental" else keys
-    medians = {side: statistics.median(values) for side, values in seconds.items()}
-    return {"share": share, "spread": spread, "changed_visits": n, "changed_keys": keys, "seconds": medians}
+    contenders = {
+        # Today's night: the full forms alone (no drift check).
+        "full": {step: replace(plan, incremental=None) for step, plan in plans("full").items()},
+        "incremental": plans("incremental"),
+    }
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, night_plans in contenders.items():
+            samples[name].append(timed_night(url, night_plans))
+    # mode full where an incremental form exists: the incremental form, then the full form, in
+    # one transaction; whatever the full form still changes is drift.
+    drift = timed_night(url, plans("full"))
+    nights: dict[str, Any] = {}
+    for name, runs_of in samples.items():
+        nights[name] = {
+            step: {
+                "seconds": statistics.median(run[step]["seconds"] for run in runs_of),
+                "changed_keys": runs_of[0][step]["changed_keys"],
+            }
+            for step in STEPS
+        }
+        nights[name]["night_seconds"] = statistics.median(
+            sum(run[step]["seconds"] for step in STEPS) for run in runs_of
+        )
+    return {
+        "share": share,
+        "spread": spread,
+        "changed_visits": n,
+        "contenders": nights,
+        "drift_rows": {step: drift[step]["drift_rows"] for step in STEPS},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -149,10 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 install(connection)
             finally:
                 connection.close()
-            for step in STEPS:
-                run_step_transaction(
-                    target_from_url(url, "benchmark"), plans("full")[step], LIMITS, logger=LOGGER
-                )
+            for plan in plans("full").values():
+                run_step_transaction(target_from_url(url, "benchmark"), plan, LIMITS, logger=LOGGER)
             copies = []
             try:
                 for share in args.shares:
@@ -165,14 +182,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             finally:
                 drop_databases(admin_url, [base, *copies])
     print(
-        f"{'share':>7} {'spread':<8}{'keys':>9}{'phase3 s':>10}{'+capture s':>12}{'dash full s':>13}{'dash incr s':>13}"
+        f"{'share':>7} {'spread':<8}{'visits':>9}"
+        + "".join(f"{c + ' s':>16}" for c in CONTENDERS)
+        + "   drift"
     )
     for night in nights:
-        s = night["seconds"]
+        times = "".join(f"{night['contenders'][c]['night_seconds']:>16.2f}" for c in CONTENDERS)
         print(
-            f"{night['share']:>7.3f} {night['spread']:<8}{night['changed_keys'] or 0:>9}"
-            f"{s['phase3_not_captured']:>10.3f}{s['phase3_captured']:>12.3f}"
-            f"{s['dashboards_full']:>13.3f}{s['dashboards_incremental']:>13.3f}"
+            f"{night['share']:>7.3f} {night['spread']:<8}{night['changed_visits']:>9}{times}"
+            f"   {sum(night['drift_rows'].values())}"
         )
     report = {"visits": args.visits, "runs": args.runs, "nights": nights, "machine": machine()}
     if args.svg:
@@ -180,19 +198,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return write_report(report, args.json)
 
 
-LINES = {  # contender: (colour, which nights, which time)
-    "full": ("#c0392b", None, "dashboards_full"),
-    "incremental, recent visits changed": ("#2471a3", "recent", "dashboards_incremental"),
-    "incremental, visits spread over the history": ("#27ae60", "uniform", "dashboards_incremental"),
-    "incremental, new visits after the newest": ("#8e44ad", "new", "dashboards_incremental"),
+CONTENDERS = ("full", "incremental")
+LINES = {  # line: (colour, which nights, which contender)
+    "full (today's night)": ("#c0392b", None, "full"),
+    "incremental, recent visits changed": ("#2471a3", "recent", "incremental"),
+    "incremental, visits spread over the history": ("#27ae60", "uniform", "incremental"),
+    "incremental, new visits after the newest": ("#8e44ad", "new", "incremental"),
 }
 
 
 def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
-    """The dashboards step's time against the share of visits changed, one line per contender (SVG)."""
+    """A whole night's time against the share of visits changed, one line per contender (SVG)."""
     nights, left, top, right, bottom = report["nights"], 60, 30, 20, 60
     shares = sorted({night["share"] for night in nights})
-    longest = max(seconds for night in nights for seconds in night["seconds"].values() if seconds)
+    longest = max(night["contenders"][c]["night_seconds"] for night in nights for c in CONTENDERS)
 
     def x(share: float) -> float:
         span = math.log10(shares[-1]) - math.log10(shares[0]) or 1
@@ -204,7 +223,7 @@ def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
         'font-size="12">',
-        f'<text x="{left}" y="18">dashboards step, {report["visits"]:,} visits: seconds (median of {report["runs"]}) '
+        f'<text x="{left}" y="18">a whole night, {report["visits"]:,} visits: seconds (median of {report["runs"]}) '
         "by share of visits changed</text>",
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#444"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#444"/>',
@@ -213,13 +232,15 @@ def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
         parts.append(
             f'<text x="{x(share):.0f}" y="{height - bottom + 16}" text-anchor="middle">{share:.1%}</text>'
         )
-    for tick in range(int(longest) + 1):
+    for tick in range(0, int(longest) + 1, max(1, int(longest) // 8)):
         parts.append(f'<text x="{left - 8}" y="{y(tick) + 4:.0f}" text-anchor="end">{tick} s</text>')
-    for number, (name, (colour, spread, side)) in enumerate(LINES.items()):
+    for number, (name, (colour, spread, contender)) in enumerate(LINES.items()):
         points = []
         for share in shares:
             values = [
-                n["seconds"][side] for n in nights if n["share"] == share and spread in (None, n["spread"])
+                n["contenders"][contender]["night_seconds"]
+                for n in nights
+                if n["share"] == share and spread in (None, n["spread"])
             ]
             if values:  # a spread the run did not measure draws no line
                 points.append(f"{x(share):.1f},{y(statistics.median(values)):.1f}")

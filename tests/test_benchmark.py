@@ -14,6 +14,7 @@ import pytest
 
 from hospitaldb import settings
 from hospitaldb.engine.db.database import DATABASE_URL_ENV
+from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb_testing.db import query
 
@@ -153,23 +154,28 @@ def test_capture_overhead_times_a_night_without_and_with_capture(postgres_admin_
     assert report["ratio"] > 0 and report["goal"] == 1.15
 
 
-def test_incremental_bench_times_the_dashboards_step_full_and_incremental_after_each_night(
+def test_incremental_bench_times_whole_nights_full_and_incremental_and_finds_no_drift(
     postgres_admin_url, tmp_path
 ):
     report = main(
-        ["--visits", "3000", "--shares", "0.01", "0.05", "--runs", "1", "--admin-url", postgres_admin_url,
-         "--json", str(tmp_path / "incremental.json"), "--svg", str(tmp_path / "incremental.svg")],
+        ["--visits", "3000", "--shares", "0.01", "0.05", "--spreads", "recent", "uniform", "new", "--runs", "1",
+         "--admin-url", postgres_admin_url, "--json", str(tmp_path / "incremental.json"),
+         "--svg", str(tmp_path / "incremental.svg")],
         script="incremental_bench.py",
     )  # fmt: skip
 
     shares = [(night["share"], night["spread"]) for night in report["nights"]]
-    assert shares == [(0.01, "recent"), (0.01, "uniform"), (0.05, "recent"), (0.05, "uniform")]
+    assert shares == [(s, spread) for s in (0.01, 0.05) for spread in ("recent", "uniform", "new")]
     for night in report["nights"]:
-        assert night["changed_visits"] == round(3000 * night["share"]) and night["changed_keys"] > 0
-        assert set(night["seconds"]) == {
-            "phase3_not_captured", "phase3_captured", "dashboards_full", "dashboards_incremental"
-        }  # fmt: skip
-        assert all(seconds > 0 for seconds in night["seconds"].values())
+        assert night["changed_visits"] == round(3000 * night["share"])
+        full, incremental = night["contenders"]["full"], night["contenders"]["incremental"]
+        for step in STEPS:
+            assert full[step]["changed_keys"] is None and full[step]["seconds"] > 0
+            assert incremental[step]["changed_keys"] > 0, "each step took the keys the one before logged"
+        assert incremental["night_seconds"] == pytest.approx(
+            sum(incremental[step]["seconds"] for step in STEPS)
+        )
+        assert night["drift_rows"] == dict.fromkeys(STEPS, 0)
     drawn = (tmp_path / "incremental.svg").read_text()
-    assert drawn.count("<polyline") == 3, "full, and incremental for each spread"
+    assert drawn.count("<polyline") == 4, "full, and incremental for each spread"
     assert "1.0%" in drawn and "5.0%" in drawn

@@ -100,23 +100,23 @@ def read_captures(cursor: Any, path: Path | None = None) -> list[Capture]:
     captures = []
     for source, keys in cursor.fetchall():
         cursor.execute(
-            "SELECT format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname, "
+            "SELECT c.relkind::text, format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname, "
             "       array(SELECT a.attname::text FROM pg_attribute AS a"
             "             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) "
             "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-            "WHERE c.oid = to_regclass(%s) AND c.relkind IN ('r', 'p') AND strpos(%s, '.') > 0",
+            "WHERE c.oid = to_regclass(%s) AND strpos(%s, '.') > 0",
             (source, source),
         )
         found = cursor.fetchone()
-        cursor.execute("SELECT relkind = 'm' FROM pg_class WHERE oid = to_regclass(%s)", (source,))
-        if found is None and (cursor.fetchone() or (False,))[0]:
+        kind, found = (found[0], found[1:]) if found else (None, None)
+        if kind == "m":
             raise CaptureNotInstallable(
                 f"{statement.location}: {source} is a materialized view here, and a view cannot be "
                 "captured (no trigger sees what a refresh changes): make it a table the refresh "
                 "maintains (the reference's upgrade: the CHANGELOG, 1.9.0), or leave it out and let "
                 "the steps that read it run full"
             )
-        if found is None:
+        if kind not in ("r", "p"):
             raise CaptureNotInstallable(
                 f"{statement.location}: {source} is not a table here (write schema.table, as the steps do)"
             )

@@ -10,12 +10,17 @@
 -- visits) moves by delta: counts and sums by what tonight's visits add and remove, distinct
 -- patients by whether each touched (branch, patient) pair exists before and after, first and last
 -- visit dates from the (branch_id, visit_date) index. A branch with no row yet is computed whole.
+--
+-- A large table is read for a list of keys as `key = ANY (ARRAY(SELECT ...))`, not `IN (SELECT ...)`:
+-- the planner costs twenty thousand index probes above one scan of two million rows and hashes the
+-- whole table for an IN (0.35 s at 1M visits, ten times that at 10M); an array is probed through the
+-- key's index (0.05 s).
 
 CREATE TEMP TABLE touched_billing ON COMMIT DROP AS
 SELECT billing_id FROM pg_temp.changed_billing
 UNION SELECT billing_id FROM pg_temp.changed_payments
 UNION SELECT b.billing_id FROM staging.billing AS b
-      WHERE b.visit_id IN (SELECT visit_id FROM pg_temp.changed_visits);
+      WHERE b.visit_id = ANY (ARRAY(SELECT visit_id FROM pg_temp.changed_visits));
 ANALYZE touched_billing;
 
 CREATE TEMP TABLE new_billing_summary ON COMMIT DROP AS
@@ -37,10 +42,10 @@ JOIN staging.visits AS v USING (visit_id)
 LEFT JOIN (
     SELECT billing_id, sum(amount) AS paid_amount
     FROM staging.payments
-    WHERE billing_id IN (SELECT billing_id FROM touched_billing)
+    WHERE billing_id = ANY (ARRAY(SELECT billing_id FROM touched_billing))
     GROUP BY billing_id
 ) AS p USING (billing_id)
-WHERE b.billing_id IN (SELECT billing_id FROM touched_billing);
+WHERE b.billing_id = ANY (ARRAY(SELECT billing_id FROM touched_billing));
 ANALYZE new_billing_summary;
 
 INSERT INTO analytics.mv_billing_summary AS t
@@ -68,9 +73,14 @@ WHERE (t.visit_id, t.patient_id, t.branch_id, t.doctor_id, t.visit_date, t.servi
        excluded.visit_date, excluded.service_code, excluded.status, excluded.billed_amount,
        excluded.paid_amount, excluded.outstanding_amount, excluded.is_paid);
 
+-- The touched keys that are gone, counted first: the planner then probes the key's index for
+-- the few there are (usually none) instead of scanning the whole table for them.
+CREATE TEMP TABLE gone_billing ON COMMIT DROP AS
+SELECT billing_id FROM touched_billing EXCEPT SELECT billing_id FROM new_billing_summary;
+ANALYZE gone_billing;
+
 DELETE FROM analytics.mv_billing_summary AS t
-WHERE t.billing_id IN (SELECT billing_id FROM touched_billing)
-  AND NOT EXISTS (SELECT FROM new_billing_summary AS n WHERE n.billing_id = t.billing_id);
+WHERE t.billing_id IN (SELECT billing_id FROM gone_billing);
 
 CREATE TEMP TABLE touched_visits ON COMMIT DROP AS
 SELECT visit_id FROM pg_temp.changed_visits
@@ -82,7 +92,7 @@ ANALYZE touched_visits;
 CREATE TEMP TABLE old_visit_summary ON COMMIT DROP AS
 SELECT visit_id, patient_id, branch_id, billed_amount, paid_amount, outstanding_amount
 FROM analytics.mv_visit_summary
-WHERE visit_id IN (SELECT visit_id FROM touched_visits);
+WHERE visit_id = ANY (ARRAY(SELECT visit_id FROM touched_visits));
 
 CREATE TEMP TABLE new_visit_summary ON COMMIT DROP AS
 SELECT v.visit_id,
@@ -96,8 +106,12 @@ SELECT v.visit_id,
        coalesce(sum(b.paid_amount), 0)          AS paid_amount,
        coalesce(sum(b.outstanding_amount), 0)   AS outstanding_amount
 FROM staging.visits AS v
-LEFT JOIN analytics.mv_billing_summary AS b USING (visit_id)
-WHERE v.visit_id IN (SELECT visit_id FROM touched_visits)
+LEFT JOIN (
+    SELECT visit_id, billing_id, billed_amount, paid_amount, outstanding_amount
+    FROM analytics.mv_billing_summary
+    WHERE visit_id = ANY (ARRAY(SELECT visit_id FROM touched_visits))
+) AS b USING (visit_id)
+WHERE v.visit_id = ANY (ARRAY(SELECT visit_id FROM touched_visits))
 GROUP BY v.visit_id;
 ANALYZE new_visit_summary;
 
@@ -124,9 +138,12 @@ WHERE (t.patient_id, t.doctor_id, t.branch_id, t.visit_date, t.visit_type, t.bil
        excluded.visit_type, excluded.billing_lines, excluded.billed_amount, excluded.paid_amount,
        excluded.outstanding_amount);
 
+CREATE TEMP TABLE gone_visits ON COMMIT DROP AS
+SELECT visit_id FROM touched_visits EXCEPT SELECT visit_id FROM new_visit_summary;
+ANALYZE gone_visits;
+
 DELETE FROM analytics.mv_visit_summary AS t
-WHERE t.visit_id IN (SELECT visit_id FROM touched_visits)
-  AND NOT EXISTS (SELECT FROM new_visit_summary AS n WHERE n.visit_id = t.visit_id);
+WHERE t.visit_id IN (SELECT visit_id FROM gone_visits);
 
 CREATE TEMP TABLE touched_patients ON COMMIT DROP AS
 SELECT patient_id FROM pg_temp.changed_patients
@@ -153,10 +170,10 @@ LEFT JOIN (
            sum(paid_amount)        AS paid_amount,
            sum(outstanding_amount) AS unpaid_amount
     FROM analytics.mv_visit_summary
-    WHERE patient_id IN (SELECT patient_id FROM touched_patients)
+    WHERE patient_id = ANY (ARRAY(SELECT patient_id FROM touched_patients))
     GROUP BY patient_id
 ) AS s USING (patient_id)
-WHERE p.patient_id IN (SELECT patient_id FROM touched_patients);
+WHERE p.patient_id = ANY (ARRAY(SELECT patient_id FROM touched_patients));
 
 INSERT INTO analytics.mv_patient_summary AS t
        (patient_id, visit_count, first_visit_date, last_visit_date, billed_amount, paid_amount,
@@ -178,8 +195,7 @@ WHERE (t.visit_count, t.first_visit_date, t.last_visit_date, t.billed_amount, t.
        excluded.billed_amount, excluded.paid_amount, excluded.unpaid_amount);
 
 DELETE FROM analytics.mv_patient_summary AS t
-WHERE t.patient_id IN (SELECT patient_id FROM touched_patients)
-  AND NOT EXISTS (SELECT FROM new_patient_summary AS n WHERE n.patient_id = t.patient_id);
+WHERE t.patient_id IN (SELECT patient_id FROM touched_patients EXCEPT SELECT patient_id FROM new_patient_summary);
 
 -- What tonight's visits add to each branch, and take away: visits and amounts.
 CREATE TEMP TABLE branch_deltas ON COMMIT DROP AS
@@ -198,25 +214,27 @@ FROM (
 ) AS change
 GROUP BY branch_id;
 
--- Distinct patients: each touched (branch, patient) pair counts +1 if it exists now and did not
--- before, -1 the other way round. Before = one of its old visits, or a visit tonight left alone.
+-- Distinct patients: a (branch, patient) pair among tonight's new visits and not among their old
+-- ones counts +1, the other way round -1, unless a visit tonight left alone holds the pair (it was
+-- there before and still is). A pair among both counts 0 and is looked up nowhere.
 CREATE TEMP TABLE branch_patient_deltas ON COMMIT DROP AS
-SELECT pairs.branch_id,
-       sum(CASE WHEN now_exists = before_exists THEN 0 WHEN now_exists THEN 1 ELSE -1 END)
-           AS patient_count
+SELECT pair.branch_id, sum(pair.sign) AS patient_count
 FROM (
-    SELECT pair.branch_id,
-           EXISTS (SELECT FROM analytics.mv_visit_summary AS v
-                   WHERE v.branch_id = pair.branch_id AND v.patient_id = pair.patient_id) AS now_exists,
-           EXISTS (SELECT FROM old_visit_summary AS o
-                   WHERE o.branch_id = pair.branch_id AND o.patient_id = pair.patient_id)
-           OR EXISTS (SELECT FROM analytics.mv_visit_summary AS v
-                      WHERE v.branch_id = pair.branch_id AND v.patient_id = pair.patient_id
-                        AND v.visit_id NOT IN (SELECT visit_id FROM touched_visits)) AS before_exists
+    SELECT branch_id, patient_id, 1 AS sign
+    FROM (SELECT branch_id, patient_id FROM new_visit_summary
+          EXCEPT SELECT branch_id, patient_id FROM old_visit_summary) AS gained
+    UNION ALL
+    SELECT branch_id, patient_id, -1
     FROM (SELECT branch_id, patient_id FROM old_visit_summary
-          UNION SELECT branch_id, patient_id FROM new_visit_summary) AS pair
-) AS pairs
-GROUP BY pairs.branch_id;
+          EXCEPT SELECT branch_id, patient_id FROM new_visit_summary) AS lost
+) AS pair
+WHERE pair.branch_id IS NOT NULL AND pair.patient_id IS NOT NULL  -- count(DISTINCT) counts no NULL
+  AND NOT EXISTS (
+      SELECT FROM analytics.mv_visit_summary AS v
+      WHERE v.branch_id = pair.branch_id AND v.patient_id = pair.patient_id
+        AND NOT EXISTS (SELECT FROM touched_visits AS t WHERE t.visit_id = v.visit_id)
+  )
+GROUP BY pair.branch_id;
 
 CREATE TEMP TABLE touched_branches ON COMMIT DROP AS
 SELECT branch_id FROM pg_temp.changed_branches

@@ -54,8 +54,7 @@ WHERE (t.full_name, t.home_branch_name, t.visit_count, t.first_visit_date,
        excluded.last_visit_date, excluded.total_billed, excluded.total_paid, excluded.total_unpaid);
 
 DELETE FROM reporting.patient_summary AS t
-WHERE t.patient_id IN (SELECT patient_id FROM touched_patients)
-  AND NOT EXISTS (SELECT FROM new_patient_summary AS n WHERE n.patient_id = t.patient_id);
+WHERE t.patient_id IN (SELECT patient_id FROM touched_patients EXCEPT SELECT patient_id FROM new_patient_summary);
 
 CREATE TEMP TABLE new_branch_summary ON COMMIT DROP AS
 SELECT br.branch_id,

@@ -27,6 +27,7 @@ from psycopg2 import sql
 
 from hospitaldb.engine.changes.capture import install
 from hospitaldb.engine.changes.modes import IncrementalRefused, ModeRequest
+from hospitaldb.engine.checks.step import CheckFailed
 from hospitaldb.engine.db.database import target_from_url
 from hospitaldb.engine.db.deadline import Limits
 from hospitaldb.engine.db.errors import StepError
@@ -194,3 +195,38 @@ def test_an_ignored_refund_is_refused_by_step_1s_control_total_and_named_by_the_
         drift = drift_of_a_full_run(url)
         assert list(drift) == ["refresh_phase2_materialized_views"]
         assert drift["refresh_phase2_materialized_views"]["analytics.mv_billing_summary"]["updated"] == 1
+
+
+def test_an_incremental_night_checks_what_changed_through_the_checks_stand_in(
+    postgres_admin_url, tiny_template, tmp_path, monkeypatch
+):
+    # On an incremental night analytics_reconciles_with_staging runs as its stand-in
+    # (incremental/checks/<step>/): per billing line and visit that capture's keys touch, not over
+    # the whole tables. It reads capture's keys, not the form's: the refund the broken form skipped
+    # is still among them, and the night is refused with the check's own name and severity.
+    phase2 = "refresh_phase2_materialized_views"
+    stand_in = f"incremental/checks/{phase2}/analytics_reconciles_with_staging.sql"
+
+    def night(url: str) -> list:
+        plans, _ = plan_steps([phase2], False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest("incremental"))
+        return run_step_transaction(target_from_url(url, "test"), plans[phase2], LIMITS, logger=LOGGER).checks
+
+    with Copies(postgres_admin_url, tiny_template) as url:
+        apply_changes(url, Night([("refund", 0, 5.0)], STEPS).changes)
+        checks = {result.name: result for result in night(url)}
+        assert checks["analytics_reconciles_with_staging"].source.endswith(stand_in)
+        assert checks["analytics_reconciles_with_staging"].outcome == "passed"
+        # A check without a stand-in runs whole, as on a full night.
+        assert checks["unbilled_visits"].source.endswith(f"checks/{phase2}/unbilled_visits.sql")
+
+    monkeypatch.setenv(SQL_DIR.name, str(ignoring_refunds(tmp_path / "sql")))
+    with Copies(postgres_admin_url, tiny_template) as url:
+        apply_changes(url, Night([("refund", 0, 5.0)], STEPS).changes)
+        with pytest.raises(CheckFailed) as refused:
+            night(url)
+        failed = [result for result in refused.value.results if result.outcome == "failed"]
+        assert [(result.name, result.severity) for result in failed] == [
+            ("analytics_reconciles_with_staging", "error")
+        ]
+        assert failed[0].source.endswith(stand_in)
+        assert failed[0].violating_rows == 2  # the billing line and its visit

@@ -150,3 +150,37 @@ def test_validation_names_file_and_line_of_a_broken_check(
     done = validate(project_copy)
     assert done.returncode == 1
     assert expected in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        (
+            "refresh_phase2_materialized_views/analytics_reconciles_with_stagin.sql",
+            "SELECT 1 WHERE false;\n",
+            "sql/incremental/checks/refresh_phase2_materialized_views/analytics_reconciles_with_stagin.sql:1: "
+            "stands in for no check of refresh_phase2_materialized_views",
+        ),
+        (
+            "refresh_phase2_materialized_views/unbilled_visits.sql",
+            "SELECT 1;\nDELETE FROM analytics.mv_visit_summary;\n",
+            "sql/incremental/checks/refresh_phase2_materialized_views/unbilled_visits.sql:2: a check is exactly one SELECT",
+        ),
+        (
+            "refresh_phase2/unbilled_visits.sql",
+            "SELECT 1 WHERE false;\n",
+            "sql/incremental/checks/refresh_phase2:1: not a step, so its checks would never run",
+        ),
+    ],
+)
+def test_validation_names_a_check_of_what_changed_that_would_never_run(
+    project_copy: Path, validate, name: str, text: str, expected: str
+):
+    # A stand-in (incremental/checks/<step>/NAME.sql) replaces the step's check NAME on incremental
+    # nights: one named after no check, or in no step's folder, would never run.
+    path = project_copy / "sql" / "incremental" / "checks" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    done = validate(project_copy)
+    assert done.returncode == 1
+    assert expected in done.stderr

@@ -34,7 +34,7 @@ from psycopg2 import sql
 from hospitaldb.engine.changes.capture import refresher_grants
 from hospitaldb.engine.changes.modes import incremental_file
 from hospitaldb.engine.checks.source import sources_file
-from hospitaldb.engine.checks.step import load_checks
+from hospitaldb.engine.checks.step import load_checks, load_incremental_checks
 from hospitaldb.engine.sql.analysis import analyse_steps, relations_named
 from hospitaldb.engine.sql.script import SqlFiles
 from hospitaldb.engine.steps import STEPS
@@ -131,7 +131,9 @@ def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.C
     for step, parsed in analyse_steps(files, STEPS).items():
         written.update(parsed.objects)
         named.update(relations_named(parsed.statements))
-        named.update(relations_named([check.statement for check in load_checks(step, files)]))
+        checks = load_checks(step, files)
+        stand_ins = load_incremental_checks(step, checks, files).values()
+        named.update(relations_named([check.statement for check in [*checks, *stand_ins]]))
         if incremental_file(step).exists():
             named.update(relations_named(list(files.load(incremental_file(step)).statements)))
     if sources_file().exists():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hospitaldb import settings
 from hospitaldb.engine.changes.capture import CAPTURE_FILE
-from hospitaldb.engine.checks.step import EVERY_STEP, parse_check
+from hospitaldb.engine.checks.step import EVERY_STEP, load_checks, load_incremental_checks, parse_check
 from hospitaldb.engine.sql.allowed import checked_read, refused_in, still_blocking
 from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
 from hospitaldb.engine.sql.lineage import lineage_of
@@ -49,7 +49,9 @@ def check_sql_files(root: Path) -> list[str]:
     for path in sorted({*(root / "sql").resolve().rglob("*.sql"), *step_dir.rglob("*.sql")}):
         try:
             load_statements(path, source=_shown(path, root))
-            if path.parent.parent == step_dir / "checks" or path.parent == step_dir / "checks":
+            if path.parent.parent in (step_dir / "checks", step_dir / "incremental" / "checks") or (
+                path.parent == step_dir / "checks"
+            ):
                 parse_check(path, files)
             elif path == step_dir / CAPTURE_FILE:  # read like a check: one SELECT
                 checked_read(load_statements(path, source=_shown(path, root))[0])
@@ -102,6 +104,25 @@ def _incremental_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[s
             ]
         except SqlScriptError:
             pass  # reported with the parse of every file
+    return problems + _stand_in_problems(step_dir, root, files)
+
+
+def _stand_in_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[str]:
+    """Each check of what changed stands in for a check of a step, or it would never run."""
+    problems = []
+    for folder in sorted(path for path in (step_dir / "incremental" / "checks").glob("*") if path.is_dir()):
+        if folder.name not in STEPS:
+            hint = difflib.get_close_matches(folder.name, STEPS, n=1)
+            problems.append(
+                f"{_shown(folder, root)}:1: not a step, so its checks would never run"
+                + (f" (did you mean '{hint[0]}'?)" if hint else f"; use one of {list(STEPS)}")
+            )
+            continue
+        try:
+            checks = load_checks(folder.name, files, step_dir)
+            load_incremental_checks(folder.name, checks, files, step_dir)
+        except SqlScriptError as error:
+            problems.append(str(error))
     return problems
 
 

@@ -15,7 +15,7 @@ by the full form before COMMIT.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -61,6 +61,8 @@ class IncrementalForm:
     # What the step refreshes: where one is captured (a later step reads it), a TRUNCATE of it by
     # anyone else means the next run must be full too.
     objects: tuple[str, ...] = ()
+    # Checks of what changed (incremental/checks/<step>/), by the name of the check each replaces.
+    checks: dict[str, Any] = field(default_factory=dict)  # engine.checks.step.Check
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,13 @@ checks after its last statement, in its own transaction and snapshot, before
 COMMIT: a failed error check rolls the step back, so readers keep the previous,
 complete data and nothing half-checked is ever visible.
 
+A step that runs its incremental form may check only what changed: a file of the same name in
+incremental/checks/<step>/ stands in for the check on those nights (same name and severity, in
+etl_audit and the alerts). It reads the changed keys the engine took from change capture
+(pg_temp.changed_<table>), not the form's own lists, so a form that misses a key is still caught;
+what no key touched was checked by an earlier run and did not change since. A check without one
+runs whole on every night.
+
 Only the number of violating rows leaves the database, never their values: rows
 can hold patient data.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -94,14 +101,45 @@ def parse_check(path: Path, files: SqlFiles) -> Check:
     return Check(name=path.stem, source=source, severity=severity, statement=checked_read(statements[0]))
 
 
-def check_files(step: str) -> list[Path]:
+def check_files(step: str, sql_dir: Path | None = None) -> list[Path]:
     """The check files that guard step: every-step checks first, then the step's own."""
-    folder = step_sql_dir() / "checks"
+    folder = (sql_dir or step_sql_dir()) / "checks"
     return [*sorted((folder / EVERY_STEP).glob("*.sql")), *sorted((folder / step).glob("*.sql"))]
 
 
-def load_checks(step: str, files: SqlFiles) -> list[Check]:
-    return [parse_check(path, files) for path in check_files(step)]
+def load_checks(step: str, files: SqlFiles, sql_dir: Path | None = None) -> list[Check]:
+    return [parse_check(path, files) for path in check_files(step, sql_dir)]
+
+
+def incremental_check_files(step: str, sql_dir: Path | None = None) -> list[Path]:
+    """The checks of what changed that stand in for step's checks on its incremental nights."""
+    return sorted(((sql_dir or step_sql_dir()) / "incremental" / "checks" / step).glob("*.sql"))
+
+
+def load_incremental_checks(
+    step: str, checks: list[Check], files: SqlFiles, sql_dir: Path | None = None
+) -> dict[str, Check]:
+    """Each stand-in by the name of the check it replaces, with that check's severity.
+
+    SqlScriptError if one replaces no check of the step: it would never run.
+    """
+    severities = {check.name: check.severity for check in checks}
+    stand_ins = {}
+    for path in incremental_check_files(step, sql_dir):
+        stand_in = parse_check(path, files)
+        if stand_in.name not in severities:
+            raise SqlScriptError(
+                f"{stand_in.source}:1: stands in for no check of {step} (its checks: "
+                f"{', '.join(sorted(severities)) or 'none'}): name it after the check it replaces "
+                "on incremental nights"
+            )
+        stand_ins[stand_in.name] = replace(stand_in, severity=severities[stand_in.name])
+    return stand_ins
+
+
+def checks_for(checks: list[Check], stand_ins: dict[str, Check]) -> list[Check]:
+    """The checks of an incremental night: each one's stand-in where it has one, in the same order."""
+    return [stand_ins.get(check.name, check) for check in checks]
 
 
 def run_checks(

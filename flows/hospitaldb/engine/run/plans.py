@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hospitaldb.engine.changes.modes import IncrementalForm, ModeRequest, incremental_file
 from hospitaldb.engine.checks.source import load_source_statement
-from hospitaldb.engine.checks.step import Check, load_checks
+from hospitaldb.engine.checks.step import Check, load_checks, load_incremental_checks
 from hospitaldb.engine.checks.volume import load_volume_statement
 from hospitaldb.engine.sql.allowed import RefusedSql, refused_in
 from hospitaldb.engine.sql.analysis import BlockingSql, StepSql, analyse_step, analyse_steps
@@ -103,18 +103,19 @@ def plan_steps(
         load_source_statement(files)  # linted with the rest, before anything runs
         lineage = lineage_of(parsed, files, view_definitions)
         readers = _readers(parsed, files, view_definitions)
+        checks = {step: load_checks(step, files) for step in parsed}
         plans = {
             step: StepPlan(
                 step=step,
                 statements=step_sql.statements,
                 objects=step_sql.objects,
                 temp_tables=step_sql.temp_tables,
-                checks=load_checks(step, files),
+                checks=checks[step],
                 allow_shrink=allow_shrink,
                 max_shrink_share=max_shrink_share,
                 volume_rules=volume_rules,
                 upkeep=upkeep,
-                incremental=_form(step_sql, incremental.get(step), lineage),
+                incremental=_form(step_sql, incremental.get(step), lineage, checks[step], files),
                 mode=mode or ModeRequest(),
                 readers=readers,
             )
@@ -143,7 +144,9 @@ def _sources(full: StepSql, lineage: Lineage) -> tuple[str, ...]:
     return tuple(sorted(reads - set(full.objects)))
 
 
-def _form(full: StepSql, incremental: StepSql | None, lineage: Lineage) -> IncrementalForm | None:
+def _form(
+    full: StepSql, incremental: StepSql | None, lineage: Lineage, checks: list[Check], files: SqlFiles
+) -> IncrementalForm | None:
     """The incremental form, if it refreshes only what the full form does; its sources: what the full form reads."""
     if incremental is None:
         return None
@@ -158,4 +161,5 @@ def _form(full: StepSql, incremental: StepSql | None, lineage: Lineage) -> Incre
         temp_tables=incremental.temp_tables,
         sources=_sources(full, lineage),
         objects=tuple(full.objects),
+        checks=load_incremental_checks(full.step, checks, files),
     )

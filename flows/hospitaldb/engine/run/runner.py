@@ -24,7 +24,7 @@ from hospitaldb.engine.changes.modes import (
     take_changed_keys,
 )
 from hospitaldb.engine.checks.shrink import finish_row_counts, start_row_counts
-from hospitaldb.engine.checks.step import CheckResult, run_checks
+from hospitaldb.engine.checks.step import CheckResult, checks_for, run_checks
 from hospitaldb.engine.checks.volume import OBJECT_HISTORY, judge_volumes, measured, read_volume_rules
 from hospitaldb.engine.db.database import DatabaseTarget
 from hospitaldb.engine.db.deadline import Limits
@@ -96,7 +96,10 @@ def run_step_sql(
     with as_step_error(step, plan.volume_rules), connection.cursor() as cursor:
         rules = [rule for rule in read_volume_rules(cursor, plan.volume_rules) if rule.object_name in changes]
         volumes = judge_volumes(cursor, rules, lambda rule: measured(rule, changes), OBJECT_HISTORY)
-    checks = run_checks(connection, plan.checks, step, logger, judged=volumes)
+    # An incremental night checks what changed where a check has a stand-in (engine.checks.step).
+    incremental = chosen.mode == "incremental" and plan.incremental is not None
+    tonight = checks_for(plan.checks, plan.incremental.checks) if incremental else plan.checks
+    checks = run_checks(connection, tonight, step, logger, judged=volumes)
     return StepResult(
         step=step,
         seconds=round(time.perf_counter() - started, 3),

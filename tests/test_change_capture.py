@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
@@ -253,7 +254,9 @@ def test_a_source_whose_name_needs_quotes_keeps_its_triggers_when_installed_agai
     shutil.copytree(PROJECT_SQL_DIR, folder)
     monkeypatch.setenv(SQL_DIR.name, str(folder))
     capture = folder / "incremental" / "capture.sql"
-    capture.write_text(capture.read_text() + "UNION ALL SELECT 'staging.\"WardNotes\"', ARRAY['note_id']\n")
+    capture.write_text(
+        capture.read_text() + "UNION ALL SELECT 'staging.\"WardNotes\"', ARRAY['note_id'], '{}'\n"
+    )
     installed(demo_database)
     connection = psycopg2.connect(demo_database)
     connection.autocommit = True
@@ -266,3 +269,40 @@ def test_a_source_whose_name_needs_quotes_keeps_its_triggers_when_installed_agai
     ], "nothing listed is taken down: only DROP TRIGGER IF EXISTS before each trigger is made again"
     execute(demo_database, "INSERT INTO staging.\"WardNotes\" VALUES (7, 'east')")
     assert logged(demo_database, 'staging."WardNotes"') == [{"note_id": 7}]
+
+
+def test_a_summed_source_logs_each_rows_side_so_a_group_moves_by_its_delta(demo_database):
+    # analytics.mv_visit_summary is summed (capture.sql's third column): a visit moved a day earlier
+    # takes its amounts out of one (day, branch) group and into another, an UPDATE of nothing moves
+    # nothing, a deleted visit leaves its group a row short. (Rows written here as step 1 would.)
+    execute(
+        demo_database,
+        "INSERT INTO analytics.mv_visit_summary (visit_id, patient_id, doctor_id, branch_id, visit_date, "
+        "visit_type, billing_lines, billed_amount, paid_amount, outstanding_amount) "
+        "SELECT visit_id, patient_id, doctor_id, 1, DATE '2026-03-10', visit_type, 1, 100.50, 40, 60.50 "
+        "FROM staging.visits ORDER BY visit_id LIMIT 3",
+    )
+    installed(demo_database)
+    first, second, third = [
+        row[0] for row in query(demo_database, "SELECT visit_id FROM analytics.mv_visit_summary")
+    ]
+    execute(
+        demo_database,
+        "UPDATE analytics.mv_visit_summary SET visit_date = visit_date - 1 WHERE visit_id = %s;"
+        "UPDATE analytics.mv_visit_summary SET visit_type = visit_type WHERE visit_id = %s;"
+        "DELETE FROM analytics.mv_visit_summary WHERE visit_id = %s",
+        (first, second, third),
+    )
+    taken = {
+        (row["visit_date"], row["branch_id"]): (row["row_change"], row["billed_amount"], row["paid_amount"])
+        for (row,) in query(
+            demo_database,
+            "SELECT etl_changes.take_changed_keys('refresh_phase3_reporting_tables', 'analytics.mv_visit_summary')",
+        )
+    }
+    assert {
+        key: (rows, Decimal(str(billed)), Decimal(str(paid))) for key, (rows, billed, paid) in taken.items()
+    } == {
+        ("2026-03-10", 1): (-2, Decimal("-201.00"), Decimal("-80")),  # the first moved out, the third deleted
+        ("2026-03-09", 1): (1, Decimal("100.50"), Decimal("40")),
+    }

@@ -283,3 +283,38 @@ def test_an_etl_audit_of_1_7_0_upgrades_in_place_and_keeps_what_it_recorded(demo
     assert "before-1.8" in [
         row[0] for row in query(demo_database, "SELECT flow_run_name FROM etl_audit.refresh_runs")
     ]
+
+
+def test_capture_installed_by_1_9_0_runs_the_reporting_step_full_until_installed_again(
+    demo_database, prefect
+):
+    # 1.9.0's capture logs no sums: the reporting step's revenue delta cannot run on it. Until
+    # `hospitaldb changes install` runs again, that step runs full and says why; the others stay
+    # incremental. After it, one full run (its source's log is new), then incremental again.
+    PHASE2, PHASE3 = "refresh_phase2_materialized_views", "refresh_phase3_reporting_tables"
+    execute(demo_database, (Path(__file__).parent / "fixtures" / "etl_changes_1_9_0.sql").read_text())
+    assert run_flow().is_completed()  # no full run on record yet: every step full
+    add_source_rows(demo_database)
+    before_install = run_flow(max_changed_share=1)
+    assert before_install.is_completed(), before_install.message
+    assert {step: mode for step, (mode, _) in modes(before_install).items()} == {
+        PHASE2: "incremental",
+        PHASE3: "full",
+        DASHBOARDS: "incremental",
+    }
+    reason = before_install.result()[1]["mode_reason"]
+    assert "analytics.mv_visit_summary" in reason and "hospitaldb changes install" in reason, reason
+    assert_matches_source(demo_database)
+
+    installed(demo_database)
+    move_a_visit = "UPDATE staging.visits SET visit_date = visit_date - 1 WHERE visit_id = 9000002"
+    execute(demo_database, move_a_visit)
+    after_install = run_flow(max_changed_share=1)
+    assert modes(after_install)[PHASE3][0] == "full"
+    assert "newly captured" in after_install.result()[1]["mode_reason"]
+    execute(demo_database, move_a_visit)
+    next_night = run_flow(max_changed_share=1)
+    assert {step: mode for step, (mode, _) in modes(next_night).items()} == dict.fromkeys(
+        STEPS, "incremental"
+    )
+    assert_matches_source(demo_database)

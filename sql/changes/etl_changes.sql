@@ -16,6 +16,12 @@ CREATE TABLE IF NOT EXISTS etl_changes.captured (
     installed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Columns whose changes are summed (capture.sql's third column): their log rows also carry the
+-- row's side, +1 for a row as it is now and -1 for a row as it was, and those columns' values, so
+-- a step moves a group's counts and sums by what changed in it (engine: pg_temp.changed_<table>'s
+-- row_change and <column>_change).
+ALTER TABLE etl_changes.captured ADD COLUMN IF NOT EXISTS sums text[] NOT NULL DEFAULT '{}';
+
 -- One row per statement that changed a source; its rows' keys (old and new) are in the source's
 -- log under the same change_id. Commit order is unknown: a step takes the changes it saw, by id
 -- (etl_changes.taken), never a range, so a loader that commits while the step runs is seen by the
@@ -52,20 +58,32 @@ CREATE TABLE IF NOT EXISTS etl_changes.truncated (
     PRIMARY KEY (source, truncated_at)
 );
 
--- The capture triggers' function: TG_ARGV is the log table, then the key columns.
+-- The capture triggers' function: TG_ARGV is the log table, then the key columns, then the summed
+-- columns, each written '+column'. A summed source logs each row with its side: an UPDATE's old row
+-- at -1 and its new row at +1.
 CREATE OR REPLACE FUNCTION etl_changes.log_changed_keys() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    keys text := (SELECT string_agg(format('t.%I', key), ', ') FROM unnest(TG_ARGV[1:]) AS key);
-    changed text := CASE TG_OP WHEN 'INSERT' THEN 'new_rows'
-                               WHEN 'DELETE' THEN 'old_rows'
-                               ELSE '(SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows)' END;
+    keys text := (SELECT string_agg(format('t.%I', arg), ', ') FROM unnest(TG_ARGV[1:]) AS arg
+                  WHERE left(arg, 1) <> '+');
+    sums text := (SELECT string_agg(format(', t.%I', substr(arg, 2)), '') FROM unnest(TG_ARGV[1:]) AS arg
+                  WHERE left(arg, 1) = '+');
+    changed text := CASE TG_OP WHEN 'INSERT' THEN '(SELECT 1 AS row_side, * FROM new_rows)'
+                               WHEN 'DELETE' THEN '(SELECT -1 AS row_side, * FROM old_rows)'
+                               ELSE '(SELECT -1 AS row_side, * FROM old_rows '
+                                    'UNION ALL SELECT 1, * FROM new_rows)' END;
     change bigint;
 BEGIN
     INSERT INTO etl_changes.changes (source) VALUES (format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME))
     RETURNING change_id INTO change;
-    EXECUTE format('INSERT INTO etl_changes.%I SELECT $1, %s FROM %s AS t', TG_ARGV[0], keys, changed)
-        USING change;
+    IF sums IS NULL THEN
+        EXECUTE format('INSERT INTO etl_changes.%I SELECT $1, %s FROM %s AS t', TG_ARGV[0], keys, changed)
+            USING change;
+    ELSE
+        EXECUTE format('INSERT INTO etl_changes.%I SELECT $1, %s, t.row_side%s FROM %s AS t',
+                       TG_ARGV[0], keys, sums, changed)
+            USING change;
+    END IF;
     RETURN NULL;
 END $$;
 
@@ -96,16 +114,24 @@ RETURNS SETOF jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catal
 DECLARE
     log text := (SELECT c.log_table FROM etl_changes.captured AS c WHERE c.source = source_name);
     key_columns text[] := (SELECT c.keys FROM etl_changes.captured AS c WHERE c.source = source_name);
+    sum_columns text[] := (SELECT c.sums FROM etl_changes.captured AS c WHERE c.source = source_name);
     fresh bigint[];
 BEGIN
     SELECT coalesce(array_agg(c.change_id), '{}') INTO fresh FROM etl_changes.changes AS c
     WHERE c.source = source_name
       AND NOT EXISTS (SELECT FROM etl_changes.taken AS t WHERE t.step = step_name AND t.change_id = c.change_id);
     INSERT INTO etl_changes.taken (step, change_id) SELECT step_name, unnest(fresh);
-    -- Distinct on the key columns themselves, then as JSON: distinct JSON costs eight times more.
+    -- Distinct on the key columns themselves, then as JSON: distinct JSON costs eight times more. A
+    -- summed source: per key, the rows it gained (row_change, below zero when it lost some) and what
+    -- each summed column gained, under the column's own name.
     RETURN QUERY EXECUTE format(
-        'SELECT to_jsonb(k) FROM (SELECT DISTINCT %s FROM etl_changes.%I AS l WHERE l.change_id = ANY ($1)) AS k',
-        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key), log)
+        'SELECT to_jsonb(k) FROM (SELECT %s%s FROM etl_changes.%I AS l WHERE l.change_id = ANY ($1) GROUP BY %s) AS k',
+        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key),
+        CASE WHEN cardinality(sum_columns) > 0 THEN ', sum(l.row_side) AS row_change' END
+        || (SELECT string_agg(format(', sum(l.row_side * l.%I) AS %I', summed, summed), '')
+            FROM unnest(sum_columns) AS summed),
+        log,
+        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key))
         USING fresh;
 END $$;
 
@@ -139,6 +165,15 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 END $$;
+
+-- What is installed for each of sources (as the catalog quotes them): its key and summed columns;
+-- no row for one not captured. The engine compares them with capture.sql before a step runs
+-- incrementally: a capture.sql changed since the last install waits for `hospitaldb changes install`.
+CREATE OR REPLACE FUNCTION etl_changes.capture_of(sources text[])
+RETURNS TABLE (source text, keys text[], sums text[])
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.source, c.keys, c.sums FROM etl_changes.captured AS c WHERE c.source = ANY (sources)
+$$;
 
 -- When step last ran full; NULL: never since capture was installed.
 CREATE OR REPLACE FUNCTION etl_changes.last_full_refresh(step_name text) RETURNS timestamptz

@@ -6,7 +6,7 @@
 -- pg_temp.changed_mv_patient_summary (patient_id), pg_temp.changed_mv_visit_summary (visit_date,
 -- branch_id), and staging's patients, branches and doctors (sql/incremental/capture.sql). A
 -- patient is recomputed when its analytics row, its own row or its home branch changed; a day of
--- revenue at a branch when one of its visits did. branch_summary, one row per branch, is
+-- revenue at a branch moves by the delta of its visits. branch_summary, one row per branch, is
 -- recomputed whole.
 
 CREATE TEMP TABLE touched_patients ON COMMIT DROP AS
@@ -99,25 +99,27 @@ WHERE (t.branch_name, t.city, t.doctor_count, t.patient_count, t.visit_count, t.
 DELETE FROM reporting.branch_summary AS t
 WHERE NOT EXISTS (SELECT FROM new_branch_summary AS n WHERE n.branch_id = t.branch_id);
 
-CREATE TEMP TABLE touched_revenue ON COMMIT DROP AS
-SELECT DISTINCT visit_date, branch_id FROM pg_temp.changed_mv_visit_summary;
-ANALYZE touched_revenue;
-
+-- Revenue by delta: each (day, branch) group moves by what its visits gained and lost since this
+-- step last ran, as capture logged them (pg_temp.changed_mv_visit_summary: per group, row_change
+-- and <column>_change, the new rows' values less the old ones'); a group with no row yet starts
+-- from zero; one left with no visit is deleted. Reading each touched group's visits instead costs
+-- what the full form does once a night's changes spread over the history (1 % of the visits
+-- touch 80 % of the groups).
 CREATE TEMP TABLE new_revenue_summary ON COMMIT DROP AS
-SELECT v.visit_date,
-       v.branch_id,
-       count(*)                  AS visit_count,
-       sum(v.billed_amount)      AS billed_amount,
-       sum(v.paid_amount)        AS paid_amount,
-       sum(v.outstanding_amount) AS outstanding_amount
-FROM analytics.mv_visit_summary AS v
-JOIN touched_revenue AS r ON r.visit_date = v.visit_date AND r.branch_id = v.branch_id
-GROUP BY v.visit_date, v.branch_id;
+SELECT d.visit_date,
+       d.branch_id,
+       coalesce(r.visit_count, 0) + d.row_change                       AS visit_count,
+       coalesce(r.billed_amount, 0) + d.billed_amount_change           AS billed_amount,
+       coalesce(r.paid_amount, 0) + d.paid_amount_change               AS paid_amount,
+       coalesce(r.outstanding_amount, 0) + d.outstanding_amount_change AS outstanding_amount
+FROM pg_temp.changed_mv_visit_summary AS d
+LEFT JOIN reporting.revenue_summary AS r USING (visit_date, branch_id);
 
 INSERT INTO reporting.revenue_summary AS t
        (visit_date, branch_id, visit_count, billed_amount, paid_amount, outstanding_amount)
 SELECT visit_date, branch_id, visit_count, billed_amount, paid_amount, outstanding_amount
 FROM new_revenue_summary
+WHERE visit_count > 0
 ON CONFLICT (visit_date, branch_id) DO UPDATE
 SET visit_count = excluded.visit_count,
     billed_amount = excluded.billed_amount,
@@ -129,9 +131,5 @@ WHERE (t.visit_count, t.billed_amount, t.paid_amount, t.outstanding_amount)
       (excluded.visit_count, excluded.billed_amount, excluded.paid_amount, excluded.outstanding_amount);
 
 DELETE FROM reporting.revenue_summary AS t
-USING touched_revenue AS r
-WHERE t.visit_date = r.visit_date AND t.branch_id = r.branch_id
-  AND NOT EXISTS (
-      SELECT FROM new_revenue_summary AS n
-      WHERE n.visit_date = t.visit_date AND n.branch_id = t.branch_id
-  );
+USING new_revenue_summary AS n
+WHERE t.visit_date = n.visit_date AND t.branch_id = n.branch_id AND n.visit_count <= 0;

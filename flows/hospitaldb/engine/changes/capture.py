@@ -5,7 +5,9 @@ of source and keys), so another warehouse captures its own tables with no Python
 source gets four statement-level AFTER triggers, one per event, with transition tables
 (REFERENCING OLD TABLE / NEW TABLE): INSERT and DELETE log their rows' keys, UPDATE the old and
 the new (a payment moved to another bill logs both), TRUNCATE records that the next run must be
-full. They call etl_changes' functions (sql/changes/etl_changes.sql: SECURITY DEFINER, the
+full. A source may also list summed columns (capture.sql's sums): each row is then logged with
+its side (+1 new, -1 old) and those columns, so a step moves a large group's totals by a delta.
+They call etl_changes' functions (sql/changes/etl_changes.sql: SECURITY DEFINER, the
 owner's, pinned search_path), so a loader needs no grant on the logs, and are ENABLE ALWAYS, so
 a load in replica mode (session_replication_role = replica, as pg_restore and logical
 replication run) is seen too. Installing is idempotent and converges: a source no longer listed
@@ -39,7 +41,8 @@ EVENTS = {
 # What the refresher calls (`hospitaldb roles` grants it): what waits, and taking keys; never the logs.
 REFRESHER_FUNCTIONS = """
 SELECT p.oid::regprocedure::text FROM pg_proc AS p WHERE p.pronamespace = to_regnamespace('etl_changes')
-AND p.proname IN ('pending_changes', 'last_full_refresh', 'take_changed_keys', 'take_all_changes', 'trim_taken')
+AND p.proname IN ('pending_changes', 'last_full_refresh', 'take_changed_keys', 'take_all_changes', 'trim_taken',
+                  'capture_of')
 """
 # Executed without parameters: its % are PostgreSQL's own.
 OURS = """
@@ -61,6 +64,8 @@ class Capture:
     schema: str
     table: str
     keys: tuple[str, ...]
+    # Summed columns: logged with each row's side, so a step moves a group's totals by a delta.
+    sums: tuple[str, ...] = ()
 
     @property
     def identifier(self) -> sql.Identifier:
@@ -98,11 +103,15 @@ def read_captures(cursor: Any, path: Path | None = None) -> list[Capture]:
     statement = checked_read(statements[0])
     cursor.execute(statement.text)
     captures = []
-    for source, keys in cursor.fetchall():
+    for source, keys, *summed in cursor.fetchall():
+        sums = tuple(summed[0] or ()) if summed else ()
         cursor.execute(
             "SELECT c.relkind::text, format('%%I.%%I', n.nspname, c.relname), n.nspname, c.relname, "
             "       array(SELECT a.attname::text FROM pg_attribute AS a"
-            "             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) "
+            "             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), "
+            "       array(SELECT a.attname::text FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid"
+            "             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+            "               AND t.typcategory = 'N') "
             "FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
             "WHERE c.oid = to_regclass(%s) AND strpos(%s, '.') > 0",
             (source, source),
@@ -120,13 +129,19 @@ def read_captures(cursor: Any, path: Path | None = None) -> list[Capture]:
             raise CaptureNotInstallable(
                 f"{statement.location}: {source} is not a table here (write schema.table, as the steps do)"
             )
-        name, schema, table, columns = found
+        name, schema, table, columns, numbers = found
         missing = sorted(set(keys or ()) - set(columns))
         if missing or not keys:
             raise CaptureNotInstallable(
                 f"{statement.location}: {source} has no column {', '.join(missing) or '(no keys listed)'}"
             )
-        captures.append(Capture(name, schema, table, tuple(keys)))
+        not_summable = sorted(set(sums) - set(numbers))
+        if not_summable:
+            raise CaptureNotInstallable(
+                f"{statement.location}: {source}: {', '.join(not_summable)} cannot be summed (no such "
+                "numeric column): list a number column a step adds up, or none"
+            )
+        captures.append(Capture(name, schema, table, tuple(keys), sums))
     return captures
 
 
@@ -178,10 +193,10 @@ def _drop_uncaptured(cursor: Any, captures: list[Capture], run: Any) -> None:
 
 
 def _install_log(cursor: Any, capture: Capture, run: Any) -> None:
-    """The source's log table, typed as its key columns; made anew (and the next run full) when its keys changed."""
-    cursor.execute("SELECT keys FROM etl_changes.captured WHERE source = %s", (capture.source,))
+    """The source's log table, typed as its columns; made anew (and the next run full) when they changed."""
+    cursor.execute("SELECT keys, sums FROM etl_changes.captured WHERE source = %s", (capture.source,))
     found = cursor.fetchone()
-    if found is not None and tuple(found[0]) == capture.keys:
+    if found is not None and (tuple(found[0]), tuple(found[1])) == (capture.keys, capture.sums):
         return
     log = sql.Identifier("etl_changes", capture.log_table)
     if found is not None:  # the keys logged so far are not the keys asked for: a full run must follow
@@ -189,7 +204,13 @@ def _install_log(cursor: Any, capture: Capture, run: Any) -> None:
         cursor.execute("INSERT INTO etl_changes.truncated (source) VALUES (%s)", (capture.source,))
     # What changed before now was not logged: each step reading the source runs full once first.
     cursor.execute("INSERT INTO etl_changes.changes (source, whole) VALUES (%s, true)", (capture.source,))
-    columns = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(key)) for key in capture.keys)
+    columns = sql.SQL(", ").join(
+        [
+            *(sql.SQL("t.{}").format(sql.Identifier(key)) for key in capture.keys),
+            *([sql.SQL("0::smallint AS row_side")] if capture.sums else []),
+            *(sql.SQL("t.{}").format(sql.Identifier(summed)) for summed in capture.sums),
+        ]
+    )
     run(
         sql.SQL("CREATE TABLE {} AS SELECT 0::bigint AS change_id, {} FROM {} AS t WITH NO DATA").format(
             log, columns, capture.identifier
@@ -197,9 +218,10 @@ def _install_log(cursor: Any, capture: Capture, run: Any) -> None:
     )
     run(sql.SQL("CREATE INDEX ON {} USING brin (change_id)").format(log))
     cursor.execute(
-        "INSERT INTO etl_changes.captured (source, keys, log_table) VALUES (%s, %s, %s) "
-        "ON CONFLICT (source) DO UPDATE SET keys = excluded.keys, log_table = excluded.log_table",
-        (capture.source, list(capture.keys), capture.log_table),
+        "INSERT INTO etl_changes.captured (source, keys, sums, log_table) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (source) DO UPDATE SET keys = excluded.keys, sums = excluded.sums, "
+        "log_table = excluded.log_table",
+        (capture.source, list(capture.keys), list(capture.sums), capture.log_table),
     )
 
 
@@ -224,7 +246,8 @@ def _hand_to(cursor: Any, owner: str, run: Any) -> None:
 
 def _install_triggers(capture: Capture, run: Any) -> None:
     table = capture.identifier
-    keys = sql.SQL(", ").join(sql.Literal(key) for key in (capture.log_table, *capture.keys))
+    arguments = (capture.log_table, *capture.keys, *(f"+{summed}" for summed in capture.sums))
+    keys = sql.SQL(", ").join(sql.Literal(argument) for argument in arguments)
     for event, timing in EVENTS.items():
         name = sql.Identifier(f"{TRIGGER_PREFIX}{event}")
         run(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(name, table))

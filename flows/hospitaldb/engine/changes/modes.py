@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 
 from psycopg2 import sql
 
+from hospitaldb.engine.changes.installed import capture_behind, installed_capture
 from hospitaldb.engine.db.errors import RefreshError
 from hospitaldb.paths import step_sql_dir
 from hospitaldb.statuses import RunStatus
@@ -63,6 +64,7 @@ class IncrementalForm:
     objects: tuple[str, ...] = ()
     # Checks of what changed (incremental/checks/<step>/), by the name of the check each replaces.
     checks: dict[str, Any] = field(default_factory=dict)  # engine.checks.step.Check
+    capture_sql: str | None = None  # incremental/capture.sql's SELECT, linted: what capture should be
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class _Pending:
     whole: bool
     changed_keys: int
     rows: float
+    sums: tuple[str, ...] = ()  # summed columns: pg_temp.changed_<table> also holds their deltas
 
 
 def choose_mode(
@@ -168,6 +171,11 @@ def _why_not_incremental(cursor: Any, step: str, form: IncrementalForm) -> tuple
     uncaptured = [p.source for p in pending if not p.captured]
     if uncaptured:
         return f"{', '.join(uncaptured)} not captured (list it in incremental/capture.sql)", pending
+    installed = installed_capture(cursor, list(form.sources), {p.source: p.keys for p in pending})
+    pending = [replace(p, sums=installed.get(p.source, ((), ()))[1]) for p in pending]
+    behind = form.capture_sql and capture_behind(cursor, form.capture_sql, installed)
+    if behind:
+        return behind, pending
     whole = [p.source for p in pending if p.whole]
     cursor.execute(
         "SELECT source FROM etl_changes.pending_changes(%s, %s) WHERE whole", (step, list(form.objects))
@@ -198,13 +206,21 @@ def take_changed_keys(cursor: Any, step: str, pending: list[_Pending]) -> int:
         names[name] = source.source
         changed = sql.Identifier("pg_temp", name)
         cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(changed))  # a dry run's earlier step
+        # A summed source: each key once with what it gained (row_change, <column>_change).
+        deltas = [sql.SQL("(k->>'row_change')::bigint AS row_change")] if source.sums else []
+        deltas += [
+            sql.SQL("r.{} AS {}").format(sql.Identifier(summed), sql.Identifier(f"{summed}_change"))
+            for summed in source.sums
+        ]
         cursor.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT DISTINCT {} "
                 "FROM etl_changes.take_changed_keys(%s, %s) AS k, jsonb_populate_record(NULL::{}, k) AS r"
             ).format(
                 changed,
-                sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(key)) for key in source.keys),
+                sql.SQL(", ").join(
+                    [*(sql.SQL("r.{}").format(sql.Identifier(key)) for key in source.keys), *deltas]
+                ),
                 sql.Identifier(schema, table),
             ),
             (step, source.source),

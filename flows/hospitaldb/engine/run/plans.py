@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from hospitaldb.engine.changes.capture import capture_file
 from hospitaldb.engine.changes.modes import IncrementalForm, ModeRequest, incremental_file
 from hospitaldb.engine.checks.source import load_source_statement
 from hospitaldb.engine.checks.step import Check, load_checks, load_incremental_checks
 from hospitaldb.engine.checks.volume import load_volume_statement
-from hospitaldb.engine.sql.allowed import RefusedSql, refused_in
+from hospitaldb.engine.sql.allowed import RefusedSql, checked_read, refused_in
 from hospitaldb.engine.sql.analysis import BlockingSql, StepSql, analyse_step, analyse_steps
 from hospitaldb.engine.sql.lineage import Lineage, ViewDefinitions, lineage_of
 from hospitaldb.engine.sql.script import SqlFiles, SqlScriptError, Statement
 from hospitaldb.engine.steps import STEPS, StepName
+from hospitaldb.paths import display_path
 
 
 @dataclass(frozen=True)
@@ -162,4 +164,16 @@ def _form(
         sources=_sources(full, lineage),
         objects=tuple(full.objects),
         checks=load_incremental_checks(full.step, checks, files),
+        capture_sql=_capture_sql(files),
     )
+
+
+def _capture_sql(files: SqlFiles) -> str | None:
+    """incremental/capture.sql's one SELECT, linted, if there is one (engine.changes.installed)."""
+    path = capture_file()
+    if not path.exists():
+        return None
+    statements = files.load(path).statements
+    if len(statements) != 1:
+        raise SqlScriptError(f"{display_path(path)}: one SELECT of source, keys and sums")
+    return checked_read(statements[0]).text

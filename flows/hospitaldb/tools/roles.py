@@ -132,7 +132,7 @@ def refresh_grants(cursor: Any, roles: RoleNames, files: SqlFiles) -> list[sql.C
         written.update(parsed.objects)
         named.update(relations_named(parsed.statements))
         checks = load_checks(step, files)
-        stand_ins = load_incremental_checks(step, checks, files).values()
+        stand_ins = load_incremental_checks(step, {c.name: c.severity for c in checks}, files).values()
         named.update(relations_named([check.statement for check in [*checks, *stand_ins]]))
         if incremental_file(step).exists():
             named.update(relations_named(list(files.load(incremental_file(step)).statements)))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hospitaldb import settings
 from hospitaldb.engine.changes.capture import CAPTURE_FILE
-from hospitaldb.engine.checks.step import EVERY_STEP, load_checks, load_incremental_checks, parse_check
+from hospitaldb.engine.checks.step import EVERY_STEP, check_files, load_incremental_checks, parse_check
 from hospitaldb.engine.sql.allowed import checked_read, refused_in, still_blocking
 from hospitaldb.engine.sql.analysis import analyse_step, analyse_steps
 from hospitaldb.engine.sql.lineage import lineage_of
@@ -119,8 +119,9 @@ def _stand_in_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[str]
             )
             continue
         try:
-            checks = load_checks(folder.name, files, step_dir)
-            load_incremental_checks(folder.name, checks, files, step_dir)
+            # By file name: a whole check that does not parse is reported with every file.
+            names = {path.stem: "error" for path in check_files(folder.name, step_dir)}
+            load_incremental_checks(folder.name, names, files, step_dir)
         except SqlScriptError as error:
             problems.append(str(error))
     return problems

@@ -117,13 +117,12 @@ def incremental_check_files(step: str, sql_dir: Path | None = None) -> list[Path
 
 
 def load_incremental_checks(
-    step: str, checks: list[Check], files: SqlFiles, sql_dir: Path | None = None
+    step: str, severities: dict[str, Severity], files: SqlFiles, sql_dir: Path | None = None
 ) -> dict[str, Check]:
-    """Each stand-in by the name of the check it replaces, with that check's severity.
+    """Each stand-in by the name of the check it replaces (severities: the step's checks'), with its severity.
 
     SqlScriptError if one replaces no check of the step: it would never run.
     """
-    severities = {check.name: check.severity for check in checks}
     stand_ins = {}
     for path in incremental_check_files(step, sql_dir):
         stand_in = parse_check(path, files)

@@ -163,7 +163,7 @@ def _form(
         temp_tables=incremental.temp_tables,
         sources=_sources(full, lineage),
         objects=tuple(full.objects),
-        checks=load_incremental_checks(full.step, checks, files),
+        checks=load_incremental_checks(full.step, {check.name: check.severity for check in checks}, files),
         capture_sql=_capture_sql(files),
     )
 

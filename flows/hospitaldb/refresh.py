@@ -88,9 +88,9 @@ def hospitaldb_refresh(
         mode: auto (default), full or incremental. A step with an incremental form
             (incremental/<step>.sql) recomputes only what changed since it last ran, from the
             keys change capture logged (hospitaldb changes install). auto runs it incrementally
-            where it can, and full when capture is not installed, a source was truncated or
-            newly captured, the last full run is older than full_every_days, or its changed keys
-            exceed max_changed_share of its sources' rows. incremental refuses a step that
+            where it can, and full when capture is not installed (or not as capture.sql now
+            asks), a source was truncated or newly captured, the last full run is older than
+            full_every_days, or its changed keys exceed max_changed_share of its sources' rows. incremental refuses a step that
             cannot; full always recomputes all. A full run that could have been incremental
             runs the incremental form first and reports any row it still changes as drift.
         full_every_days: with mode auto, run each step full again once its last full run is

@@ -11,8 +11,9 @@ loader would. Then the three steps run in order, each in the same transaction, r
 and the incremental night, every step's incremental form, each taking the keys the step before
 logged. Medians of --runs, per step and for the night. Last, mode full's own pass (the incremental
 form, then the full form, in one transaction) counts the rows the full forms still change after
-the incremental ones: drift, which must be 0. Prints a table and writes JSON (--json); --svg
-draws the night's time against the share changed.
+the incremental ones: drift, which must be 0. --reader: one more night of each contender with a
+reader querying all ten objects every 20 ms, its slowest and p99 query. Prints a table and writes
+JSON (--json); --svg draws the night's time against the share changed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
-from refresh_bench import build_database, drop_databases, libpq_url, machine, postgres_admin, write_report
+from refresh_bench import (
+    build_database,
+    drop_databases,
+    latency_summary,
+    libpq_url,
+    machine,
+    postgres_admin,
+    reader_process,
+    write_report,
+)
 
 from hospitaldb.engine.changes.capture import install
 from hospitaldb.engine.changes.modes import ModeRequest
@@ -111,7 +121,9 @@ def execute(url: str, statement: Any, params: Any = None, autocommit: bool = Fal
         connection.close()
 
 
-def one_night(url: str, share: float, spread: str, visits: int, runs: int) -> dict[str, Any]:
+def one_night(
+    url: str, share: float, spread: str, visits: int, runs: int, reader: bool = False
+) -> dict[str, Any]:
     n = max(1, int(visits * share))
     execute(url, NIGHTS[spread], {"n": n, "every": max(1, int(1 / share))})
     contenders = {
@@ -126,6 +138,13 @@ def one_night(url: str, share: float, spread: str, visits: int, runs: int) -> di
     # mode full where an incremental form exists: the incremental form, then the full form, in
     # one transaction; whatever the full form still changes is drift.
     drift = timed_night(url, plans("full"))
+    # A reader of all ten objects every 20 ms beside one more night of each contender: its slowest
+    # query. Kept apart from the timed runs, which it would slow on two cores.
+    readers = {}
+    for name, night_plans in contenders.items() if reader else ():
+        with reader_process(libpq_url(url)) as readings:
+            timed_night(url, night_plans)
+        readers[name] = latency_summary(readings)
     nights: dict[str, Any] = {}
     for name, runs_of in samples.items():
         nights[name] = {
@@ -144,6 +163,7 @@ def one_night(url: str, share: float, spread: str, visits: int, runs: int) -> di
         "changed_visits": n,
         "contenders": nights,
         "drift_rows": {step: drift[step]["drift_rows"] for step in STEPS},
+        **({"reader": readers} if readers else {}),
     }
 
 
@@ -153,6 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--shares", type=float, nargs="+", default=[0.001, 0.01, 0.1])
     parser.add_argument("--spreads", nargs="+", choices=sorted(NIGHTS), default=["recent", "uniform"])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reader", action="store_true", help="also time a reader's queries during a night")
     parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "incremental.json")
     parser.add_argument("--svg", type=Path, help="also draw the result (time against share changed) here")
@@ -180,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         copy = f"{base}_{spread}_{len(copies)}"
                         copies.append(copy)
                         copy_url = _copy(admin_url, base, copy, url)
-                        nights.append(one_night(copy_url, share, spread, args.visits, args.runs))
+                        nights.append(one_night(copy_url, share, spread, args.visits, args.runs, args.reader))
                         drop_databases(admin_url, [copy])
             finally:
                 drop_databases(admin_url, [base, *copies])
@@ -191,9 +212,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     for night in nights:
         times = "".join(f"{night['contenders'][c]['night_seconds']:>16.2f}" for c in CONTENDERS)
+        reader = "".join(
+            f"   reader during {name}: max {summary['max_ms']} ms, p99 {summary['p99_ms']} ms"
+            for name, summary in night.get("reader", {}).items()
+        )
         print(
             f"{night['share']:>7.3f} {night['spread']:<8}{night['changed_visits']:>9}{times}"
-            f"   {sum(night['drift_rows'].values())}"
+            f"   {sum(night['drift_rows'].values())}{reader}"
         )
     report = {"visits": args.visits, "runs": args.runs, "nights": nights, "machine": machine()}
     if args.svg:

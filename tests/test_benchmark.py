@@ -159,7 +159,7 @@ def test_incremental_bench_times_whole_nights_full_and_incremental_and_finds_no_
 ):
     report = main(
         ["--visits", "3000", "--shares", "0.01", "0.05", "--spreads", "recent", "uniform", "new", "--runs", "1",
-         "--admin-url", postgres_admin_url, "--json", str(tmp_path / "incremental.json"),
+         "--reader", "--admin-url", postgres_admin_url, "--json", str(tmp_path / "incremental.json"),
          "--svg", str(tmp_path / "incremental.svg")],
         script="incremental_bench.py",
     )  # fmt: skip
@@ -176,6 +176,9 @@ def test_incremental_bench_times_whole_nights_full_and_incremental_and_finds_no_
             sum(incremental[step]["seconds"] for step in STEPS)
         )
         assert night["drift_rows"] == dict.fromkeys(STEPS, 0)
+        for contender in ("full", "incremental"):  # a reader queried all ten objects during a night
+            assert night["reader"][contender]["queries"] >= 10
+            assert night["reader"][contender]["max_ms"] >= night["reader"][contender]["p99_ms"] > 0
     drawn = (tmp_path / "incremental.svg").read_text()
     assert drawn.count("<polyline") == 4, "full, and incremental for each spread"
     assert "1.0%" in drawn and "5.0%" in drawn

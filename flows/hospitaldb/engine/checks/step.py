@@ -107,8 +107,8 @@ def check_files(step: str, sql_dir: Path | None = None) -> list[Path]:
     return [*sorted((folder / EVERY_STEP).glob("*.sql")), *sorted((folder / step).glob("*.sql"))]
 
 
-def load_checks(step: str, files: SqlFiles, sql_dir: Path | None = None) -> list[Check]:
-    return [parse_check(path, files) for path in check_files(step, sql_dir)]
+def load_checks(step: str, files: SqlFiles) -> list[Check]:
+    return [parse_check(path, files) for path in check_files(step)]
 
 
 def incremental_check_files(step: str, sql_dir: Path | None = None) -> list[Path]:

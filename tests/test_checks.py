@@ -187,6 +187,33 @@ def test_the_shrink_guard_refuses_an_80_percent_loss_unless_allowed(demo_databas
     assert scalar(demo_database, "SELECT count(*) FROM analytics.mv_visit_summary") == visits
 
 
+def test_the_shrink_guard_counts_before_a_step_that_may_truncate(
+    demo_database, prefect, tmp_path, monkeypatch
+):
+    # A table is counted once, after its step: its rows before are derived from PostgreSQL's row
+    # counters for the transaction. Those do not see a TRUNCATE, so a step that may truncate is
+    # counted before it runs too: a reload that keeps a fifth of the rows is refused, not taken for
+    # a table that grew from nothing.
+    assert run_flow().is_completed()
+    folder = tmp_path / "sql"
+    shutil.copytree(PROJECT_SQL_DIR, folder)
+    monkeypatch.setenv(SQL_DIR.name, str(folder))
+    (folder / "incremental" / "refresh_dashboards.sql").unlink()  # it would refresh more than this
+    (folder / "refresh_dashboards.sql").write_text(
+        "-- A reload that lost most of its source.\n"
+        "CREATE TEMP TABLE kept ON COMMIT DROP AS\n"
+        "SELECT * FROM dashboards.patient_activity WHERE patient_id % 5 = 0;\n"
+        "-- allow-blocking: a test of the shrink guard\n"
+        "TRUNCATE dashboards.patient_activity;\n"
+        "INSERT INTO dashboards.patient_activity SELECT * FROM kept;\n"
+    )
+    before = checksums(demo_database)
+    reloaded = run_flow(steps=["refresh_dashboards"], skip_source_checks=True)
+    assert reloaded.is_failed()
+    assert "refresh_dashboards failed: check shrink_guard (" in error_text(reloaded)
+    assert checksums(demo_database) == before
+
+
 def test_a_reader_is_never_blocked_while_checks_run(demo_database, prefect, tmp_path, monkeypatch):
     assert run_flow().is_completed()
     sql_dir = tmp_path / "sql"

@@ -4,6 +4,12 @@ sql/checks/all_steps/shrink_guard.sql reads them (pg_temp.refresh_row_counts), w
 run's allow_shrink and max_shrink_share as settings of the transaction, and refuses a
 step that would lose more than that share of an object's rows, or all of them. The
 counts after the step are also what etl_audit records as each object's rows.
+
+Each object is counted once, after the step: a table's rows before are its rows after less what
+the step inserted and plus what it deleted, as PostgreSQL counts them for the transaction (at 10M
+visits each count of the analytics tables takes seconds). Not where those counters miss rows: a
+materialized view (a plain REFRESH swaps its storage), a partitioned table (they count per
+partition), or a step that may TRUNCATE. Those are counted before, too.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ def start_row_counts(
     *,
     allow_shrink: bool,
     max_shrink_share: float,
+    truncates: bool = False,
 ) -> None:
-    """Record each refreshed object's rows at the start of the step, in its transaction."""
+    """Record, at the start of the step, the rows of each refreshed object its counters cannot tell.
+
+    truncates: the step may TRUNCATE, which its counters do not see: every object is counted.
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('hospitaldb.allow_shrink', %s, true),"
@@ -34,7 +44,10 @@ def start_row_counts(
             "CREATE TEMP TABLE refresh_row_counts (object_name text PRIMARY KEY, rows_before bigint, "
             "rows_after bigint) ON COMMIT DROP"
         )
-        for name in _existing(cursor, objects):
+        for name, table in _existing(cursor, objects):
+            if table and not truncates:  # its rows before: from its rows after (finish_row_counts)
+                cursor.execute("INSERT INTO pg_temp.refresh_row_counts VALUES (%s, NULL)", (name,))
+                continue
             cursor.execute(
                 sql.SQL("INSERT INTO pg_temp.refresh_row_counts SELECT %s, count(*) FROM {}").format(
                     sql.Identifier(*name.split("."))
@@ -43,8 +56,10 @@ def start_row_counts(
             )
 
 
-def finish_row_counts(connection: psycopg2.extensions.connection) -> dict[str, Any]:
-    """Count each object's rows again, now that the step has written them."""
+def finish_row_counts(
+    connection: psycopg2.extensions.connection, changes: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """Count each object's rows now that the step has written them; changes: what the step did to each."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT object_name FROM pg_temp.refresh_row_counts ORDER BY 1")
         for (name,) in cursor.fetchall():
@@ -55,12 +70,21 @@ def finish_row_counts(connection: psycopg2.extensions.connection) -> dict[str, A
                 ).format(sql.Identifier(*name.split("."))),
                 (name,),
             )
+            counts = changes.get(name, {})
+            cursor.execute(
+                "UPDATE pg_temp.refresh_row_counts SET rows_before = rows_after - %s "
+                "WHERE object_name = %s AND rows_before IS NULL",
+                (counts.get("inserted", 0) - counts.get("deleted", 0), name),
+            )
         cursor.execute("SELECT object_name, rows_after FROM pg_temp.refresh_row_counts ORDER BY 1")
         return dict(cursor.fetchall())
 
 
-def _existing(cursor: Any, objects: list[str]) -> list[str]:
+def _existing(cursor: Any, objects: list[str]) -> list[tuple[str, bool]]:
+    """Each object that exists, and whether it is a plain table (whose row counters are exact)."""
     cursor.execute(
-        "SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL", (objects,)
+        "SELECT name, c.relkind = 'r' FROM unnest(%s::text[]) WITH ORDINALITY AS o (name, position) "
+        "JOIN pg_class AS c ON c.oid = to_regclass(name) ORDER BY position",
+        (objects,),
     )
-    return [row[0] for row in cursor.fetchall()]
+    return cursor.fetchall()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from pglast import ast
+
 from hospitaldb.engine.changes.capture import capture_file
 from hospitaldb.engine.changes.modes import IncrementalForm, ModeRequest, incremental_file
 from hospitaldb.engine.checks.source import load_source_statement
@@ -48,6 +50,12 @@ class StepPlan:
     # (source, step) for every step with an incremental form and each table it reads: a change of
     # a source is forgotten once every step that reads it has taken it.
     readers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def truncates(self) -> bool:
+        """Whether either form may TRUNCATE: PostgreSQL's row counters miss what that removes."""
+        statements = [*self.statements, *(self.incremental.statements if self.incremental else [])]
+        return any(isinstance(statement.tree, ast.TruncateStmt) for statement in statements)
 
     @property
     def every_temp_table(self) -> list[str]:

@@ -77,17 +77,21 @@ def run_step_sql(
     with as_step_error(step):
         changes_before = table_changes(connection, plan.objects)
         start_row_counts(
-            connection, plan.objects, allow_shrink=plan.allow_shrink, max_shrink_share=plan.max_shrink_share
+            connection,
+            plan.objects,
+            allow_shrink=plan.allow_shrink,
+            max_shrink_share=plan.max_shrink_share,
+            truncates=plan.truncates,
         )
     row_count_seconds = time.perf_counter() - counting
     chosen, results, after_incremental = run_forms(connection, plan, logger, on_statement, changes_before)
-    counting = time.perf_counter()
-    with as_step_error(step):
-        row_counts = finish_row_counts(connection)
-    row_count_seconds += time.perf_counter() - counting
     with as_step_error(step):
         changes_after = table_changes(connection, plan.objects)
     changes = _difference(changes_after, changes_before)
+    counting = time.perf_counter()
+    with as_step_error(step):
+        row_counts = finish_row_counts(connection, changes)
+    row_count_seconds += time.perf_counter() - counting
     drift = {
         name: counts
         for name, counts in _difference(changes_after, after_incremental).items()

@@ -288,9 +288,10 @@ def test_an_etl_audit_of_1_7_0_upgrades_in_place_and_keeps_what_it_recorded(demo
 def test_capture_installed_by_1_9_0_runs_the_reporting_step_full_until_installed_again(
     demo_database, prefect
 ):
-    # 1.9.0's capture logs no sums: the reporting step's revenue delta cannot run on it. Until
-    # `hospitaldb changes install` runs again, that step runs full and says why; the others stay
-    # incremental. After it, one full run (its source's log is new), then incremental again.
+    # 1.9.0's capture logs no sums: the reporting step's revenue delta (and the dashboards step's
+    # source, summed for the reporting step's control total) cannot run on it. Until `hospitaldb
+    # changes install` runs again, those steps run full and say why; step 1 stays incremental.
+    # After it, one full run (their sources' logs are new), then incremental again.
     PHASE2, PHASE3 = "refresh_phase2_materialized_views", "refresh_phase3_reporting_tables"
     execute(demo_database, (Path(__file__).parent / "fixtures" / "etl_changes_1_9_0.sql").read_text())
     assert run_flow().is_completed()  # no full run on record yet: every step full
@@ -300,17 +301,18 @@ def test_capture_installed_by_1_9_0_runs_the_reporting_step_full_until_installed
     assert {step: mode for step, (mode, _) in modes(before_install).items()} == {
         PHASE2: "incremental",
         PHASE3: "full",
-        DASHBOARDS: "incremental",
+        DASHBOARDS: "full",
     }
     reason = before_install.result()[1]["mode_reason"]
     assert "analytics.mv_visit_summary" in reason and "hospitaldb changes install" in reason, reason
+    assert "reporting.revenue_summary" in before_install.result()[2]["mode_reason"]
     assert_matches_source(demo_database)
 
     installed(demo_database)
     move_a_visit = "UPDATE staging.visits SET visit_date = visit_date - 1 WHERE visit_id = 9000002"
     execute(demo_database, move_a_visit)
     after_install = run_flow(max_changed_share=1)
-    assert modes(after_install)[PHASE3][0] == "full"
+    assert modes(after_install)[PHASE3][0] == modes(after_install)[DASHBOARDS][0] == "full"
     assert "newly captured" in after_install.result()[1]["mode_reason"]
     execute(demo_database, move_a_visit)
     next_night = run_flow(max_changed_share=1)

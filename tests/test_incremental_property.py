@@ -40,7 +40,14 @@ from hospitaldb.local.demo import build_demo_database
 from hospitaldb.settings import SQL_DIR
 from hospitaldb_testing.db import execute_outside_transaction, url_of_database
 from hospitaldb_testing.expected import EXPECTATIONS, differences
-from hospitaldb_testing.nights import NIGHTS, Night, apply_changes, ignoring_refunds, without_recency_rule
+from hospitaldb_testing.nights import (
+    NIGHTS,
+    Night,
+    apply_changes,
+    ignoring_refunds,
+    with_a_wrong_delta,
+    without_recency_rule,
+)
 
 LOGGER = logging.getLogger("hospitaldb.test.incremental")
 LIMITS = Limits(statement_timeout_seconds=120, lock_timeout_seconds=30)
@@ -230,3 +237,38 @@ def test_an_incremental_night_checks_what_changed_through_the_checks_stand_in(
         ]
         assert failed[0].source.endswith(stand_in)
         assert failed[0].violating_rows == 2  # the billing line and its visit
+
+
+def test_a_wrong_revenue_delta_is_refused_by_the_reporting_steps_control_total(
+    postgres_admin_url, tiny_template, tmp_path, monkeypatch
+):
+    # The reporting step's form with a broken delta: paid amounts never move. Its check
+    # revenue_reconciles_with_analytics runs as its stand-in, a control total (what analytics
+    # gained per day and branch, as capture logged it, against what revenue_summary gained, as
+    # capture logged that): a refund's day differs, and the night is refused before publishing.
+    phase3 = "refresh_phase3_reporting_tables"
+    monkeypatch.setenv(
+        SQL_DIR.name,
+        str(
+            with_a_wrong_delta(
+                tmp_path / "sql",
+                f"{phase3}.sql",
+                "coalesce(r.paid_amount, 0) + d.paid_amount_change ",
+                "coalesce(r.paid_amount, 0)                        ",
+            )
+        ),
+    )
+    with Copies(postgres_admin_url, tiny_template) as url:
+        apply_changes(url, Night([("refund", 0, 5.0)], STEPS).changes)
+        target = target_from_url(url, "test")
+        plans, _ = plan_steps(list(STEPS), False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest("incremental"))
+        run_step_transaction(target, plans[STEPS[0]], LIMITS, logger=LOGGER)
+        with pytest.raises(CheckFailed) as refused:
+            run_step_transaction(target, plans[phase3], LIMITS, logger=LOGGER)
+        # (branch_and_patient_totals_reconcile, within reporting, sees the branch's paid differ too.)
+        failed = {result.name: result for result in refused.value.results if result.outcome == "failed"}
+        control_total = failed["revenue_reconciles_with_analytics"]
+        assert control_total.source.endswith(
+            f"incremental/checks/{phase3}/revenue_reconciles_with_analytics.sql"
+        )
+        assert control_total.violating_rows == 1  # the refund's day at its branch

@@ -166,6 +166,36 @@ BEGIN
     END LOOP;
 END $$;
 
+-- What this transaction logged so far of a summed source, taking nothing: per key, the rows gained
+-- and what each summed column gained, as take_changed_keys gives them. A check of what changed
+-- holds it against what the step took of its own sources: tonight's change in analytics equals
+-- tonight's change in the reporting table the step wrote from it (a control total).
+CREATE OR REPLACE FUNCTION etl_changes.logged_here(source_name text) RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    log text;
+    key_columns text[];
+    sum_columns text[];
+    here bigint[];
+BEGIN
+    SELECT c.log_table, c.keys, c.sums INTO log, key_columns, sum_columns
+    FROM etl_changes.captured AS c WHERE c.source = source_name;
+    IF log IS NULL OR cardinality(sum_columns) = 0 THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(array_agg(c.change_id), '{}') INTO here FROM etl_changes.changes AS c
+    WHERE c.source = source_name AND c.xmin = pg_current_xact_id()::xid;
+    RETURN QUERY EXECUTE format(
+        'SELECT to_jsonb(k) FROM (SELECT %s, sum(l.row_side) AS row_change%s FROM etl_changes.%I AS l '
+        'WHERE l.change_id = ANY ($1) GROUP BY %s) AS k',
+        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key),
+        (SELECT string_agg(format(', sum(l.row_side * l.%I) AS %I', summed, summed), '')
+         FROM unnest(sum_columns) AS summed),
+        log,
+        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key))
+        USING here;
+END $$;
+
 -- What is installed for each of sources (as the catalog quotes them): its key and summed columns;
 -- no row for one not captured. The engine compares them with capture.sql before a step runs
 -- incrementally: a capture.sql changed since the last install waits for `hospitaldb changes install`.

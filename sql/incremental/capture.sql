@@ -11,7 +11,8 @@
 -- sums (optional) lists number columns a step adds up by delta over a large group: each change
 -- also logs those columns with the row's side, and the step reads, per key, row_change (rows
 -- gained, below zero when lost) and <column>_change (what the column gained). The reporting step
--- moves each day's revenue at a branch that way instead of reading all its visits again.
+-- moves each day's revenue at a branch that way instead of reading all its visits again, and its
+-- check of what changed holds what it wrote to revenue_summary (summed too) against what it took.
 -- After changing this file, run `hospitaldb changes install` again: until then the steps that
 -- read a source whose keys or sums changed run full, and say why.
 -- One SELECT: source (schema.table), keys (text[]) and sums (text[], or none).
@@ -27,4 +28,5 @@ UNION ALL SELECT 'analytics.mv_visit_summary', ARRAY['visit_date', 'branch_id'],
                  ARRAY['billed_amount', 'paid_amount', 'outstanding_amount']
 UNION ALL SELECT 'reporting.patient_summary', ARRAY['patient_id'], '{}'
 UNION ALL SELECT 'reporting.branch_summary', ARRAY['branch_id'], '{}'
-UNION ALL SELECT 'reporting.revenue_summary', ARRAY['visit_date', 'branch_id'], '{}'
+UNION ALL SELECT 'reporting.revenue_summary', ARRAY['visit_date', 'branch_id'],
+                 ARRAY['visit_count', 'billed_amount', 'paid_amount', 'outstanding_amount']

@@ -42,7 +42,7 @@ EVENTS = {
 REFRESHER_FUNCTIONS = """
 SELECT p.oid::regprocedure::text FROM pg_proc AS p WHERE p.pronamespace = to_regnamespace('etl_changes')
 AND p.proname IN ('pending_changes', 'last_full_refresh', 'take_changed_keys', 'take_all_changes', 'trim_taken',
-                  'capture_of')
+                  'capture_of', 'logged_here')
 """
 # Executed without parameters: its % are PostgreSQL's own.
 OURS = """

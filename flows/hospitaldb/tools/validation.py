@@ -59,10 +59,8 @@ def check_sql_files(root: Path) -> list[str]:
             problems.append(str(error))
     for folder in sorted(path for path in (step_dir / "checks").glob("*") if path.is_dir()):
         if folder.name not in (*STEPS, EVERY_STEP):
-            hint = difflib.get_close_matches(folder.name, STEPS, n=1)
             problems.append(
-                f"{_shown(folder, root)}:1: not a step, so its checks would never run"
-                + (f" (did you mean '{hint[0]}'?)" if hint else f"; use one of {[*STEPS, EVERY_STEP]}")
+                _not_a_step(_shown(folder, root), folder.name, "its checks", [*STEPS, EVERY_STEP])
             )
     for step in STEPS:
         path = step_dir / f"{step}.sql"
@@ -78,6 +76,15 @@ def check_sql_files(root: Path) -> list[str]:
     return problems + _incremental_problems(step_dir, root, files)
 
 
+def _not_a_step(shown: str, name: str, what: str, names: list[str] | None = None, suffix: str = "") -> str:
+    """A file or folder named after no step: what of it would never run, and the name it may mean."""
+    names = names or list(STEPS)
+    hint = difflib.get_close_matches(name, STEPS, n=1)
+    return f"{shown}:1: not a step, so {what} would never run" + (
+        f" (did you mean '{hint[0]}{suffix}'?)" if hint else f"; name it after one of {names}"
+    )
+
+
 def _incremental_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[str]:
     """Each incremental form is a step's, passes the steps' lint, and refreshes what its full form does."""
     problems = []
@@ -85,10 +92,8 @@ def _incremental_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[s
         if path == step_dir / CAPTURE_FILE:
             continue
         if path.stem not in STEPS:
-            hint = difflib.get_close_matches(path.stem, STEPS, n=1)
             problems.append(
-                f"{_shown(path, root)}:1: not a step, so this incremental form would never run"
-                + (f" (did you mean '{hint[0]}.sql'?)" if hint else f"; name it after one of {list(STEPS)}")
+                _not_a_step(_shown(path, root), path.stem, "this incremental form", suffix=".sql")
             )
             continue
         try:
@@ -112,11 +117,7 @@ def _stand_in_problems(step_dir: Path, root: Path, files: SqlFiles) -> list[str]
     problems = []
     for folder in sorted(path for path in (step_dir / "incremental" / "checks").glob("*") if path.is_dir()):
         if folder.name not in STEPS:
-            hint = difflib.get_close_matches(folder.name, STEPS, n=1)
-            problems.append(
-                f"{_shown(folder, root)}:1: not a step, so its checks would never run"
-                + (f" (did you mean '{hint[0]}'?)" if hint else f"; use one of {list(STEPS)}")
-            )
+            problems.append(_not_a_step(_shown(folder, root), folder.name, "its checks"))
             continue
         try:
             # By file name: a whole check that does not parse is reported with every file.

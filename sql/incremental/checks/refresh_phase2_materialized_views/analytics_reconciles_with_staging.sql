@@ -15,10 +15,6 @@ WITH line_keys AS MATERIALIZED (
 ), staging_lines AS MATERIALIZED (
     SELECT b.billing_id, b.visit_id, b.amount FROM staging.billing AS b
     WHERE b.billing_id = ANY (ARRAY(SELECT billing_id FROM line_keys))
-), staging_paid AS MATERIALIZED (
-    SELECT p.billing_id, sum(p.amount) AS paid FROM staging.payments AS p
-    WHERE p.billing_id = ANY (ARRAY(SELECT billing_id FROM line_keys))
-    GROUP BY p.billing_id
 ), analytics_lines AS MATERIALIZED (
     SELECT a.billing_id, a.visit_id, a.billed_amount, a.paid_amount FROM analytics.mv_billing_summary AS a
     WHERE a.billing_id = ANY (ARRAY(SELECT billing_id FROM line_keys))
@@ -30,15 +26,15 @@ WITH line_keys AS MATERIALIZED (
 ), visit_lines AS MATERIALIZED (
     SELECT b.billing_id, b.visit_id, b.amount FROM staging.billing AS b
     WHERE b.visit_id = ANY (ARRAY(SELECT visit_id FROM visit_keys))
-), visit_lines_paid AS MATERIALIZED (
+), staging_paid AS MATERIALIZED (  -- per line, of the touched lines and of the touched visits' lines
     SELECT p.billing_id, sum(p.amount) AS paid FROM staging.payments AS p
-    WHERE p.billing_id = ANY (ARRAY(SELECT billing_id FROM visit_lines))
+    WHERE p.billing_id = ANY (ARRAY(SELECT billing_id FROM line_keys UNION SELECT billing_id FROM visit_lines))
     GROUP BY p.billing_id
 ), staging_visits AS MATERIALIZED (
     SELECT v.visit_id FROM staging.visits AS v WHERE v.visit_id = ANY (ARRAY(SELECT visit_id FROM visit_keys))
 ), staging_visit_amounts AS MATERIALIZED (
     SELECT l.visit_id, sum(l.amount) AS billed, coalesce(sum(p.paid), 0) AS paid
-    FROM visit_lines AS l LEFT JOIN visit_lines_paid AS p USING (billing_id)
+    FROM visit_lines AS l LEFT JOIN staging_paid AS p USING (billing_id)
     GROUP BY l.visit_id
 ), analytics_visits AS MATERIALIZED (
     SELECT a.visit_id, a.billed_amount, a.paid_amount FROM analytics.mv_visit_summary AS a

@@ -272,3 +272,34 @@ def test_a_wrong_revenue_delta_is_refused_by_the_reporting_steps_control_total(
             f"incremental/checks/{phase3}/revenue_reconciles_with_analytics.sql"
         )
         assert control_total.violating_rows == 1  # the refund's day at its branch
+
+
+def test_a_patient_left_behind_by_a_moved_visit_is_refused_by_the_per_patient_count(
+    postgres_admin_url, tiny_template, tmp_path, monkeypatch
+):
+    # Step 1's form recomputing only the patients its visits now belong to: a visit moved to
+    # another patient leaves the old one counting it. patient_summary_counts_every_visit's stand-in
+    # counts the visits of every patient capture's keys name, old and new, and refuses the night.
+    phase2 = "refresh_phase2_materialized_views"
+    monkeypatch.setenv(
+        SQL_DIR.name,
+        str(
+            with_a_wrong_delta(
+                tmp_path / "sql",
+                f"{phase2}.sql",
+                "UNION SELECT patient_id FROM pg_temp.changed_visits\nUNION SELECT patient_id FROM old_visit_summary\n",
+                "",
+            )
+        ),
+    )
+    with Copies(postgres_admin_url, tiny_template) as url:
+        apply_changes(url, Night([("move_visit", 3, 7, 1, 0)], STEPS).changes)
+        plans, _ = plan_steps([phase2], False, 0.5, LOGGER, SqlFiles(), mode=ModeRequest("incremental"))
+        with pytest.raises(CheckFailed) as refused:
+            run_step_transaction(target_from_url(url, "test"), plans[phase2], LIMITS, logger=LOGGER)
+        failed = {result.name: result for result in refused.value.results if result.outcome == "failed"}
+        per_patient = failed["patient_summary_counts_every_visit"]
+        assert per_patient.source.endswith(
+            f"incremental/checks/{phase2}/patient_summary_counts_every_visit.sql"
+        )
+        assert per_patient.violating_rows == 1  # the patient the visit left

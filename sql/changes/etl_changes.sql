@@ -106,33 +106,43 @@ BEGIN
     RETURN QUERY EXECUTE format('SELECT DISTINCT to_jsonb(l) - %L FROM etl_changes.%I AS l', 'change_id', log);
 END $$;
 
+-- The keys logged under change_ids for source, each once, as JSON objects of its key columns; for a
+-- summed source, also the rows each key gained (row_change, below zero when it lost some) and what
+-- each summed column gained, under the column's own name. Distinct on the key columns themselves,
+-- then as JSON: distinct JSON costs eight times more. Called by the two functions below only.
+CREATE OR REPLACE FUNCTION etl_changes.keys_of(source_name text, change_ids bigint[])
+RETURNS SETOF jsonb LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    log text;
+    key_columns text;
+    sum_columns text[];
+BEGIN
+    SELECT c.log_table, (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(c.keys) AS key), c.sums
+    INTO log, key_columns, sum_columns FROM etl_changes.captured AS c WHERE c.source = source_name;
+    RETURN QUERY EXECUTE format(
+        'SELECT to_jsonb(k) FROM (SELECT %s%s FROM etl_changes.%I AS l WHERE l.change_id = ANY ($1) GROUP BY %s) AS k',
+        key_columns,
+        CASE WHEN cardinality(sum_columns) > 0 THEN ', sum(l.row_side) AS row_change' END
+        || (SELECT string_agg(format(', sum(l.row_side * l.%I) AS %I', summed, summed), '')
+            FROM unnest(sum_columns) AS summed),
+        log,
+        key_columns)
+        USING change_ids;
+END $$;
+
 -- The keys of source that step has not taken yet, taken now, each once: in the caller's
 -- transaction, so a step that rolls back leaves them. Changes still uncommitted are not seen,
 -- and wait.
 CREATE OR REPLACE FUNCTION etl_changes.take_changed_keys(step_name text, source_name text)
 RETURNS SETOF jsonb LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    log text := (SELECT c.log_table FROM etl_changes.captured AS c WHERE c.source = source_name);
-    key_columns text[] := (SELECT c.keys FROM etl_changes.captured AS c WHERE c.source = source_name);
-    sum_columns text[] := (SELECT c.sums FROM etl_changes.captured AS c WHERE c.source = source_name);
     fresh bigint[];
 BEGIN
     SELECT coalesce(array_agg(c.change_id), '{}') INTO fresh FROM etl_changes.changes AS c
     WHERE c.source = source_name
       AND NOT EXISTS (SELECT FROM etl_changes.taken AS t WHERE t.step = step_name AND t.change_id = c.change_id);
     INSERT INTO etl_changes.taken (step, change_id) SELECT step_name, unnest(fresh);
-    -- Distinct on the key columns themselves, then as JSON: distinct JSON costs eight times more. A
-    -- summed source: per key, the rows it gained (row_change, below zero when it lost some) and what
-    -- each summed column gained, under the column's own name.
-    RETURN QUERY EXECUTE format(
-        'SELECT to_jsonb(k) FROM (SELECT %s%s FROM etl_changes.%I AS l WHERE l.change_id = ANY ($1) GROUP BY %s) AS k',
-        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key),
-        CASE WHEN cardinality(sum_columns) > 0 THEN ', sum(l.row_side) AS row_change' END
-        || (SELECT string_agg(format(', sum(l.row_side * l.%I) AS %I', summed, summed), '')
-            FROM unnest(sum_columns) AS summed),
-        log,
-        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key))
-        USING fresh;
+    RETURN QUERY SELECT k FROM etl_changes.keys_of(source_name, fresh) AS k;
 END $$;
 
 -- What waits for step in each of sources (as the catalog quotes them): whether the source is
@@ -173,27 +183,14 @@ END $$;
 CREATE OR REPLACE FUNCTION etl_changes.logged_here(source_name text) RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    log text;
-    key_columns text[];
-    sum_columns text[];
     here bigint[];
 BEGIN
-    SELECT c.log_table, c.keys, c.sums INTO log, key_columns, sum_columns
-    FROM etl_changes.captured AS c WHERE c.source = source_name;
-    IF log IS NULL OR cardinality(sum_columns) = 0 THEN
+    IF NOT EXISTS (SELECT FROM etl_changes.captured AS c WHERE c.source = source_name AND cardinality(c.sums) > 0) THEN
         RETURN;
     END IF;
     SELECT coalesce(array_agg(c.change_id), '{}') INTO here FROM etl_changes.changes AS c
     WHERE c.source = source_name AND c.xmin = pg_current_xact_id()::xid;
-    RETURN QUERY EXECUTE format(
-        'SELECT to_jsonb(k) FROM (SELECT %s, sum(l.row_side) AS row_change%s FROM etl_changes.%I AS l '
-        'WHERE l.change_id = ANY ($1) GROUP BY %s) AS k',
-        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key),
-        (SELECT string_agg(format(', sum(l.row_side * l.%I) AS %I', summed, summed), '')
-         FROM unnest(sum_columns) AS summed),
-        log,
-        (SELECT string_agg(format('l.%I', key), ', ') FROM unnest(key_columns) AS key))
-        USING here;
+    RETURN QUERY SELECT k FROM etl_changes.keys_of(source_name, here) AS k;
 END $$;
 
 -- What is installed for each of sources (as the catalog quotes them): its key and summed columns;

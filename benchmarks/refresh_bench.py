@@ -195,7 +195,9 @@ class Readings(list):
         self.slow: list[tuple[float, str, float]] = []
 
 
-def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[str] | None = None) -> None:
+def _reader(
+    url: str, interval: float, stop: Any, results: Any, objects: list[str] | None = None, ready: Any = None
+) -> None:
     import psycopg2
     from psycopg2 import sql
 
@@ -215,6 +217,8 @@ def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[st
                 latencies.append((time.perf_counter() - started) * 1000)
                 if latencies[-1] >= SLOW_MS:
                     slow.append((at, name, round(latencies[-1], 2)))
+            if ready is not None:
+                ready.set()  # a whole round read: the measured work may start
             time.sleep(interval)
     connection.close()
     results.put((latencies, slow))
@@ -224,12 +228,17 @@ def _reader(url: str, interval: float, stop: Any, results: Any, objects: list[st
 def reader_process(url: str, interval: float = 0.02, objects: list[str] | None = None) -> Iterator[Readings]:
     """(c): a separate process reading every refreshed object (or objects) every `interval` seconds."""
     context = multiprocessing.get_context("spawn")
-    stop, results = context.Event(), context.Queue()
-    process = context.Process(target=_reader, args=(url, interval, stop, results, objects), daemon=True)
+    stop, results, ready = context.Event(), context.Queue(), context.Event()
+    process = context.Process(
+        target=_reader, args=(url, interval, stop, results, objects, ready), daemon=True
+    )
     process.start()
     readings = Readings()
     try:
-        time.sleep(1.0)  # connected and reading before the measured work starts
+        # Connected and reading before the measured work starts (starting the process alone can
+        # take longer than a small night).
+        if not ready.wait(timeout=120):
+            raise RuntimeError("the reader process did not start reading within 120 s")
         yield readings
     finally:
         stop.set()

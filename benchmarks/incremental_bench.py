@@ -9,9 +9,9 @@ history), or adds that many visits a day after the newest, each billed (new), co
 loader would. Then the three steps run in order, each in the same transaction, rolled back after
 (so every timed night starts from the same state): today's night, every step's full form alone,
 and the incremental night, every step's incremental form, each taking the keys the step before
-logged. Medians of --runs, per step and for the night. Last, mode full's own pass (the incremental
-form, then the full form, in one transaction) counts the rows the full forms still change after
-the incremental ones: drift, which must be 0. --reader: one more night of each contender with a
+logged. Medians of --runs, per step and for the night, of seconds and of WAL bytes written. Last,
+mode full's own pass (the incremental form, then the full form, in one transaction) counts the
+rows the full forms still change after the incremental ones: drift, which must be 0. --reader: one more night of each contender with a
 reader querying all ten objects every 20 ms, its slowest and p99 query. Prints a table and writes
 JSON (--json); --svg draws the night's time against the share changed.
 """
@@ -32,6 +32,7 @@ import psycopg2
 from psycopg2 import sql
 from refresh_bench import (
     build_database,
+    database_url,
     drop_databases,
     latency_summary,
     libpq_url,
@@ -95,18 +96,34 @@ def timed_night(url: str, night_plans: dict[str, StepPlan]) -> dict[str, Any]:
     try:
         connection.set_session(isolation_level="REPEATABLE READ")
         for step, plan in night_plans.items():
+            wal_before = wal_position(connection)
             started = time.perf_counter()
             result = run_step_sql(connection, plan, logger=LOGGER)
             steps[step] = {
                 "seconds": time.perf_counter() - started,
                 "changed_keys": result.mode.changed_keys,
                 "drift_rows": sum(sum(counts.values()) for counts in result.drift.values()),
+                "wal_bytes": wal_bytes_since(connection, wal_before),
             }
             drop_temp_tables(connection, step, plan.every_temp_table)
         return steps
     finally:
         connection.rollback()
         connection.close()
+
+
+def wal_position(connection: Any) -> str:
+    """Where the server's WAL is being written now (the steps are alone on the server when timed)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_wal_insert_lsn()")
+        return cursor.fetchone()[0]
+
+
+def wal_bytes_since(connection: Any, position: str) -> int:
+    """WAL written since position: what a step costs a replica and the archive, rolled back or not."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s)::bigint", (position,))
+        return cursor.fetchone()[0]
 
 
 def execute(url: str, statement: Any, params: Any = None, autocommit: bool = False) -> None:
@@ -151,12 +168,14 @@ def one_night(
             step: {
                 "seconds": statistics.median(run[step]["seconds"] for run in runs_of),
                 "changed_keys": runs_of[0][step]["changed_keys"],
+                "wal_bytes": statistics.median(run[step]["wal_bytes"] for run in runs_of),
             }
             for step in STEPS
         }
-        nights[name]["night_seconds"] = statistics.median(
-            sum(run[step]["seconds"] for step in STEPS) for run in runs_of
-        )
+        for total in ("seconds", "wal_bytes"):
+            nights[name][f"night_{total}"] = statistics.median(
+                sum(run[step][total] for step in STEPS) for run in runs_of
+            )
     return {
         "share": share,
         "spread": spread,
@@ -175,14 +194,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--reader", action="store_true", help="also time a reader's queries during a night")
     parser.add_argument("--admin-url", help="PostgreSQL superuser URL (default: an embedded server)")
+    parser.add_argument(
+        "--base-database",
+        help="a database `hospitaldb demo-db` built on the admin URL's server, used as the base and kept "
+        "(10M visits take 9 minutes to build)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "incremental.json")
     parser.add_argument("--svg", type=Path, help="also draw the result (time against share changed) here")
     args = parser.parse_args(argv)
     nights = []
     with tempfile.TemporaryDirectory(prefix="hospitaldb-incremental-") as folder:
         with postgres_admin(args.admin_url, Path(folder)) as admin_url:
-            base = f"hospitaldb_incremental_{args.visits}"
-            url = build_database(admin_url, base, args.visits)
+            base = args.base_database or f"hospitaldb_incremental_{args.visits}"
+            if args.base_database:
+                url = database_url(admin_url, base)
+            else:
+                url = build_database(admin_url, base, args.visits)
             connection = psycopg2.connect(libpq_url(url))
             connection.autocommit = True
             try:
@@ -204,14 +231,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         nights.append(one_night(copy_url, share, spread, args.visits, args.runs, args.reader))
                         drop_databases(admin_url, [copy])
             finally:
-                drop_databases(admin_url, [base, *copies])
+                drop_databases(admin_url, copies if args.base_database else [base, *copies])
     print(
         f"{'share':>7} {'spread':<8}{'visits':>9}"
         + "".join(f"{c + ' s':>16}" for c in CONTENDERS)
+        + "".join(f"{c + ' WAL MB':>20}" for c in CONTENDERS)
         + "   drift"
     )
     for night in nights:
-        times = "".join(f"{night['contenders'][c]['night_seconds']:>16.2f}" for c in CONTENDERS)
+        times = "".join(f"{night['contenders'][c]['night_seconds']:>16.2f}" for c in CONTENDERS) + "".join(
+            f"{night['contenders'][c]['night_wal_bytes'] / 1e6:>20.1f}" for c in CONTENDERS
+        )
         reader = "".join(
             f"   reader during {name}: max {summary['max_ms']} ms, p99 {summary['p99_ms']} ms"
             for name, summary in night.get("reader", {}).items()

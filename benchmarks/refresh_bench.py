@@ -451,12 +451,17 @@ def postgres_admin(url: str | None, data_dir: Path) -> Iterator[str]:
     yield start_embedded_postgres(data_dir / "pgdata")
 
 
+def database_url(admin_url: str, name: str) -> str:
+    """The URL of database name on the admin URL's server, as the admin."""
+    return (
+        target_from_url(admin_url, "admin URL").with_database(name).url.render_as_string(hide_password=False)
+    )
+
+
 def build_database(admin_url: str, name: str, visits: int) -> str:
     from hospitaldb.local.demo import build_demo_database
 
-    url = (
-        target_from_url(admin_url, "admin URL").with_database(name).url.render_as_string(hide_password=False)
-    )
+    url = database_url(admin_url, name)
     seconds = build_demo_database(url, visits=visits, seed=42, force=True)
     print(f"  built {name}: {visits:,} visits in {seconds:.1f} s", flush=True)
     return url

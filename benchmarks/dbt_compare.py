@@ -4,10 +4,9 @@
 
 dbt-core and dbt-postgres live in a virtualenv of their own (--dbt-venv, created and filled
 here when missing; never in the project's requirements). The dbt models are written from the
-reference warehouse's own SQL, so both build the same rows: each view's query from its
-`CREATE MATERIALIZED VIEW` in sql/schema/02_analytics.sql (a dbt `materialized_view`, which
-dbt re-runs with a plain `REFRESH MATERIALIZED VIEW`), each table's from the query its step
-computes into a temporary table (a dbt `table`, rebuilt and swapped in by rename). dbt runs with
+reference warehouse's own SQL, so both build the same rows: each object's from the query its
+step computes into a temporary table (a dbt `table`, rebuilt and swapped in by rename; until
+1.9.0 the four analytics objects were materialized views, and dbt's `materialized_view`). dbt runs with
 --threads (default 4): its models in parallel, as it is used.
 
 Measured in one run, after one warm-up of each: wall time of `dbt run` and of the flow
@@ -31,7 +30,6 @@ from typing import Any
 
 import pglast
 from pglast import ast
-from pglast.enums import ObjectType
 from pglast.stream import RawStream
 from psycopg2 import sql
 from refresh_bench import (
@@ -53,7 +51,7 @@ from sqlalchemy.engine import make_url
 
 from hospitaldb.engine.sql.analysis import analyse_steps, relation_name, temp_table_created, walk
 from hospitaldb.engine.sql.script import SqlFiles
-from hospitaldb.paths import PROJECT_ROOT, PROJECT_SQL_DIR
+from hospitaldb.paths import PROJECT_ROOT
 
 STEP1 = "refresh_phase2_materialized_views"
 
@@ -63,13 +61,13 @@ REFERENCE = re.compile(r"\b(staging|analytics|reporting|dashboards)\.(\w+)\b")
 
 
 def model_queries() -> dict[str, tuple[str, str]]:
-    """Object name -> (dbt materialization, its query), from the reference SQL, in pipeline order."""
+    """Object name -> (dbt materialization, its query), from the reference SQL, in pipeline order.
+
+    Every step computes each object's new contents into a temporary table, then merges them in:
+    that query is the model's, a dbt `table` (rebuilt and swapped in by rename).
+    """
     models: dict[str, tuple[str, str]] = {}
-    for raw in pglast.parse_sql((PROJECT_SQL_DIR / "schema" / "02_analytics.sql").read_text()):
-        tree = raw.stmt
-        if isinstance(tree, ast.CreateTableAsStmt) and tree.objtype == ObjectType.OBJECT_MATVIEW:
-            models[relation_name(tree.into.rel)] = ("materialized_view", RawStream()(tree.query))
-    for step_sql in list(analyse_steps(SqlFiles()).values())[1:]:
+    for step_sql in analyse_steps(SqlFiles()).values():
         computed: dict[str, str] = {}  # temporary table -> its query
         for statement in step_sql.statements:
             tree = pglast.parse_sql(statement.text)[0].stmt
@@ -85,11 +83,24 @@ def model_queries() -> dict[str, tuple[str, str]]:
     return models
 
 
-def dbt_project(folder: Path, url: str, threads: int) -> Path:
-    """A dbt project whose ten models build the same objects in schema dbt_bench."""
+def dbt_project(
+    folder: Path,
+    url: str,
+    threads: int,
+    schemas: dict[str, str] | None = None,
+    written: Path | None = None,
+    variables: dict[str, Any] | None = None,
+) -> Path:
+    """A dbt project whose ten models build the same objects, in schema dbt_bench.
+
+    schemas: dbt target -> its schema (the first is the default target); written: a folder of
+    models written by hand, each replacing the generated model of its name; variables: dbt vars.
+    """
+    schemas = schemas or {"bench": DBT_SCHEMA}
     (folder / "models").mkdir(parents=True)
     (folder / "dbt_project.yml").write_text(
         "name: hospitaldb_bench\nversion: '1.0'\nprofile: hospitaldb_bench\nmodel-paths: [models]\n"
+        + f"vars: {json.dumps(variables or {})}\n"
     )
     (folder / "models" / "sources.yml").write_text(
         "version: 2\nsources:\n  - name: staging\n    schema: staging\n    tables:\n"
@@ -108,27 +119,31 @@ def dbt_project(folder: Path, url: str, threads: int) -> Path:
                 else f"{{{{ ref('{table}') }}}}"
             )
 
-        body = REFERENCE.sub(reference, query)
-        (folder / "models" / f"{name.split('.')[1]}.sql").write_text(
-            f"{{{{ config(materialized='{materialized}') }}}}\n{body}\n"
+        model = name.split(".")[1]
+        by_hand = written / f"{model}.sql" if written else None
+        (folder / "models" / f"{model}.sql").write_text(
+            by_hand.read_text()
+            if by_hand and by_hand.exists()
+            else f"{{{{ config(materialized='{materialized}') }}}}\n{REFERENCE.sub(reference, query)}\n"
         )
     parts = make_url(url)
     (folder / "profiles.yml").write_text(
         json.dumps(
             {
                 "hospitaldb_bench": {
-                    "target": "bench",
+                    "target": next(iter(schemas)),
                     "outputs": {
-                        "bench": {
+                        target: {
                             "type": "postgres",
                             "host": parts.host or "127.0.0.1",
                             "port": parts.port or 5432,
                             "user": parts.username,
                             "password": parts.password or "",
                             "dbname": parts.database,
-                            "schema": DBT_SCHEMA,
+                            "schema": schema,
                             "threads": threads,
                         }
+                        for target, schema in schemas.items()
                     },
                 }
             }
@@ -145,10 +160,21 @@ def dbt_binary(venv: Path) -> Path:
     return dbt
 
 
-def dbt_run(dbt: Path, project: Path) -> float:
+def dbt_run(dbt: Path, project: Path, *options: str) -> float:
+    """Seconds of one `dbt run` with options (a target, --full-refresh)."""
+
     def run() -> None:
         done = subprocess.run(
-            [str(dbt), "run", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"],
+            [
+                str(dbt),
+                "run",
+                "--project-dir",
+                str(project),
+                "--profiles-dir",
+                str(project),
+                "--quiet",
+                *options,
+            ],
             capture_output=True,
             text=True,
             # dbt imports every module named dbt_* on its path as a plugin: this file among them.
@@ -160,10 +186,12 @@ def dbt_run(dbt: Path, project: Path) -> float:
     return timed(run)
 
 
-def differences(url: str, name: str, columns: list[str]) -> tuple[int, int]:
-    """Rows in the flow's object and not in dbt's, and the other way round, on dbt's columns."""
+def differences(url: str, name: str, columns: list[str], other: str | None = None) -> tuple[int, int]:
+    """Rows in the flow's object (or in schema other's) and not in dbt's, and the other way round."""
     listed = sql.SQL(", ").join(sql.Identifier(column) for column in columns)
-    flow, dbt = sql.Identifier(*name.split(".")), sql.Identifier(DBT_SCHEMA, name.split(".")[1])
+    model = name.split(".")[1]
+    flow = sql.Identifier(other, model) if other else sql.Identifier(*name.split("."))
+    dbt = sql.Identifier(DBT_SCHEMA, model)
     only = "SELECT count(*) FROM (SELECT {cols} FROM {a} EXCEPT ALL SELECT {cols} FROM {b}) AS d"
     return (
         query_value(url, sql.SQL(only).format(cols=listed, a=flow, b=dbt)),

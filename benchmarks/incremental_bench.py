@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     for spread in args.spreads:
                         copy = f"{base}_{spread}_{len(copies)}"
                         copies.append(copy)
-                        copy_url = _copy(admin_url, base, copy, url)
+                        copy_url = copy_database(admin_url, base, copy, url)
                         nights.append(one_night(copy_url, share, spread, args.visits, args.runs, args.reader))
                         drop_databases(admin_url, [copy])
             finally:
@@ -312,7 +312,7 @@ def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _copy(admin_url: str, base: str, copy: str, base_url: str) -> str:
+def copy_database(admin_url: str, base: str, copy: str, base_url: str) -> str:
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(copy), sql.Identifier(base))
     execute(admin_url, statement, autocommit=True)
     return base_url.replace(f"/{base}", f"/{copy}", 1)

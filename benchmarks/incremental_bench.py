@@ -19,6 +19,7 @@ JSON (--json); --svg draws the night's time against the share changed.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         copy_url = copy_database(admin_url, base, copy, url)
                         nights.append(one_night(copy_url, share, spread, args.visits, args.runs, args.reader))
                         drop_databases(admin_url, [copy])
+                        # Kept after every night: a 10M night takes a quarter of an hour.
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(
+                            json.dumps({"visits": args.visits, "nights": nights}, default=str)
+                        )
             finally:
                 drop_databases(admin_url, copies if args.base_database else [base, *copies])
     print(

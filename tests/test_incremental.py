@@ -27,7 +27,15 @@ from hospitaldb.engine.steps import STEPS
 from hospitaldb.paths import PROJECT_ROOT
 from hospitaldb.record.monitoring import run_monitoring_query
 from hospitaldb.settings import ADMIN_DATABASE_URL, SQL_DIR
-from hospitaldb_testing.db import add_source_rows, create_roles, execute, query, scalar, url_of_database
+from hospitaldb_testing.db import (
+    add_source_rows,
+    checksums,
+    create_roles,
+    execute,
+    query,
+    scalar,
+    url_of_database,
+)
 from hospitaldb_testing.expected import assert_matches_source
 from hospitaldb_testing.nights import without_recency_rule
 from hospitaldb_testing.runs import error_text, run_flow, run_logs
@@ -160,6 +168,58 @@ def test_a_truncate_makes_the_next_run_full_and_mode_incremental_refuses_until_t
     assert modes(repaired)[DASHBOARDS] == ("full", None)
     assert_matches_source(demo_database)
     assert modes(run_flow(mode="incremental"))[DASHBOARDS][0] == "incremental"
+
+
+def object_rows(url: str, state) -> dict[str, int | None]:
+    return dict(
+        query(
+            url,
+            "SELECT object_name, row_count FROM etl_audit.run_objects WHERE flow_run_id = %s",
+            (str(state.state_details.flow_run_id),),
+        )
+    )
+
+
+def test_an_incremental_night_counts_only_what_it_shrank_and_the_guard_still_refuses_a_loss(
+    demo_database, prefect
+):
+    installed(demo_database)
+    full = run_flow()
+    assert full.is_completed(), full.message
+    assert all(rows is not None for rows in object_rows(demo_database, full).values()), "a full night counts"
+
+    add_source_rows(demo_database)
+    grown = run_flow(mode="incremental")
+    assert grown.is_completed(), grown.message
+    rows = object_rows(demo_database, grown)
+    # Counting a grown table would read its whole history; the guard cannot refuse it anyway.
+    assert rows["analytics.mv_visit_summary"] is None and rows["analytics.mv_billing_summary"] is None
+    assert_matches_source(demo_database)
+
+    before = checksums(demo_database)
+    execute(
+        demo_database,
+        """
+        CREATE TEMP TABLE gone AS SELECT visit_id FROM staging.visits WHERE visit_id % 5 <> 0;
+        DELETE FROM staging.payments WHERE billing_id IN
+            (SELECT billing_id FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone));
+        DELETE FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone);
+        DELETE FROM staging.visits WHERE visit_id IN (SELECT visit_id FROM gone);
+        """,
+    )
+    guarded = run_flow(mode="incremental", skip_source_checks=True)
+    assert guarded.is_failed()
+    assert "refresh_phase2_materialized_views failed: check shrink_guard (" in error_text(guarded)
+    assert checksums(demo_database) == before, "better stale than wrong"
+
+    allowed = run_flow(mode="incremental", skip_source_checks=True, allow_shrink=True)
+    assert allowed.is_completed(), allowed.message
+    assert modes(allowed)["refresh_phase2_materialized_views"][0] == "incremental", "the keys were kept"
+    visits = scalar(demo_database, "SELECT count(*) FROM staging.visits")
+    assert object_rows(demo_database, allowed)["analytics.mv_visit_summary"] == visits, (
+        "a shrunk table is counted"
+    )
+    assert_matches_source(demo_database)
 
 
 def test_the_least_privilege_refresher_takes_keys_and_nothing_else(demo_database, prefect, monkeypatch):

@@ -11,16 +11,19 @@
 -- patients by whether each touched (branch, patient) pair exists before and after, first and last
 -- visit dates from the (branch_id, visit_date) index. A branch with no row yet is computed whole.
 --
--- A large table is read for a list of keys as `key = ANY (ARRAY(SELECT ...))`, not `IN (SELECT ...)`:
--- the planner costs twenty thousand index probes above one scan of two million rows and hashes the
--- whole table for an IN (0.35 s at 1M visits, ten times that at 10M); an array is probed through the
--- key's index (0.05 s).
+-- A large table is read for a list of unique keys as `key = ANY (ARRAY(SELECT ...))`, not
+-- `IN (SELECT ...)`: the planner costs twenty thousand index probes above one scan of two million
+-- rows and hashes the whole table for an IN (0.35 s at 1M visits, ten times that at 10M); an array
+-- is probed through the key's index (0.05 s). Not for a key with many rows each (a patient's
+-- visits, a visit's lines): the planner reads those through a bitmap, which for a hundred thousand
+-- keys outgrows work_mem and turns lossy, and PostgreSQL then tests every row of each lossy page
+-- against the array one element after another (at 10M visits, 1 % changed: over ten minutes for
+-- one statement). Those are summed per key in a LATERAL subquery: one index probe per key.
 
 CREATE TEMP TABLE touched_billing ON COMMIT DROP AS
 SELECT billing_id FROM pg_temp.changed_billing
 UNION SELECT billing_id FROM pg_temp.changed_payments
-UNION SELECT b.billing_id FROM staging.billing AS b
-      WHERE b.visit_id = ANY (ARRAY(SELECT visit_id FROM pg_temp.changed_visits));
+UNION SELECT b.billing_id FROM pg_temp.changed_visits AS c JOIN staging.billing AS b USING (visit_id);
 ANALYZE touched_billing;
 
 CREATE TEMP TABLE new_billing_summary ON COMMIT DROP AS
@@ -39,12 +42,9 @@ SELECT b.billing_id,
        b.status = 'paid'               AS is_paid
 FROM staging.billing AS b
 JOIN staging.visits AS v USING (visit_id)
-LEFT JOIN (
-    SELECT billing_id, sum(amount) AS paid_amount
-    FROM staging.payments
-    WHERE billing_id = ANY (ARRAY(SELECT billing_id FROM touched_billing))
-    GROUP BY billing_id
-) AS p USING (billing_id)
+CROSS JOIN LATERAL (
+    SELECT sum(pay.amount) AS paid_amount FROM staging.payments AS pay WHERE pay.billing_id = b.billing_id
+) AS p
 WHERE b.billing_id = ANY (ARRAY(SELECT billing_id FROM touched_billing));
 ANALYZE new_billing_summary;
 
@@ -101,18 +101,20 @@ SELECT v.visit_id,
        v.branch_id,
        v.visit_date,
        v.visit_type,
-       count(b.billing_id)                      AS billing_lines,
-       coalesce(sum(b.billed_amount), 0)        AS billed_amount,
-       coalesce(sum(b.paid_amount), 0)          AS paid_amount,
-       coalesce(sum(b.outstanding_amount), 0)   AS outstanding_amount
+       b.billing_lines,
+       coalesce(b.billed_amount, 0)             AS billed_amount,
+       coalesce(b.paid_amount, 0)               AS paid_amount,
+       coalesce(b.outstanding_amount, 0)        AS outstanding_amount
 FROM staging.visits AS v
-LEFT JOIN (
-    SELECT visit_id, billing_id, billed_amount, paid_amount, outstanding_amount
-    FROM analytics.mv_billing_summary
-    WHERE visit_id = ANY (ARRAY(SELECT visit_id FROM touched_visits))
-) AS b USING (visit_id)
-WHERE v.visit_id = ANY (ARRAY(SELECT visit_id FROM touched_visits))
-GROUP BY v.visit_id;
+CROSS JOIN LATERAL (
+    SELECT count(*)                AS billing_lines,
+           sum(a.billed_amount)    AS billed_amount,
+           sum(a.paid_amount)      AS paid_amount,
+           sum(a.outstanding_amount) AS outstanding_amount
+    FROM analytics.mv_billing_summary AS a
+    WHERE a.visit_id = v.visit_id
+) AS b
+WHERE v.visit_id = ANY (ARRAY(SELECT visit_id FROM touched_visits));
 ANALYZE new_visit_summary;
 
 INSERT INTO analytics.mv_visit_summary AS t
@@ -161,18 +163,16 @@ SELECT p.patient_id,
        coalesce(s.paid_amount, 0)     AS paid_amount,
        coalesce(s.unpaid_amount, 0)   AS unpaid_amount
 FROM staging.patients AS p
-LEFT JOIN (
-    SELECT patient_id,
-           count(*)                AS visit_count,
-           min(visit_date)         AS first_visit_date,
-           max(visit_date)         AS last_visit_date,
-           sum(billed_amount)      AS billed_amount,
-           sum(paid_amount)        AS paid_amount,
-           sum(outstanding_amount) AS unpaid_amount
-    FROM analytics.mv_visit_summary
-    WHERE patient_id = ANY (ARRAY(SELECT patient_id FROM touched_patients))
-    GROUP BY patient_id
-) AS s USING (patient_id)
+CROSS JOIN LATERAL (
+    SELECT count(*)                  AS visit_count,
+           min(v.visit_date)         AS first_visit_date,
+           max(v.visit_date)         AS last_visit_date,
+           sum(v.billed_amount)      AS billed_amount,
+           sum(v.paid_amount)        AS paid_amount,
+           sum(v.outstanding_amount) AS unpaid_amount
+    FROM analytics.mv_visit_summary AS v
+    WHERE v.patient_id = p.patient_id
+) AS s
 WHERE p.patient_id = ANY (ARRAY(SELECT patient_id FROM touched_patients));
 
 INSERT INTO analytics.mv_patient_summary AS t

@@ -160,7 +160,7 @@ class AuditLog(AuditSession):
         self,
         flow_run_id: str | None,
         attempt_id: int | None,
-        row_counts: dict[str, int],
+        row_counts: dict[str, int | None],
         changes: dict[str, dict[str, int]],
     ) -> None:
         """Each object's rows after it committed, what was inserted, updated, deleted, and when.

@@ -82,7 +82,7 @@ class StepAttempt:
             )
         self._published(result.row_counts, result.changes)
 
-    def _published(self, row_counts: dict[str, int], changes: dict[str, dict[str, int]]) -> None:
+    def _published(self, row_counts: dict[str, int | None], changes: dict[str, dict[str, int]]) -> None:
         """Objects this attempt committed, on record once each (a view in parallel_views, as it commits)."""
         recorder = self._recorder
         if recorder.outcome.dry_run:

@@ -10,6 +10,10 @@ the step inserted and plus what it deleted, as PostgreSQL counts them for the tr
 visits each count of the analytics tables takes seconds). Not where those counters miss rows: a
 materialized view (a plain REFRESH swaps its storage), a partitioned table (they count per
 partition), or a step that may TRUNCATE. Those are counted before, too.
+
+On an incremental night a table the step did not shrink (it inserted at least as many rows as it
+deleted) is not counted at all: the guard cannot refuse it, and counting would cost the whole
+history for a night's change. Its rows are then unknown (None; etl_audit records no row_count).
 """
 
 from __future__ import annotations
@@ -57,12 +61,21 @@ def start_row_counts(
 
 
 def finish_row_counts(
-    connection: psycopg2.extensions.connection, changes: dict[str, dict[str, int]]
-) -> dict[str, Any]:
-    """Count each object's rows now that the step has written them; changes: what the step did to each."""
+    connection: psycopg2.extensions.connection,
+    changes: dict[str, dict[str, int]],
+    *,
+    incremental: bool = False,
+) -> dict[str, int | None]:
+    """Count each object's rows now that the step has written them; changes: what the step did to each.
+
+    incremental: leave uncounted a table the step did not shrink (its rows: None).
+    """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT object_name FROM pg_temp.refresh_row_counts ORDER BY 1")
-        for (name,) in cursor.fetchall():
+        cursor.execute("SELECT object_name, rows_before IS NULL FROM pg_temp.refresh_row_counts ORDER BY 1")
+        for name, derived in cursor.fetchall():
+            counts = changes.get(name, {})
+            if incremental and derived and counts.get("inserted", 0) >= counts.get("deleted", 0):
+                continue
             cursor.execute(
                 sql.SQL(
                     "UPDATE pg_temp.refresh_row_counts SET rows_after = (SELECT count(*) FROM {}) "
@@ -70,7 +83,6 @@ def finish_row_counts(
                 ).format(sql.Identifier(*name.split("."))),
                 (name,),
             )
-            counts = changes.get(name, {})
             cursor.execute(
                 "UPDATE pg_temp.refresh_row_counts SET rows_before = rows_after - %s "
                 "WHERE object_name = %s AND rows_before IS NULL",

@@ -44,7 +44,7 @@ class StepResult:
     seconds: float = 0.0
     statements: list[StatementResult] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
-    row_counts: dict[str, int] = field(default_factory=dict)
+    row_counts: dict[str, int | None] = field(default_factory=dict)  # None: not counted (shrink.py)
     row_count_seconds: float = 0.0  # the shrink guard's counting, before and after the statements
     changes: dict[str, dict[str, int]] = field(default_factory=dict)  # object -> inserted/updated/deleted
     mode: ChosenMode | None = None  # full or incremental, why, and how many changed keys it took
@@ -88,9 +88,11 @@ def run_step_sql(
     with as_step_error(step):
         changes_after = table_changes(connection, plan.objects)
     changes = _difference(changes_after, changes_before)
+    # An incremental night counts only the tables it shrank: the guard cannot refuse the others.
+    incremental = chosen.mode == "incremental" and plan.incremental is not None
     counting = time.perf_counter()
     with as_step_error(step):
-        row_counts = finish_row_counts(connection, changes)
+        row_counts = finish_row_counts(connection, changes, incremental=incremental)
     row_count_seconds += time.perf_counter() - counting
     drift = {
         name: counts
@@ -101,7 +103,6 @@ def run_step_sql(
         rules = [rule for rule in read_volume_rules(cursor, plan.volume_rules) if rule.object_name in changes]
         volumes = judge_volumes(cursor, rules, lambda rule: measured(rule, changes), OBJECT_HISTORY)
     # An incremental night checks what changed where a check has a stand-in (engine.checks.step).
-    incremental = chosen.mode == "incremental" and plan.incremental is not None
     tonight = checks_for(plan.checks, plan.incremental.checks) if incremental else plan.checks
     checks = run_checks(connection, tonight, step, logger, judged=volumes)
     return StepResult(

@@ -7,7 +7,8 @@ refreshed, and not before the dashboards' morning queries are planned on old sta
 
 So right after a step commits, outside its transaction (VACUUM cannot run inside one), each
 object the step changed is analysed, and vacuumed too when its dead rows reach
-DEAD_ROW_SHARE of its rows: the dead rows PostgreSQL counts since the object's last vacuum,
+DEAD_ROW_SHARE of its rows (as counted, or the statistics' estimate where an incremental night
+did not count them): the dead rows PostgreSQL counts since the object's last vacuum,
 or at least those the step just left (its updates and deletes, counted for the step's
 transaction: the statistics may not have them yet). Small nightly changes add up to a vacuum
 every few nights, before autovacuum's 20% would. Both take SHARE UPDATE EXCLUSIVE, which blocks neither
@@ -54,7 +55,7 @@ def run_upkeep(
     target: DatabaseTarget,
     limits: Limits,
     changes: dict[str, dict[str, int]],
-    row_counts: dict[str, int],
+    row_counts: dict[str, int | None],
     logger: logging.Logger | logging.LoggerAdapter,
 ) -> list[Upkeep]:
     """Analyse (and where it pays, vacuum) every object the step changed; never raise a database error."""
@@ -89,7 +90,8 @@ def _keep_up(
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT pg_has_role(current_user, c.relowner, 'USAGE'), coalesce(s.n_dead_tup, 0) "
+                "SELECT pg_has_role(current_user, c.relowner, 'USAGE'), coalesce(s.n_dead_tup, 0), "
+                "       greatest(c.reltuples, s.n_live_tup, 0)::bigint "
                 "FROM pg_class AS c LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid "
                 "WHERE c.oid = to_regclass(%s)",
                 (name,),
@@ -98,7 +100,8 @@ def _keep_up(
             if not found or not found[0]:
                 # PostgreSQL 15 lets only the owner vacuum or analyse (it would skip with a warning).
                 return Upkeep(name, "skipped", 0.0, "not its owner: left to autovacuum")
-            vacuum = wants_vacuum(changes, rows, found[1])
+            # Rows not counted (an incremental night that did not shrink it): the statistics' estimate.
+            vacuum = wants_vacuum(changes, found[2] if rows is None else rows, found[1])
             statement = "VACUUM (ANALYZE) {}" if vacuum else "ANALYZE {}"
             cursor.execute(sql.SQL(statement).format(relation))
     except (psycopg2.Error, RunTimeLimitReached) as error:

@@ -15,5 +15,6 @@ WHERE coalesce(s.visit_count, 0)
       <> (SELECT count(*) FROM staging.visits AS v WHERE v.patient_id = k.patient_id)
 UNION ALL
 SELECT 'NULL patient_id'
-FROM staging.visits AS v
-WHERE v.visit_id = ANY (ARRAY(SELECT visit_id FROM pg_temp.changed_visits)) AND v.patient_id IS NULL;
+FROM (SELECT DISTINCT visit_id FROM pg_temp.changed_visits) AS c
+JOIN staging.visits AS v USING (visit_id)
+WHERE v.patient_id IS NULL;

@@ -28,22 +28,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from dbt_compare import dbt_binary, dbt_project, dbt_run, differences, model_columns, model_queries
-from incremental_bench import LIMITS, LOGGER, NIGHTS, copy_database, execute, plans, timed_night
+from incremental_bench import NIGHTS, copy_database, execute, plans, timed_night
+from incremental_bench import prepare_base as prepare_flow_base
 from refresh_bench import (
     build_database,
     database_url,
     drop_databases,
-    libpq_url,
     machine,
     postgres_admin,
     write_report,
 )
 
-from hospitaldb.engine.changes.capture import install
-from hospitaldb.engine.db.database import target_from_url
-from hospitaldb.engine.run.runner import run_step_transaction
 from hospitaldb.paths import PROJECT_ROOT as ROOT
 
 WRITTEN = ROOT / "benchmarks" / "dbt_incremental_models"
@@ -51,18 +47,13 @@ SCHEMAS = {"bench": "dbt_bench", "full": "dbt_full"}
 
 
 def prepare_base(url: str, dbt: Path, project: Path) -> None:
-    """Capture installed, the flow's objects refreshed full, both dbt schemas built, statistics fresh."""
-    connection = psycopg2.connect(libpq_url(url))
-    connection.autocommit = True
-    try:
-        install(connection)
-    finally:
-        connection.close()
-    for plan in plans("full").values():
-        run_step_transaction(target_from_url(url, "benchmark"), plan, LIMITS, logger=LOGGER)
-    dbt_run(dbt, project, "--full-refresh")
-    dbt_run(dbt, project, "--full-refresh", "--target", "full")
-    execute(url, "ANALYZE", autocommit=True)
+    """The flow's base (incremental_bench), and both dbt schemas built."""
+
+    def build_dbt() -> None:
+        dbt_run(dbt, project, "--full-refresh")
+        dbt_run(dbt, project, "--full-refresh", "--target", "full")
+
+    prepare_flow_base(url, then=build_dbt)
 
 
 def one_run(url: str, dbt: Path, project: Path, share: float, spread: str, visits: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -211,17 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 url = database_url(admin_url, base)
             else:
                 url = build_database(admin_url, base, args.visits)
-            connection = psycopg2.connect(libpq_url(url))
-            connection.autocommit = True
-            try:
-                install(connection)
-            finally:
-                connection.close()
-            for plan in plans("full").values():
-                run_step_transaction(target_from_url(url, "benchmark"), plan, LIMITS, logger=LOGGER)
-            # The flow's upkeep analyses what each step changed once it committed: the nights are
-            # planned on the statistics a real night finds (autovacuum may be off, or not there yet).
-            execute(url, "ANALYZE", autocommit=True)
+            prepare_base(url)
             copies = []
             try:
                 for share in args.shares:
@@ -316,6 +307,25 @@ def chart(report: dict[str, Any], width: int = 640, height: int = 360) -> str:
         parts.append(f'<text x="{left + 12}" y="{top + 14 + number * 16}" fill="{colour}">— {name}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def prepare_base(url: str, then: Callable[[], Any] | None = None) -> None:
+    """Capture installed and every object refreshed full, then (then: more to build), analysed.
+
+    The flow's upkeep analyses what each step changed once it committed: the nights are planned
+    on the statistics a real night finds (autovacuum may be off, or not there yet).
+    """
+    connection = psycopg2.connect(libpq_url(url))
+    connection.autocommit = True
+    try:
+        install(connection)
+    finally:
+        connection.close()
+    for plan in plans("full").values():
+        run_step_transaction(target_from_url(url, "benchmark"), plan, LIMITS, logger=LOGGER)
+    if then:
+        then()
+    execute(url, "ANALYZE", autocommit=True)
 
 
 def copy_database(admin_url: str, base: str, copy: str, base_url: str) -> str:

@@ -33,6 +33,7 @@ from hospitaldb_testing.db import (
     execute,
     install_released_audit,
     query,
+    remove_four_visits_in_five,
     scalar,
 )
 from hospitaldb_testing.runs import InBackground, error_text, run_flow, run_logs, task_runs
@@ -162,16 +163,7 @@ def test_a_warn_check_that_fires_lets_the_run_complete_and_is_on_record(demo_dat
 def test_the_shrink_guard_refuses_an_80_percent_loss_unless_allowed(demo_database, prefect):
     assert run_flow().is_completed()
     before = checksums(demo_database)
-    execute(
-        demo_database,
-        """
-        CREATE TEMP TABLE gone AS SELECT visit_id FROM staging.visits WHERE visit_id % 5 <> 0;
-        DELETE FROM staging.payments WHERE billing_id IN
-            (SELECT billing_id FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone));
-        DELETE FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone);
-        DELETE FROM staging.visits WHERE visit_id IN (SELECT visit_id FROM gone);
-        """,
-    )
+    remove_four_visits_in_five(demo_database)
 
     guarded = run_flow(skip_source_checks=True)
     assert guarded.is_failed()

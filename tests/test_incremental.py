@@ -33,6 +33,7 @@ from hospitaldb_testing.db import (
     create_roles,
     execute,
     query,
+    remove_four_visits_in_five,
     scalar,
     url_of_database,
 )
@@ -197,16 +198,7 @@ def test_an_incremental_night_counts_only_what_it_shrank_and_the_guard_still_ref
     assert_matches_source(demo_database)
 
     before = checksums(demo_database)
-    execute(
-        demo_database,
-        """
-        CREATE TEMP TABLE gone AS SELECT visit_id FROM staging.visits WHERE visit_id % 5 <> 0;
-        DELETE FROM staging.payments WHERE billing_id IN
-            (SELECT billing_id FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone));
-        DELETE FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone);
-        DELETE FROM staging.visits WHERE visit_id IN (SELECT visit_id FROM gone);
-        """,
-    )
+    remove_four_visits_in_five(demo_database)
     guarded = run_flow(mode="incremental", skip_source_checks=True)
     assert guarded.is_failed()
     assert "refresh_phase2_materialized_views failed: check shrink_guard (" in error_text(guarded)

@@ -132,6 +132,20 @@ def add_source_rows(url: str) -> None:
     )
 
 
+def remove_four_visits_in_five(url: str) -> None:
+    """An upstream load that failed half-way: four visits in five gone, with their bills and payments."""
+    execute(
+        url,
+        """
+        CREATE TEMP TABLE gone AS SELECT visit_id FROM staging.visits WHERE visit_id % 5 <> 0;
+        DELETE FROM staging.payments WHERE billing_id IN
+            (SELECT billing_id FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone));
+        DELETE FROM staging.billing WHERE visit_id IN (SELECT visit_id FROM gone);
+        DELETE FROM staging.visits WHERE visit_id IN (SELECT visit_id FROM gone);
+        """,
+    )
+
+
 def private_temp_dir(prefix: str) -> Path:
     """A folder of this session's own, outside pytest's temporary root, removed when the session ends.
 
